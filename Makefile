@@ -1,0 +1,37 @@
+# weightstream: two commands on a fresh machine.
+#   make demo   create .venv, install, synthesise a sample and process it (embedded SQLite)
+#   make test   run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo
+
+.PHONY: demo test venv lint typecheck bench clean
+
+$(BIN)/weightstream: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/weightstream
+
+demo: venv
+	@mkdir -p $(DEMO)
+	$(BIN)/weightstream synth --users 200 --per-user 50 --seed 1 \
+		--out $(DEMO)/export.csv --truth $(DEMO)/truth.csv
+	rm -f $(DEMO)/weightstream.db $(DEMO)/weightstream.db-wal $(DEMO)/weightstream.db-shm
+	$(BIN)/weightstream process $(DEMO)/export.csv --db $(DEMO)/weightstream.db \
+		--out $(DEMO)/results.csv --metrics-file $(DEMO)/metrics.prom
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy --strict src/weightstream
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

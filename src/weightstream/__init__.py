@@ -1,0 +1,3 @@
+"""weightstream: trustworthy per-user weight trajectories from messy exports."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,304 @@
+"""The ``weightstream`` command line (typer + rich).
+
+Errors become exit codes here, at the edge only (see :data:`weightstream.errors.EXIT_CODES`):
+0 success, 65 unusable input, 66 missing column, 70 internal, 73 storage full, 74 storage
+failure or unusable database, 75 busy/conflict (retry), 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from weightstream.config import Config, load_config
+from weightstream.errors import WeightstreamError, exit_code_for
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="weightstream",
+    help="Trustworthy per-user weight trajectories from messy exports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML configuration file.", exists=False)
+]
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except WeightstreamError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(exit_code_for(exc)) from None
+
+
+def _config(path: Path | None, db: Path | None = None) -> Config:
+    return _guard(lambda: load_config(path))
+
+
+def _open_store(db: Path, config: Config, *, create: bool) -> Any:
+    from weightstream.store.sqlite import SQLiteStore
+
+    return _guard(
+        lambda: SQLiteStore(
+            db,
+            create=create,
+            busy_timeout_ms=config.store.busy_timeout_ms,
+            allow_unsafe_durability=config.store.allow_unsafe_durability,
+        )
+    )
+
+
+@app.command()
+def process(
+    input: Annotated[Path, typer.Argument(help="CSV export to process.")],
+    db: DbOpt = Path("weightstream.db"),
+    out: Annotated[Path | None, typer.Option("--out", help="Results CSV to write.")] = None,
+    config: ConfigOpt = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option("--column", help="Map a column explicitly: canonical=header "
+                     "(canonical: user_id, timestamp, weight, unit, source, id)."),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option("--metrics-file", help="Write Prometheus text here after.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve /metrics during the run.")
+    ] = None,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+) -> None:
+    """Process an export: one result per input row; resumable; nothing counted twice.
+
+    Example: weightstream process export.csv --db weightstream.db --out results.csv
+    """
+    from weightstream.logs import LogObserver, configure_logging
+    from weightstream.metrics import MetricsObserver
+    from weightstream.observe import Observers
+    from weightstream.pipeline import process_file
+
+    configure_logging(json=log_json, level="WARNING")
+    cfg = _config(config)
+    mapping: dict[str, str] = {}
+    for item in column or []:
+        name, sep, header = item.partition("=")
+        if not sep:
+            err.print(f"[bold red]error:[/] --column takes canonical=header, got {item!r}")
+            raise typer.Exit(64)
+        mapping[name.strip()] = header.strip()
+    if not input.is_file():
+        err.print(f"[bold red]error:[/] no such input file: {input}")
+        raise typer.Exit(66)
+    metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
+    observer = Observers([metrics, LogObserver()])
+    server = metrics.serve(metrics_port) if metrics_port else None
+    store = _open_store(db, cfg, create=True)
+    try:
+        summary = _guard(
+            lambda: _run_with_progress(
+                lambda progress: process_file(
+                    input, store, cfg, out=out, column_map=mapping or None,
+                    observer=observer, progress=progress,
+                )
+            )
+        )
+    finally:
+        store.close()
+        if server is not None:
+            server.shutdown()
+    if metrics_file is not None:
+        metrics.write_textfile(metrics_file)
+    if json_summary:
+        console.print_json(json.dumps(summary.as_dict()))
+    else:
+        _print_summary(summary.as_dict())
+
+
+def _run_with_progress(run: Callable[[Any], T]) -> T:
+    if not sys.stdout.isatty():
+        return run(None)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("processing", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run(progress)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    table = Table(title="weightstream summary", show_header=False)
+    for key in ("rows", "processed_now", "resumed_from", "accepted", "rejected", "invalid",
+                "duplicate", "late", "users", "seconds"):
+        table.add_row(key, str(s[key]))
+    for group in ("rejected_by_reason", "invalid_by_reason", "resets_by_type", "reset_outcomes"):
+        for name, count in sorted(s[group].items()):
+            table.add_row(f"{group.replace('_by_', ' by ')}: {name}", str(count))
+    console.print(table)
+
+
+@app.command()
+def state(
+    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+    last: Annotated[int, typer.Option("--last", help="How many recent readings.")] = 10,
+) -> None:
+    """Show a user's current state and last readings.
+
+    Example: weightstream state 001ADB5640A54EF2A092E20915E0FB81 --db weightstream.db
+    """
+    cfg = _config(config)
+    store = _open_store(db, cfg, create=False)
+    try:
+        st = _guard(lambda: store.load_state(user_id))
+        if st is None:
+            err.print(f"unknown user {user_id}")
+            raise typer.Exit(1)
+        table = Table(title=f"user {user_id}", show_header=False)
+        if st.kalman is not None:
+            table.add_row("weight (kg)", f"{st.kalman.x[0]:.2f} ± {st.kalman.weight_std:.2f}")
+            table.add_row("trend (kg/week)", f"{st.kalman.x[1] * 7:+.3f}")
+            table.add_row("as of", st.kalman.timestamp.isoformat())
+        table.add_row("adapting", f"{st.adaptation.is_adapting} "
+                      f"(factor {st.adaptation.adaptation_factor:.2f})")
+        table.add_row("last reset", f"{st.last_reset_type} at {st.last_reset_at}")
+        table.add_row("accepted readings", str(st.accepted_count))
+        table.add_row("version", str(st.version))
+        console.print(table)
+        rows = store.history(user_id)[-last:]
+        hist = Table(title="last readings")
+        for col in ("time", "source", "kg", "verdict", "reason", "filtered"):
+            hist.add_column(col)
+        for row in rows:
+            m, r = row.measurement, row.result
+            hist.add_row(m.timestamp.isoformat(), m.source, f"{m.weight_kg:.2f}", str(r.verdict),
+                         r.reason, "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}")
+        console.print(hist)
+    finally:
+        store.close()
+
+
+@app.command()
+def resets(
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user.")] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option("--outcome", help="committed, rolled_back, breaker_open, or a fallback."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List reset transactions from the audit record.
+
+    Example: weightstream resets --outcome rolled_back --db weightstream.db
+    """
+    cfg = _config(config)
+    store = _open_store(db, cfg, create=False)
+    try:
+        audits = _guard(lambda: store.audits(user_id=user, outcome=outcome))
+    finally:
+        store.close()
+    if json_out:
+        console.print_json(json.dumps([
+            {"user_id": a.user_id, "reading_id": a.reading_id, "type": str(a.reset_type),
+             "trigger": a.trigger, "outcome": a.outcome, "fallback": a.fallback,
+             "failed_operation": a.failed_operation, "reason": a.reason,
+             "duration_ms": a.duration_s * 1000, "at": a.at.isoformat()}
+            for a in audits
+        ]))
+        return
+    table = Table(title=f"{len(audits)} reset transactions")
+    for col in ("at", "user", "type", "trigger", "outcome", "fallback", "failed op", "ms"):
+        table.add_column(col)
+    for a in audits:
+        table.add_row(a.at.isoformat(timespec="seconds"), a.user_id, str(a.reset_type),
+                      a.trigger, a.outcome, str(a.fallback or ""), a.failed_operation or "",
+                      f"{a.duration_s * 1000:.3f}")
+    console.print(table)
+
+
+@app.command()
+def recover(
+    user_id: Annotated[str, typer.Argument(help="The user to rebuild from history.")],
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Replace the live state.")] = False,
+) -> None:
+    """Rebuild a user's state by replaying stored history; show the difference; --apply it.
+
+    Example: weightstream recover 001ADB5640A54EF2A092E20915E0FB81 --apply
+    """
+    from weightstream.replay import apply_rebuild, rebuild_user
+
+    cfg = _config(config)
+    store = _open_store(db, cfg, create=False)
+    try:
+        rebuild = _guard(lambda: rebuild_user(store, user_id, cfg))
+        if rebuild.readings == 0:
+            err.print(f"no stored readings for user {user_id}")
+            raise typer.Exit(1)
+        diffs = rebuild.differences()
+        console.print(f"replayed {rebuild.readings} readings; "
+                      f"{len(rebuild.changed)} results would change")
+        console.print("rebuilt state equals live state" if not diffs
+                      else "differs in: " + ", ".join(diffs))
+        if apply and (diffs or rebuild.changed):
+            stored = _guard(lambda: apply_rebuild(store, rebuild))
+            console.print(f"applied: state version {stored.version if stored else '-'}")
+    finally:
+        store.close()
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Export CSV to write.")],
+    users: Annotated[int, typer.Option("--users")] = 200,
+    per_user: Annotated[int, typer.Option("--per-user")] = 50,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    truth: Annotated[Path | None, typer.Option("--truth", help="Ground truth CSV.")] = None,
+    scenario: Annotated[str, typer.Option("--scenario")] = "mixed",
+    no_ids: Annotated[bool, typer.Option("--no-ids", help="Omit the id column.")] = False,
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+) -> None:
+    """Write a realistic synthetic export (and its ground truth).
+
+    Example: weightstream synth --users 200 --per-user 50 --seed 1 --out s.csv --truth t.csv
+    """
+    from weightstream import synth as synthmod
+
+    if scenario not in synthmod.SCENARIOS:
+        err.print(f"[bold red]error:[/] unknown scenario {scenario!r}; "
+                  f"one of {', '.join(synthmod.SCENARIOS)}")
+        raise typer.Exit(64)
+    rows = synthmod.write_stream(users, per_user, seed, out, truth, scenario=scenario,
+                                 ids=not no_ids)
+    console.print(f"wrote {rows} rows to {out}" + (f" and truth to {truth}" if truth else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

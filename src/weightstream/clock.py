@@ -1,0 +1,40 @@
+"""Injected time.
+
+Everything time-dependent (the breaker's timeout, audit timestamps, durations, the
+"not in the future" check) takes a :class:`Clock`, so tests advance a
+:class:`weightstream.testing.FakeClock` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Wall time for records, monotonic time for intervals."""
+
+    def now(self) -> datetime:
+        """The current wall-clock time, aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin; never goes backwards."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+SYSTEM_CLOCK = SystemClock()

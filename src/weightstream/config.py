@@ -1,0 +1,261 @@
+"""Configuration: one TOML file, every threshold named with its default, environment overrides.
+
+Loaded with pydantic-settings. Precedence, highest first: keyword arguments, environment
+variables (``WEIGHTSTREAM_<SECTION>__<KEY>``, e.g. ``WEIGHTSTREAM_RESETS__TRANSACTIONAL=false``),
+the TOML file, the defaults below. Unknown keys are an error (the system this replaces silently
+ignored many of its keys). Degenerate numbers (R = 0, Q < 0, NaN, inf) are refused at load with
+:class:`~weightstream.errors.ConfigError`.
+
+Why each default is what it is: see the comment on the field (figures from
+``benchmarks/accuracy.py`` on the tuning seeds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from weightstream.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "FilterConfig",
+    "SourceConfig",
+    "UnitConfig",
+    "ValidationConfig",
+    "RuleConfig",
+    "ResetBoost",
+    "ResetConfig",
+    "BreakerConfig",
+    "ProcessingConfig",
+    "StoreConfig",
+    "load_config",
+]
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilterConfig(_Section):
+    """The local-linear-trend Kalman filter (see :mod:`weightstream.kalman`)."""
+
+    # Day-to-day scale readings scatter by ~0.6-0.9 kg (hydration, meals, clothing).
+    measurement_var: Positive = 0.64
+    # Random walk of the level, kg^2 per day: water/glycogen swings beyond the trend.
+    q_weight: Positive = 0.02
+    # Random walk of the trend, (kg/day)^2 per day: how fast a diet's pace can change.
+    q_trend: Positive = 2e-5
+    # Prior variance at a reset, before the reset type's multiplier.
+    initial_weight_var: Positive = 0.5
+    initial_trend_var: Positive = 0.0025
+
+
+class SourceConfig(_Section):
+    """Measurement-noise multipliers per source; manual sources may trigger soft resets."""
+
+    multipliers: dict[str, Positive] = Field(
+        default_factory=lambda: {
+            "care-team-upload": 0.5,
+            "patient-upload": 0.7,
+            "internal-questionnaire": 0.8,
+            "initial-questionnaire": 0.8,
+            "questionnaire": 0.8,
+            "patient-device": 1.0,
+            "https://connectivehealth.io": 1.5,
+            "https://api.iglucose.com": 3.0,
+        }
+    )
+    default_multiplier: Positive = 1.0
+    manual: tuple[str, ...] = (
+        "care-team-upload",
+        "patient-upload",
+        "internal-questionnaire",
+        "initial-questionnaire",
+        "questionnaire",
+    )
+
+    def multiplier(self, source: str) -> float:
+        return self.multipliers.get(source, self.default_multiplier)
+
+    def is_manual(self, source: str) -> bool:
+        return source in self.manual
+
+
+class UnitConfig(_Section):
+    """Unit handling.
+
+    ``lb_ap_is_pound``: UCUM's ``[lb_ap]`` is the apothecaries' pound (0.3732 kg), but real
+    clinical exports put it on ordinary pound readings (the same instant often carries a ``kg``
+    row equal to the value x 0.45359237), and nobody is weighed in apothecaries' pounds. So by
+    default ``[lb_ap]`` is read as an avoirdupois pound; set False to apply UCUM literally.
+    """
+
+    lb_ap_is_pound: bool = True
+
+
+class ValidationConfig(_Section):
+    """Hard limits: outside them a row is ``invalid``, not an outlier."""
+
+    min_weight_kg: Positive = 20.0
+    max_weight_kg: Positive = 500.0
+    min_year: int = Field(default=1900, ge=1)
+    # Scales with a wrong clock run ahead by hours; more than a day is a bad timestamp.
+    max_future_skew_s: NonNegative = 86_400.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationConfig:
+        if self.min_weight_kg >= self.max_weight_kg:
+            raise ValueError("min_weight_kg must be below max_weight_kg")
+        return self
+
+
+class RuleConfig(_Section):
+    """Outlier rules (see :mod:`weightstream.rules`)."""
+
+    # Normalised innovation gate in sigmas of the predicted reading.
+    gate_sigma: Positive = 4.5
+    # While adapting after a reset the gate is looser.
+    adapting_gate_sigma: Positive = 7.0
+    # Largest believable change per day beyond the predicted trend, plus a fixed slack.
+    max_rate_kg_per_day: Positive = 1.5
+    rate_slack_kg: Positive = 3.0
+    # A value within this relative tolerance of expected x 2.2046 (or / 2.2046) is a unit error.
+    unit_error_tolerance: Positive = 0.04
+    # A value within this range while the expected weight is far above it looks like a BMI.
+    bmi_range: tuple[float, float] = (12.0, 60.0)
+    # Relative change against the last accepted weight beyond which a gap reset is refused.
+    reset_max_relative_change: Positive = 0.35
+
+
+class ResetBoost(_Section):
+    """How a reset type inflates the filter and for how long."""
+
+    initial_var_multiplier: Positive
+    q_multiplier: Positive
+    adaptation_readings: int = Field(ge=1)
+    adaptation_days: Positive
+    decay_readings: Positive
+
+
+class ResetConfig(_Section):
+    """Reset triggers, boosts and the transactional safety net."""
+
+    hard_gap_days: Positive = 30.0
+    soft_threshold_kg: Positive = 3.0
+    soft_cooldown_days: NonNegative = 3.0
+    transactional: bool = True
+    initial: ResetBoost = ResetBoost(
+        initial_var_multiplier=4.0, q_multiplier=10.0, adaptation_readings=10,
+        adaptation_days=10.0, decay_readings=3.0,
+    )
+    hard: ResetBoost = ResetBoost(
+        initial_var_multiplier=4.0, q_multiplier=5.0, adaptation_readings=8,
+        adaptation_days=7.0, decay_readings=2.5,
+    )
+    soft: ResetBoost = ResetBoost(
+        initial_var_multiplier=2.0, q_multiplier=3.0, adaptation_readings=6,
+        adaptation_days=5.0, decay_readings=2.0,
+    )
+    buffer_size: int = Field(default=20, ge=1, le=1000)
+
+    def boost(self, reset_type: str) -> ResetBoost:
+        return {"initial": self.initial, "hard": self.hard, "soft": self.soft}[str(reset_type)]
+
+
+class BreakerConfig(_Section):
+    """The circuit breaker around resets (per process; see :mod:`weightstream.resets.breaker`)."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    timeout_s: Positive = 60.0
+    success_threshold: int = Field(default=2, ge=1)
+    probe_timeout_s: Positive = 5.0
+
+
+class ProcessingConfig(_Section):
+    """Batch processing."""
+
+    late_policy: Literal["replay", "reject_late"] = "replay"
+    commit_group_size: int = Field(default=2000, ge=1)
+
+
+class StoreConfig(_Section):
+    """The embedded SQLite store."""
+
+    path: str = "weightstream.db"
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+    # WAL + synchronous=FULL is required unless this is set (tests of raw speed only).
+    allow_unsafe_durability: bool = False
+
+
+class Config(BaseSettings):
+    """All of weightstream's settings. ``Config()`` gives the defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WEIGHTSTREAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    filter: FilterConfig = FilterConfig()
+    sources: SourceConfig = SourceConfig()
+    units: UnitConfig = UnitConfig()
+    validation: ValidationConfig = ValidationConfig()
+    rules: RuleConfig = RuleConfig()
+    resets: ResetConfig = ResetConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    store: StoreConfig = StoreConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Load the configuration from ``path`` (TOML) plus the environment.
+
+    >>> load_config().resets.hard_gap_days
+    30.0
+    """
+    settings_cls: type[Config] = Config
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+
+        class _FromFile(Config):
+            model_config = SettingsConfigDict(toml_file=path)
+
+        settings_cls = _FromFile
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"unreadable configuration {path}: {exc}") from None

@@ -1,0 +1,109 @@
+"""One raw CSV row to a :class:`~weightstream.model.Measurement`, or the reason it is not one.
+
+Policy
+------
+The checks run in a fixed order and the *first* failing one is reported, so a row with several
+bad fields always gets the same reason:
+
+1. user: an empty or null (``NULL``, ``NA``...) user id is ``MISSING_USER``;
+2. timestamp: :func:`~weightstream.ingest.timestamps.parse_timestamp`;
+3. weight: :func:`~weightstream.ingest.numbers.parse_number`;
+4. unit: :func:`~weightstream.ingest.units.to_kg` (an empty or absent unit is kg);
+5. range: the weight *in kg* must lie within ``ValidationConfig.min_weight_kg`` ..
+   ``max_weight_kg`` (inclusive), else ``OUT_OF_RANGE``. The check is after the conversion, so
+   ``176 lb`` passes and ``176 kg`` is judged as 176 kg.
+
+A :class:`~weightstream.ingest.csv_reader.MalformedRow` gives its own ``MALFORMED_ROW``
+problem, so every item a :class:`~weightstream.ingest.csv_reader.CsvInput` yields can be passed
+here.
+
+The fields of the result: ``user_id``, ``unit`` and ``source`` are trimmed of ASCII
+whitespace; an empty or null source is ``"unknown"``; an absent unit column gives ``unit ""``;
+``value`` is the number as given and ``weight_kg`` the converted one. ``reading_id`` is the
+``id`` column when present and not empty or null, else
+:func:`~weightstream.model.content_key` of (user, timestamp, value, unit, source).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from weightstream.config import Config
+from weightstream.ingest._problem import ASCII_WHITESPACE, NULL_TOKENS, RowProblem
+from weightstream.ingest.csv_reader import MalformedRow, RawRow
+from weightstream.ingest.numbers import parse_number
+from weightstream.ingest.timestamps import parse_timestamp
+from weightstream.ingest.units import to_kg
+from weightstream.model import Measurement, Reason, content_key
+
+__all__ = ["to_measurement", "UNKNOWN_SOURCE"]
+
+#: The source of a row whose source is absent, empty or null.
+UNKNOWN_SOURCE: Final = "unknown"
+
+_MISSING_USER: Final = RowProblem(Reason.MISSING_USER, "user_id", "user id is empty or null")
+
+
+def to_measurement(
+    raw: RawRow | MalformedRow, *, config: Config, now: datetime
+) -> Measurement | RowProblem:
+    """The valid reading in ``raw``, or the first :class:`RowProblem` in the fixed order.
+
+    ``now`` bounds timestamps in the future (``ValidationConfig.max_future_skew_s``).
+
+    >>> from datetime import UTC
+    >>> row = RawRow(2, "u1", "2025-01-22 13:03:37", "176.37", "lb", "patient-device", None)
+    >>> m = to_measurement(row, config=Config(), now=datetime(2025, 3, 1, tzinfo=UTC))
+    >>> m.user_id, m.unit, round(m.weight_kg, 3), m.reading_id.startswith("h:")
+    ('u1', 'lb', 80.0, True)
+    >>> bad = RawRow(3, "u1", "2025-01-22", "85", "kg/m2", "", None)
+    >>> to_measurement(bad, config=Config(), now=datetime(2025, 3, 1, tzinfo=UTC)).reason.value
+    'unit_is_bmi'
+    """
+    if isinstance(raw, MalformedRow):
+        return raw.problem
+    user = raw.user_id.strip(ASCII_WHITESPACE)
+    if len(user) <= 4 and user.lower() in NULL_TOKENS:
+        return _MISSING_USER
+    limits = config.validation
+    when = parse_timestamp(raw.timestamp, now=now, config=limits)
+    if isinstance(when, RowProblem):
+        return when
+    value = parse_number(raw.weight)
+    if isinstance(value, RowProblem):
+        return value
+    unit = "" if raw.unit is None else raw.unit.strip(ASCII_WHITESPACE)
+    weight_kg = to_kg(value, unit, config.units)
+    if isinstance(weight_kg, RowProblem):
+        return weight_kg
+    if not limits.min_weight_kg <= weight_kg <= limits.max_weight_kg:
+        return _out_of_range(limits.min_weight_kg, limits.max_weight_kg)
+    source = _text_or(raw.source, UNKNOWN_SOURCE)
+    reading_id = _text_or(raw.id, "") or content_key(user, when, value, unit, source)
+    return Measurement(
+        reading_id=reading_id,
+        user_id=user,
+        timestamp=when,
+        value=value,
+        unit=unit,
+        weight_kg=weight_kg,
+        source=source,
+    )
+
+
+def _text_or(text: str | None, default: str) -> str:
+    """``text`` trimmed, or ``default`` when it is absent, empty or null."""
+    if text is None:
+        return default
+    body = text.strip(ASCII_WHITESPACE)
+    return default if len(body) <= 4 and body.lower() in NULL_TOKENS else body
+
+
+def _out_of_range(low: float, high: float) -> RowProblem:
+    # The message states the limits, never the value (health data).
+    return RowProblem(
+        Reason.OUT_OF_RANGE,
+        "weight",
+        f"weight is outside the plausible range {low:g} to {high:g} kg (after unit conversion)",
+    )

@@ -1,0 +1,365 @@
+"""Prometheus metrics for weightstream, attached as an :class:`~weightstream.observe.Observer`.
+
+:class:`MetricsObserver` owns its own :class:`prometheus_client.CollectorRegistry` (never the
+process-global one), so two pipelines in one process, or two tests, never share counters.
+Every metric is named in base units with the ``weightstream_`` prefix, and every label has a
+bounded set of values: no label ever carries a user, a reading or a weight. A source that is
+not in the configured list becomes ``other``; a reason, operation or reset type outside its
+known codes becomes ``other`` / ``unknown``.
+
+=============================================  =========  ==================================
+metric                                         type       labels
+=============================================  =========  ==================================
+``weightstream_readings_total``                counter    verdict, reason, source
+``weightstream_reading_duration_seconds``      histogram
+``weightstream_resets_total``                  counter    type, outcome (final path)
+``weightstream_reset_transactions_total``      counter    type, result (committed/rolled_back)
+``weightstream_transaction_rollbacks_total``   counter    operation
+``weightstream_rollback_verifications_total``  counter    result (restored/mismatch)
+``weightstream_reset_duration_seconds``        histogram
+``weightstream_breaker_state``                 gauge      (0 closed, 1 open, 2 half_open)
+``weightstream_breaker_transitions_total``     counter    from_state, to_state
+``weightstream_recovery_attempts_total``       counter    strategy, result (success/failure)
+``weightstream_store_commit_duration_seconds`` histogram
+``weightstream_store_committed_results_total`` counter
+=============================================  =========  ==================================
+
+The alerting and recording rules over these series live in ``deploy/prometheus/``.
+
+>>> from weightstream.model import Result, Verdict
+>>> observer = MetricsObserver(known_sources=["patient-device"])
+>>> observer.reading_processed(Result("r1", "u1", Verdict.ACCEPTED, source="fitbit"), 0.0002)
+>>> counters = read_counters(observer.render().decode())
+>>> key = ("weightstream_readings_total",
+...        frozenset({"verdict": "accepted", "reason": "ok", "source": "other"}.items()))
+>>> counters[key]
+1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from weightstream.model import Reason, RecoveryAttempt, ResetAudit, ResetOutcome, ResetType, Result
+from weightstream.observe import Observer
+
+__all__ = [
+    "MetricsObserver",
+    "read_counters",
+    "BREAKER_STATES",
+    "ROLLBACK_OPERATIONS",
+    "READING_DURATION_BUCKETS",
+    "RESET_DURATION_BUCKETS",
+    "STORE_COMMIT_DURATION_BUCKETS",
+]
+
+#: Value of ``weightstream_breaker_state`` for each breaker state.
+BREAKER_STATES: dict[str, int] = {"closed": 0, "open": 1, "half_open": 2}
+
+#: The operations a reset transaction can fail in (``ResetAudit.failed_operation``).
+ROLLBACK_OPERATIONS: tuple[str, ...] = (
+    "kalman_reset",
+    "adaptation_create",
+    "buffer_update",
+    "state_persist",
+    "unknown",
+)
+
+#: One reading takes microseconds to a few milliseconds; 1 µs .. 100 ms.
+READING_DURATION_BUCKETS: tuple[float, ...] = (
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+)  # fmt: skip
+
+#: A reset should stay under 5 ms (plan) and alerts above 10 ms: both are bucket bounds, so
+#: ``histogram_quantile`` interpolates inside the right bucket. 10 µs .. 1 s.
+RESET_DURATION_BUCKETS: tuple[float, ...] = (
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+    5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+
+#: A unit of work commits in well under a millisecond in memory, up to seconds on a busy
+#: database (busy timeout). 100 µs .. 10 s.
+STORE_COMMIT_DURATION_BUCKETS: tuple[float, ...] = (
+    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+_REASONS = frozenset(reason.value for reason in Reason)
+_RESET_TYPES = frozenset(reset_type.value for reset_type in ResetType)
+_OUTCOMES = frozenset(outcome.value for outcome in ResetOutcome)
+_OPERATIONS = frozenset(ROLLBACK_OPERATIONS)
+
+
+def _bounded(value: object, allowed: frozenset[str], fallback: str) -> str:
+    text = str(value) if value is not None else ""
+    return text if text in allowed else fallback
+
+
+def _seconds(duration_s: float) -> float | None:
+    """A duration fit to observe: finite and non-negative (a clock step backwards gives 0)."""
+    if not math.isfinite(duration_s):
+        return None
+    return max(0.0, duration_s)
+
+
+class MetricsObserver(Observer):
+    """Prometheus counters, gauges and histograms fed by the pipeline's observer hooks.
+
+    ``registry``: where the metrics are registered (default: a new, private registry).
+    ``known_sources``: the only values the ``source`` label may take besides ``unknown`` (no
+    source on the row) and ``other`` (any source not listed); default: the sources of
+    :class:`weightstream.config.SourceConfig`.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        known_sources: Iterable[str] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        if known_sources is None:
+            from weightstream.config import SourceConfig
+
+            known_sources = SourceConfig().multipliers
+        self.known_sources = frozenset(known_sources)
+        r = self.registry
+
+        self.readings = Counter(
+            "weightstream_readings",
+            "Input rows processed, by verdict, reason code and (bounded) source.",
+            ["verdict", "reason", "source"],
+            registry=r,
+        )
+        self.reading_duration = Histogram(
+            "weightstream_reading_duration_seconds",
+            "Time spent processing one input row.",
+            buckets=READING_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.resets = Counter(
+            "weightstream_resets",
+            "Resets attempted, by type and the path that produced the state "
+            "(committed or the fallback taken).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.reset_transactions = Counter(
+            "weightstream_reset_transactions",
+            "Reset transactions, by type and whether they committed or rolled back.",
+            ["type", "result"],
+            registry=r,
+        )
+        self.transaction_rollbacks = Counter(
+            "weightstream_transaction_rollbacks",
+            "Reset transactions rolled back, by the operation that failed.",
+            ["operation"],
+            registry=r,
+        )
+        self.rollback_verifications = Counter(
+            "weightstream_rollback_verifications",
+            "Checks after a rollback that the state equals its pre-transaction value.",
+            ["result"],
+            registry=r,
+        )
+        self.reset_duration = Histogram(
+            "weightstream_reset_duration_seconds",
+            "Duration of one reset transaction (commit or rollback).",
+            buckets=RESET_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "weightstream_breaker_state",
+            "Reset circuit breaker state: 0 closed, 1 open, 2 half_open.",
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "weightstream_breaker_transitions",
+            "Reset circuit breaker state changes.",
+            ["from_state", "to_state"],
+            registry=r,
+        )
+        self.recovery_attempts = Counter(
+            "weightstream_recovery_attempts",
+            "Recovery strategies tried after a failed reset, by strategy and result.",
+            ["strategy", "result"],
+            registry=r,
+        )
+        self.store_commit_duration = Histogram(
+            "weightstream_store_commit_duration_seconds",
+            "Duration of one store commit (a unit of work).",
+            buckets=STORE_COMMIT_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.store_committed_results = Counter(
+            "weightstream_store_committed_results",
+            "Results (input rows) made durable by store commits.",
+            registry=r,
+        )
+        self._initialise_children()
+
+    def _initialise_children(self) -> None:
+        """Export every bounded label combination at 0 from the start.
+
+        A series that appears only at its first increment hides that increment from
+        ``rate()``/``increase()``, and a ratio whose numerator series does not exist yet is
+        "no data" instead of 0.
+        """
+        for reset_type in ResetType:
+            for outcome in ResetOutcome:
+                self.resets.labels(type=reset_type.value, outcome=outcome.value)
+            for result in ("committed", "rolled_back"):
+                self.reset_transactions.labels(type=reset_type.value, result=result)
+        for operation in ROLLBACK_OPERATIONS:
+            self.transaction_rollbacks.labels(operation=operation)
+        for result in ("restored", "mismatch"):
+            self.rollback_verifications.labels(result=result)
+        for old, new in (
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "open"),
+            ("half_open", "closed"),
+        ):
+            self.breaker_transitions.labels(from_state=old, to_state=new)
+        self.breaker_state.set(BREAKER_STATES["closed"])
+
+    # -- label bounding -------------------------------------------------------------------
+
+    def source_label(self, source: str | None) -> str:
+        """``source`` if known, ``unknown`` if absent, else ``other``."""
+        if source is None or source == "":
+            return "unknown"
+        return source if source in self.known_sources else "other"
+
+    # -- observer hooks -------------------------------------------------------------------
+
+    def reading_processed(self, result: Result, duration_s: float) -> None:
+        self.readings.labels(
+            verdict=str(result.verdict),
+            reason=_bounded(result.reason, _REASONS, "other"),
+            source=self.source_label(result.source),
+        ).inc()
+        seconds = _seconds(duration_s)
+        if seconds is not None:
+            self.reading_duration.observe(seconds)
+
+    def reset_finished(self, audit: ResetAudit) -> None:
+        reset_type = _bounded(audit.reset_type, _RESET_TYPES, "other")
+        committed = audit.outcome == "committed"
+        if committed:
+            outcome = ResetOutcome.COMMITTED.value
+        else:
+            fallback = audit.fallback if audit.fallback is not None else ResetOutcome.FAILED
+            outcome = _bounded(fallback, _OUTCOMES, "other")
+        self.resets.labels(type=reset_type, outcome=outcome).inc()
+        self.reset_transactions.labels(
+            type=reset_type, result="committed" if committed else "rolled_back"
+        ).inc()
+        if not committed:
+            operation = _bounded(audit.failed_operation, _OPERATIONS, "unknown")
+            self.transaction_rollbacks.labels(operation=operation).inc()
+        seconds = _seconds(audit.duration_s)
+        if seconds is not None:
+            self.reset_duration.observe(seconds)
+
+    def rollback_verified(self, operation: str, restored: bool) -> None:
+        self.rollback_verifications.labels(result="restored" if restored else "mismatch").inc()
+
+    def breaker_changed(self, old_state: str, new_state: str) -> None:
+        old = _bounded(old_state, frozenset(BREAKER_STATES), "unknown")
+        new = _bounded(new_state, frozenset(BREAKER_STATES), "unknown")
+        self.breaker_transitions.labels(from_state=old, to_state=new).inc()
+        if new in BREAKER_STATES:
+            self.breaker_state.set(BREAKER_STATES[new])
+
+    def recovery_attempted(self, attempt: RecoveryAttempt) -> None:
+        self.recovery_attempts.labels(
+            strategy=attempt.strategy, result="success" if attempt.succeeded else "failure"
+        ).inc()
+
+    def store_committed(self, duration_s: float, results: int) -> None:
+        seconds = _seconds(duration_s)
+        if seconds is not None:
+            self.store_commit_duration.observe(seconds)
+        if results > 0:
+            self.store_committed_results.inc(results)
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`render` to ``path`` for node-exporter's textfile collector, atomically.
+
+        The text goes to a hidden temporary file in the same directory (not ``*.prom``, so the
+        collector never reads it half-written), is fsynced, then ``os.replace``-d over ``path``
+        and the directory fsynced. On any failure the temporary file is removed and the
+        ``OSError`` propagates; ``path`` is then still the previous complete file (or absent),
+        never a torn one.
+        """
+        target = os.path.abspath(os.fspath(path))
+        directory, name = os.path.split(target)
+        data = self.render()
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # mkstemp creates 0600; the collector usually runs as another user.
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_directory(directory)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
+        """Serve ``/metrics`` for this registry on ``addr:port`` from a daemon thread.
+
+        ``port=0`` picks a free port (read it from ``server.server_port``). Stop with
+        ``server.shutdown(); server.server_close()``.
+        """
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable. Filesystems that cannot fsync a directory are tolerated."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def read_counters(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a text exposition, keyed by (sample name, frozenset of label pairs).
+
+    Meant for tests and ad-hoc checks: counters appear under their ``_total`` name, histograms
+    as their ``_bucket`` / ``_count`` / ``_sum`` samples, gauges under their own name.
+
+    >>> read_counters('# TYPE x_total counter\\nx_total{a="1"} 2.0\\n')
+    {('x_total', frozenset({('a', '1')})): 2.0}
+    """
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
+    return samples

@@ -1,0 +1,278 @@
+"""Frozen values that flow through weightstream.
+
+Every per-user quantity is an immutable value: a processing step returns a *new*
+:class:`UserState` (``dataclasses.replace``), a reset computes the whole new state in memory
+and the store writes it once. If anything fails before the commit, the old value is still what
+is stored, so rollback costs nothing and cannot be half-done (this is what makes the user's
+reset plan real rather than ceremony: its sketch deep-copied mutable dicts and its rollback
+restored nothing).
+
+Time is an aware UTC :class:`datetime.datetime`; weights are kilograms; trends are kg/day
+inside the filter and kg/week in results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+__all__ = [
+    "Verdict",
+    "Reason",
+    "ResetType",
+    "ResetOutcome",
+    "Measurement",
+    "KalmanState",
+    "AdaptationState",
+    "BufferedReading",
+    "UserState",
+    "Result",
+    "ResetAudit",
+    "RecoveryAttempt",
+    "content_key",
+    "to_micros",
+    "from_micros",
+    "EPOCH",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Verdict(StrEnum):
+    """What happened to one input row. Every row gets exactly one."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class Reason(StrEnum):
+    """Machine-readable reason codes. ``ok`` for accepted readings."""
+
+    OK = "ok"
+    # invalid: the row is not a usable weight reading
+    MALFORMED_ROW = "malformed_row"
+    MISSING_USER = "missing_user"
+    MISSING_VALUE = "missing_value"
+    NOT_A_NUMBER = "not_a_number"
+    NON_FINITE = "non_finite"
+    NON_POSITIVE = "non_positive"
+    UNKNOWN_UNIT = "unknown_unit"
+    UNIT_IS_BMI = "unit_is_bmi"
+    UNIT_IS_BSA = "unit_is_bsa"
+    OUT_OF_RANGE = "out_of_range"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    BAD_TIMESTAMP = "bad_timestamp"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    # rejected: a valid reading that the filter does not believe
+    INNOVATION_OUTLIER = "innovation_outlier"
+    RATE_OF_CHANGE = "rate_of_change"
+    PROBABLE_UNIT_ERROR = "probable_unit_error"
+    PROBABLE_BMI = "probable_bmi"
+    IMPLAUSIBLE_RESET = "implausible_reset"
+    RESET_FAILED = "reset_failed"
+    # duplicate / late
+    DUPLICATE_KEY = "duplicate_key"
+    DUPLICATE_CONTENT = "duplicate_content"
+    LATE_READING = "late_reading"
+
+
+class ResetType(StrEnum):
+    """Why a user's filter was (re)initialised."""
+
+    INITIAL = "initial"
+    HARD = "hard"
+    SOFT = "soft"
+
+
+class ResetOutcome(StrEnum):
+    """Which path produced the state after a reset was attempted."""
+
+    COMMITTED = "committed"
+    FAILED = "failed"  # rolled back, old state kept (no fallback configured)
+    FALLBACK_LAST_GOOD = "fallback_last_good"
+    RECOVERED_HISTORY = "recovered_history"
+    RECOVERED_INTERPOLATED = "recovered_interpolated"
+    CONSERVATIVE = "conservative"
+
+
+def to_micros(when: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (no float rounding).
+
+    >>> to_micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC))
+    1000005
+    """
+    delta = when - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Inverse of :func:`to_micros`.
+
+    >>> from_micros(1000005).isoformat()
+    '1970-01-01T00:00:01.000005+00:00'
+    """
+    from datetime import timedelta
+
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def content_key(user_id: str, timestamp: datetime, value: float, unit: str, source: str) -> str:
+    """Idempotency key of a reading that has no id: a hash of what it says.
+
+    >>> a = content_key("u1", EPOCH, 80.0, "kg", "patient-device")
+    >>> a == content_key("u1", EPOCH, 80.0, "KG", "patient-device")
+    True
+    >>> a == content_key("u1", EPOCH, 80.5, "kg", "patient-device")
+    False
+    """
+    text = f"{user_id}\x1f{to_micros(timestamp)}\x1f{value!r}\x1f{unit.strip().lower()}\x1f{source}"
+    return "h:" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One valid weight reading, normalised to kilograms and UTC.
+
+    ``reading_id`` is the idempotency key: the input's id when it has one, else
+    :func:`content_key`.
+    """
+
+    reading_id: str
+    user_id: str
+    timestamp: datetime
+    value: float
+    unit: str
+    weight_kg: float
+    source: str
+
+    @property
+    def content_key(self) -> str:
+        return content_key(self.user_id, self.timestamp, self.value, self.unit, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class KalmanState:
+    """Posterior of the local-linear-trend filter at ``timestamp``.
+
+    ``x`` = (weight kg, trend kg/day); ``P`` its 2×2 covariance, stored in full so that an
+    asymmetric (corrupted) matrix can be represented and caught by the validator.
+    """
+
+    x: tuple[float, ...]
+    P: tuple[tuple[float, ...], ...]
+    timestamp: datetime
+
+    @property
+    def weight(self) -> float:
+        return self.x[0]
+
+    @property
+    def trend(self) -> float:
+        return self.x[1]
+
+    @property
+    def weight_std(self) -> float:
+        return math.sqrt(self.P[0][0]) if self.P[0][0] >= 0 else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptationState:
+    """Boost after a reset: process noise × ``adaptation_factor`` and a looser gate.
+
+    The factor decays to 1 with readings and days (see :mod:`weightstream.resets.manager`), and
+    adaptation *ends*: ``is_adapting`` turns False and the factor is exactly 1.
+    """
+
+    is_adapting: bool = False
+    adaptation_start: datetime | None = None
+    adaptation_factor: float = 1.0
+    measurements_since_reset: int = 0
+    reset_type: ResetType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedReading:
+    """An accepted reading kept in the user's bounded buffer of recent history."""
+
+    timestamp: datetime
+    weight_kg: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """Everything weightstream knows about one user between two readings."""
+
+    user_id: str
+    kalman: KalmanState | None = None
+    adaptation: AdaptationState = field(default_factory=AdaptationState)
+    buffer: tuple[BufferedReading, ...] = ()
+    rejected: tuple[BufferedReading, ...] = ()  # consecutive rejections since the last accept
+    last_accepted_at: datetime | None = None
+    last_event_at: datetime | None = None
+    last_reset_at: datetime | None = None
+    last_reset_type: ResetType | None = None
+    accepted_count: int = 0
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome for one input row (or one library call)."""
+
+    reading_id: str | None
+    user_id: str | None
+    verdict: Verdict
+    reason: str = Reason.OK
+    message: str = ""
+    row: int | None = None
+    timestamp: datetime | None = None
+    source: str | None = None
+    weight_kg: float | None = None
+    filtered_weight: float | None = None
+    trend_kg_week: float | None = None
+    std_kg: float | None = None
+    reset_type: ResetType | None = None
+    reset_outcome: ResetOutcome | None = None
+    quality: float | None = None
+    quality_components: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class ResetAudit:
+    """The persisted record of one reset transaction (committed or rolled back)."""
+
+    user_id: str
+    reading_id: str
+    reset_type: ResetType
+    trigger: str
+    outcome: str  # "committed" | "rolled_back"
+    failed_operation: str | None
+    reason: str | None
+    duration_s: float
+    at: datetime
+    fallback: ResetOutcome | None = None
+    checkpoints: tuple[tuple[str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryAttempt:
+    """The persisted record of one recovery-strategy attempt."""
+
+    user_id: str
+    reading_id: str
+    strategy: str
+    succeeded: bool
+    detail: str
+    at: datetime

@@ -1,0 +1,303 @@
+"""State validation between reset steps and before anything is persisted.
+
+The plan's validator, generalised: its sketch assumed a 1x1 state (``x: (1, 1)``); ours is the
+2-state local linear trend, and the checks work for any n (x: n, P: n x n, F: n x n,
+H: 1 x n, Q: n x n, R: 1 x 1). Its ``_validate_persisted_state`` returned True for anything;
+here the whole :class:`~weightstream.model.UserState` must be coherent: the version goes up by
+exactly one and no time goes backwards.
+
+:meth:`StateValidator.problems` names every fault found (never a weight value: health data
+stays out of messages); :meth:`StateValidator.validate` is its boolean form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from weightstream.model import AdaptationState, BufferedReading, KalmanState, ResetType, UserState
+
+__all__ = [
+    "ResetOperation",
+    "StateValidator",
+    "kalman_snapshot",
+    "adaptation_snapshot",
+    "buffer_snapshot",
+    "persist_snapshot",
+]
+
+
+class ResetOperation(StrEnum):
+    """The steps of a reset transaction, in order."""
+
+    KALMAN_RESET = "kalman_reset"
+    ADAPTATION_CREATE = "adaptation_create"
+    BUFFER_UPDATE = "buffer_update"
+    STATE_PERSIST = "state_persist"
+
+
+def kalman_snapshot(
+    state: KalmanState, q: Sequence[Sequence[float]], r: float
+) -> dict[str, Any]:
+    """The matrices a Kalman checkpoint validates: x, P, F (one day), H, Q (one day), R."""
+    n = len(state.x)
+    F = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+    if n >= 2:
+        F[0][1] = 1.0
+    return {
+        "x": state.x,
+        "P": state.P,
+        "F": F,
+        "H": [[1.0] + [0.0] * (n - 1)],
+        "Q": q,
+        "R": [[r]],
+    }
+
+
+def adaptation_snapshot(state: AdaptationState, reading_time: datetime) -> dict[str, Any]:
+    return {
+        "is_adapting": state.is_adapting,
+        "adaptation_start": state.adaptation_start,
+        "adaptation_factor": state.adaptation_factor,
+        "measurements_since_reset": state.measurements_since_reset,
+        "reset_type": state.reset_type,
+        "reading_time": reading_time,
+    }
+
+
+def buffer_snapshot(buffer: Sequence[BufferedReading], max_size: int) -> dict[str, Any]:
+    return {"buffer": buffer, "max_size": max_size}
+
+
+def persist_snapshot(old: UserState | None, new: UserState) -> dict[str, Any]:
+    return {"old": old, "new": new}
+
+
+class StateValidator:
+    """Checks a checkpoint's state for the operation that produced it.
+
+    >>> v = StateValidator()
+    >>> v.problems({"x": [1.0]}, ResetOperation.KALMAN_RESET)[0]
+    'missing Kalman component P'
+    """
+
+    def __init__(
+        self,
+        min_weight_kg: float = 20.0,
+        max_weight_kg: float = 500.0,
+        max_abs_trend_kg_per_day: float = 5.0,
+        max_buffer: int = 1000,
+    ) -> None:
+        self.min_weight_kg = min_weight_kg
+        self.max_weight_kg = max_weight_kg
+        self.max_abs_trend = max_abs_trend_kg_per_day
+        self.max_buffer = max_buffer
+
+    def validate(self, state: Any, operation: ResetOperation | str) -> bool:
+        return not self.problems(state, operation)
+
+    def problems(self, state: Any, operation: ResetOperation | str) -> list[str]:
+        """Every fault of ``state`` as the result of ``operation`` (empty: valid)."""
+        checks = {
+            ResetOperation.KALMAN_RESET: self._kalman,
+            ResetOperation.ADAPTATION_CREATE: self._adaptation,
+            ResetOperation.BUFFER_UPDATE: self._buffer,
+            ResetOperation.STATE_PERSIST: self._persist,
+        }
+        try:
+            check = checks[ResetOperation(operation)]
+        except ValueError:
+            return [f"no validator for operation {operation!r}"]
+        try:
+            return check(state)
+        except Exception as exc:  # noqa: BLE001 - a validator must answer, not crash
+            return [f"state unreadable for {operation}: {type(exc).__name__}"]
+
+    # -- Kalman -------------------------------------------------------------------------
+
+    def _kalman(self, state: Any) -> list[str]:
+        if isinstance(state, KalmanState):
+            return self.kalman_state_problems(state)
+        if not isinstance(state, Mapping):
+            return ["Kalman checkpoint is not a mapping of matrices"]
+        missing = [k for k in ("x", "P", "F", "H", "Q", "R") if k not in state]
+        if missing:
+            return [f"missing Kalman component {k}" for k in missing]
+        x = _vector(state["x"])
+        if x is None or not x:
+            return ["x is not a vector"]
+        n = len(x)
+        shapes = {"P": (n, n), "F": (n, n), "H": (1, n), "Q": (n, n), "R": (1, 1)}
+        mats: dict[str, list[list[float]]] = {}
+        out: list[str] = []
+        for name, shape in shapes.items():
+            m = _matrix(state[name])
+            if m is None or (len(m), len(m[0]) if m else 0) != shape:
+                out.append(f"{name} has the wrong shape (expected {shape[0]}x{shape[1]})")
+            else:
+                mats[name] = m
+        if out:
+            return out
+        for name, values in (("x", [x]), *((k, v) for k, v in mats.items())):
+            if not all(math.isfinite(v) for row in values for v in row):
+                out.append(f"{name} contains NaN or inf")
+        if out:
+            return out
+        out += self._level_problems(x)
+        out += _spd_problems("P", mats["P"], definite=True)
+        if any(mats["Q"][i][i] <= 0 for i in range(n)):
+            out.append("process noise Q has a non-positive diagonal")
+        if mats["R"][0][0] <= 0:
+            out.append("measurement noise R is not positive")
+        return out
+
+    def kalman_state_problems(self, state: KalmanState) -> list[str]:
+        """Checks on a bare :class:`KalmanState` (x, P and its time)."""
+        x = _vector(state.x)
+        P = _matrix(state.P)
+        if x is None or len(x) != 2:
+            return ["x is not a 2-vector"]
+        if P is None or (len(P), len(P[0])) != (2, 2):
+            return ["P has the wrong shape (expected 2x2)"]
+        if not all(math.isfinite(v) for v in x):
+            return ["x contains NaN or inf"]
+        if not all(math.isfinite(v) for row in P for v in row):
+            return ["P contains NaN or inf"]
+        return self._level_problems(x) + _spd_problems("P", P, definite=True)
+
+    def _level_problems(self, x: list[float]) -> list[str]:
+        out = []
+        if not self.min_weight_kg <= x[0] <= self.max_weight_kg:
+            out.append("weight level outside the physiological range")
+        if len(x) > 1 and abs(x[1]) > self.max_abs_trend:
+            out.append("trend outside the plausible range")
+        return out
+
+    # -- adaptation ---------------------------------------------------------------------
+
+    def _adaptation(self, state: Any) -> list[str]:
+        if isinstance(state, AdaptationState):
+            state = adaptation_snapshot(state, state.adaptation_start or datetime.max)
+        required = (
+            "is_adapting", "adaptation_start", "adaptation_factor",
+            "measurements_since_reset", "reset_type",
+        )
+        missing = [k for k in required if k not in state]
+        if missing:
+            return [f"missing adaptation field {k}" for k in missing]
+        out = []
+        factor = state["adaptation_factor"]
+        if not isinstance(factor, (int, float)) or not (1.0 <= factor <= 100.0):
+            out.append("adaptation factor outside [1, 100]")
+        count = state["measurements_since_reset"]
+        if not isinstance(count, int) or count < 0:
+            out.append("negative readings-since-reset count")
+        reset_type = state["reset_type"]
+        if reset_type is not None and reset_type not in set(ResetType):
+            out.append("unknown reset type")
+        if state["is_adapting"] and (reset_type is None or state["adaptation_start"] is None):
+            out.append("adapting without a reset type and start")
+        start, reading = state["adaptation_start"], state.get("reading_time")
+        if start is not None and reading is not None and start > reading:
+            out.append("adaptation starts after the reading")
+        return out
+
+    # -- buffer ---------------------------------------------------------------------------
+
+    def _buffer(self, state: Any) -> list[str]:
+        if not isinstance(state, Mapping) or "buffer" not in state:
+            return ["missing buffer"]
+        buffer = state["buffer"]
+        if not isinstance(buffer, (list, tuple)):
+            return ["buffer is not a sequence"]
+        out = []
+        bound = min(int(state.get("max_size", self.max_buffer)), self.max_buffer)
+        if len(buffer) > bound:
+            out.append(f"buffer exceeds its bound of {bound}")
+        if not all(isinstance(b, BufferedReading) for b in buffer):
+            return out + ["buffer holds something other than readings"]
+        if any(not math.isfinite(b.weight_kg) or b.weight_kg <= 0 for b in buffer):
+            out.append("buffer holds a non-finite or non-positive weight")
+        if any(a.timestamp > b.timestamp for a, b in zip(buffer, buffer[1:], strict=False)):
+            out.append("buffer times are not ascending")
+        return out
+
+    # -- the whole state before persisting --------------------------------------------------
+
+    def _persist(self, state: Any) -> list[str]:
+        if isinstance(state, UserState):
+            state = persist_snapshot(None, state)
+        old, new = state.get("old"), state.get("new")
+        if not isinstance(new, UserState):
+            return ["no new user state to persist"]
+        out = self.user_state_problems(new)
+        expected = 1 if old is None else old.version + 1
+        if old is not None or new.version != 1:
+            if new.version != expected:
+                out.append("state version does not go up by exactly one")
+        if old is not None:
+            if old.user_id != new.user_id:
+                out.append("state belongs to another user")
+            for name in ("last_event_at", "last_accepted_at", "last_reset_at"):
+                before, after = getattr(old, name), getattr(new, name)
+                if before is not None and (after is None or after < before):
+                    out.append(f"{name} goes backwards")
+            if (
+                old.kalman is not None
+                and new.kalman is not None
+                and new.kalman.timestamp < old.kalman.timestamp
+                and new.last_reset_at == old.last_reset_at
+            ):
+                out.append("filter time goes backwards")
+        return out
+
+    def user_state_problems(self, state: UserState) -> list[str]:
+        """Checks on a whole stored or about-to-be-stored user state (also used at load)."""
+        out: list[str] = []
+        if state.version < 1:
+            out.append("version below 1")
+        if state.kalman is not None:
+            out += self.kalman_state_problems(state.kalman)
+        out += self._adaptation(state.adaptation)
+        out += self._buffer({"buffer": state.buffer, "max_size": self.max_buffer})
+        return out
+
+
+def _vector(value: Any) -> list[float] | None:
+    try:
+        seq = list(value)
+        if seq and isinstance(seq[0], (list, tuple)):  # a column vector n x 1
+            seq = [row[0] for row in seq if len(row) == 1]
+        return [float(v) for v in seq]
+    except (TypeError, ValueError):
+        return None
+
+
+def _matrix(value: Any) -> list[list[float]] | None:
+    try:
+        rows = [[float(v) for v in row] for row in value]
+    except (TypeError, ValueError):
+        return None
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        return None
+    return rows
+
+
+def _spd_problems(name: str, m: list[list[float]], *, definite: bool) -> list[str]:
+    """Symmetric positive (semi-)definite, by a Cholesky attempt (n is tiny)."""
+    n = len(m)
+    scale = max(abs(v) for row in m for v in row) or 1.0
+    if any(abs(m[i][j] - m[j][i]) > 1e-9 * scale for i in range(n) for j in range(i)):
+        return [f"{name} is not symmetric"]
+    L = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        d = m[j][j] - sum(L[j][k] ** 2 for k in range(j))
+        if d < 0 or (definite and d <= 0):
+            return [f"{name} is not positive {'definite' if definite else 'semi-definite'}"]
+        L[j][j] = math.sqrt(d)
+        for i in range(j + 1, n):
+            L[i][j] = (m[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) / (L[j][j] or 1.0)
+    return []

@@ -1,0 +1,133 @@
+"""Outlier rules: small policies that look at a reading against the filter and return a verdict.
+
+Each rule is a callable ``rule(ctx) -> Rejection | None``. The engine runs them in order and
+the first rejection wins, so the most specific reason is reported (a pound value mistaken for
+kilograms is a ``probable_unit_error``, not merely an innovation outlier). Adding a rule means
+adding a callable to :func:`default_rules`; the processor does not change. A rejection is a
+value, never an exception, and a rejected reading never touches the filter or the buffer.
+
+Suspicious values are excluded with a reason and never "corrected" (the reference system
+multiplied 15-50 kg values by a default height, turning 45 kg into 125.5 kg).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from weightstream.config import RuleConfig
+from weightstream.model import Reason
+
+__all__ = [
+    "RuleContext",
+    "Rejection",
+    "Rule",
+    "unit_error",
+    "bmi_value",
+    "rate_of_change",
+    "innovation_gate",
+    "default_rules",
+    "reset_rules",
+    "first_rejection",
+    "LB_PER_KG",
+]
+
+LB_PER_KG = 1.0 / 0.45359237  # 2.2046226...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What a rule may look at: the reading, the prediction and the last accepted weight."""
+
+    weight_kg: float
+    timestamp: datetime
+    expected_kg: float  # predicted (or, for a reset, last accepted) weight
+    innovation: float  # weight_kg - predicted
+    innovation_var: float  # S = P00 + R
+    last_accepted_kg: float | None
+    days_since_accepted: float
+    trend_kg_per_day: float
+    adapting: bool
+    config: RuleConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    message: str
+
+
+Rule = Callable[[RuleContext], Rejection | None]
+
+
+def unit_error(ctx: RuleContext) -> Rejection | None:
+    """A value near expected x 2.2046 (pounds sent as kg) or expected / 2.2046."""
+    tol = ctx.config.unit_error_tolerance
+    ratio = ctx.weight_kg / ctx.expected_kg
+    if abs(ratio / LB_PER_KG - 1.0) <= tol:
+        return Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like pounds labelled as kg")
+    if abs(ratio * LB_PER_KG - 1.0) <= tol:
+        return Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like kg converted twice")
+    return None
+
+
+def bmi_value(ctx: RuleContext) -> Rejection | None:
+    """A BMI-sized number where a much larger weight is expected."""
+    low, high = ctx.config.bmi_range
+    if low <= ctx.weight_kg <= high and ctx.weight_kg < 0.6 * ctx.expected_kg:
+        return Rejection(Reason.PROBABLE_BMI, "value is BMI-sized, far below the expected weight")
+    return None
+
+
+def rate_of_change(ctx: RuleContext) -> Rejection | None:
+    """More change since the last accepted reading than a body can make in that time."""
+    if ctx.last_accepted_kg is None:
+        return None
+    cfg = ctx.config
+    allowed = cfg.rate_slack_kg + cfg.max_rate_kg_per_day * max(0.0, ctx.days_since_accepted)
+    drift = ctx.trend_kg_per_day * max(0.0, ctx.days_since_accepted)
+    if abs(ctx.weight_kg - (ctx.last_accepted_kg + drift)) > allowed:
+        return Rejection(Reason.RATE_OF_CHANGE, "change since the last accepted reading too fast")
+    return None
+
+
+def innovation_gate(ctx: RuleContext) -> Rejection | None:
+    """Normalised innovation |y| / sqrt(S) beyond the gate (looser while adapting)."""
+    gate = ctx.config.adapting_gate_sigma if ctx.adapting else ctx.config.gate_sigma
+    if ctx.innovation_var <= 0 or not math.isfinite(ctx.innovation_var):
+        return Rejection(Reason.INNOVATION_OUTLIER, "filter uncertainty unusable")
+    z = abs(ctx.innovation) / math.sqrt(ctx.innovation_var)
+    if z > gate:
+        return Rejection(Reason.INNOVATION_OUTLIER, f"{z:.1f} sigma from the prediction")
+    return None
+
+
+def default_rules() -> tuple[Rule, ...]:
+    """Rules for an ordinary reading, most specific first."""
+    return (unit_error, bmi_value, rate_of_change, innovation_gate)
+
+
+def reset_rules() -> tuple[Rule, ...]:
+    """Rules a reset-triggering reading must pass against the last accepted weight.
+
+    The reference system accepted every reset-triggering reading unchecked, so after a long
+    gap another person's weight or a BMI became the new baseline.
+    """
+    return (unit_error, bmi_value, _reset_jump)
+
+
+def _reset_jump(ctx: RuleContext) -> Rejection | None:
+    limit = ctx.config.reset_max_relative_change
+    if abs(ctx.weight_kg / ctx.expected_kg - 1.0) > limit:
+        return Rejection(Reason.IMPLAUSIBLE_RESET, "too far from the last accepted weight to reset")
+    return None
+
+
+def first_rejection(rules: Sequence[Rule], ctx: RuleContext) -> Rejection | None:
+    for rule in rules:
+        rejection = rule(ctx)
+        if rejection is not None:
+            return rejection
+    return None

@@ -1,0 +1,128 @@
+"""The store's contract: what every back-end (memory, SQLite, PostgreSQL) must do.
+
+A store owns its transactions. Callers never BEGIN or COMMIT: they hand a whole
+:class:`UnitOfWork` to :meth:`StateStore.commit`, which writes the new user states, every
+result, the readings' history, the reset audit records, the recovery attempts, last-known-good
+snapshots and the input position in ONE transaction, or nothing at all (raising a
+:class:`~weightstream.errors.StorageError`). Each new state names the version it replaces; if
+the stored version moved (another writer), the whole unit fails with
+:class:`~weightstream.errors.ConflictError` and the caller redoes it from fresh state.
+
+Queries never change anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from weightstream.model import Measurement, RecoveryAttempt, ResetAudit, Result, UserState
+
+__all__ = ["UnitOfWork", "HistoryRow", "StateStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A stored reading (never a duplicate or an invalid row) with its current result."""
+
+    measurement: Measurement
+    result: Result
+    seq: int
+
+
+@dataclass
+class UnitOfWork:
+    """Everything one commit writes. Built by the processor, written whole by the store."""
+
+    states: dict[str, UserState] = field(default_factory=dict)
+    expected_versions: dict[str, int] = field(default_factory=dict)
+    readings: list[tuple[Measurement, Result]] = field(default_factory=list)
+    replaced_readings: list[tuple[Measurement, Result]] = field(default_factory=list)
+    results: list[tuple[str | None, Result]] = field(default_factory=list)
+    audits: list[ResetAudit] = field(default_factory=list)
+    recoveries: list[RecoveryAttempt] = field(default_factory=list)
+    last_good: dict[str, tuple[UserState, datetime]] = field(default_factory=dict)
+    position: tuple[str, int] | None = None
+
+    def put_state(self, state: UserState, expected_version: int) -> None:
+        """Stage ``state``; ``expected_version`` is the version stored before this unit."""
+        self.expected_versions.setdefault(state.user_id, expected_version)
+        self.states[state.user_id] = state
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.states or self.results or self.audits or self.recoveries or self.position
+        )
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable per-user state and history."""
+
+    def commit(self, unit: UnitOfWork) -> None:
+        """Write the whole unit in one transaction, or nothing (raise StorageError)."""
+        ...
+
+    def load_state(self, user_id: str) -> UserState | None:
+        """The stored state, or None for an unknown user. Raises StateCorruptionError."""
+        ...
+
+    def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Stored states of several users (unknown users are absent)."""
+        ...
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` (reading ids or content keys) are already stored."""
+        ...
+
+    def history(self, user_id: str) -> list[HistoryRow]:
+        """The user's stored readings in processing order (event time, then arrival)."""
+        ...
+
+    def accepted_between(
+        self, user_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, float]]:
+        """Accepted readings with start <= time < end, oldest first."""
+        ...
+
+    def nearest_accepted(
+        self, user_id: str, when: datetime
+    ) -> tuple[tuple[datetime, float] | None, tuple[datetime, float] | None]:
+        """The accepted readings nearest before (<=) and after (>) ``when``."""
+        ...
+
+    def last_good(self, user_id: str) -> tuple[UserState, datetime] | None:
+        """The user's last-known-good state and when it was taken."""
+        ...
+
+    def position(self, input_id: str) -> int:
+        """How many readings of that input are committed (0 if none)."""
+        ...
+
+    def results_for_input(self, input_id: str) -> Iterator[Result]:
+        """Stored results of an input, by row number."""
+        ...
+
+    def audits(
+        self, user_id: str | None = None, outcome: str | None = None
+    ) -> list[ResetAudit]:
+        """Reset audit records, oldest first."""
+        ...
+
+    def recovery_attempts(self, user_id: str | None = None) -> list[RecoveryAttempt]:
+        """Recovery attempts, oldest first."""
+        ...
+
+    def users(self) -> list[str]:
+        """Every user with a stored state."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...

@@ -1,0 +1,118 @@
+"""The relational schema, as ordered migrations (shared by SQLite and PostgreSQL).
+
+Each migration runs in its own transaction together with the row that records it in
+``schema_migrations``; a half-applied migration is impossible. The constraints repeat the
+most important checks of :class:`~weightstream.resets.validator.StateValidator`, so that even a
+bug upstream cannot persist a non-finite or non-positive-definite state (SQLite turns NaN into
+NULL, hence the ``IS NOT NULL`` checks).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "APPLICATION_ID", "state_table"]
+
+#: Written to SQLite's header (``PRAGMA application_id``) so a foreign file is recognised.
+APPLICATION_ID = 0x57535431  # "WST1"
+
+
+def state_table(name: str, extra: str = "") -> str:
+    """DDL of a user-state table (``user_states`` and its last-known-good twin)."""
+    return f"""
+CREATE TABLE {name} (
+    user_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL CHECK (version >= 1),
+    has_kalman INTEGER NOT NULL CHECK (has_kalman IN (0, 1)),
+    x0 REAL, x1 REAL, p00 REAL, p01 REAL, p10 REAL, p11 REAL, kalman_ts INTEGER,
+    adapting INTEGER NOT NULL CHECK (adapting IN (0, 1)),
+    adapt_start INTEGER,
+    adapt_factor REAL NOT NULL CHECK (adapt_factor >= 1 AND adapt_factor <= 100),
+    adapt_n INTEGER NOT NULL CHECK (adapt_n >= 0),
+    adapt_type TEXT,
+    buffer TEXT NOT NULL,
+    rejected TEXT NOT NULL,
+    last_accepted INTEGER, last_event INTEGER, last_reset INTEGER, last_reset_type TEXT,
+    accepted_count INTEGER NOT NULL CHECK (accepted_count >= 0),
+    {extra}
+    CHECK (has_kalman = 0 OR (
+        x0 IS NOT NULL AND x1 IS NOT NULL AND p00 IS NOT NULL AND p01 IS NOT NULL
+        AND p10 IS NOT NULL AND p11 IS NOT NULL AND kalman_ts IS NOT NULL
+        AND x0 > 0 AND p00 > 0 AND p11 > 0 AND p01 = p10 AND p00 * p11 - p01 * p10 > 0))
+)"""
+
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "initial schema: states, last-known-good, readings, results, audit, positions",
+        (
+            state_table("user_states"),
+            state_table("last_good_states", "taken_at INTEGER NOT NULL,"),
+            """
+CREATE TABLE readings (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    content_key TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    weight_kg REAL NOT NULL CHECK (weight_kg > 0),
+    source TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL
+)""",
+            "CREATE INDEX readings_by_user_time ON readings (user_id, ts, seq)",
+            """
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY,
+    input_id TEXT,
+    row INTEGER,
+    reading_id TEXT,
+    user_id TEXT,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER,
+    source TEXT,
+    weight_kg REAL, filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL, quality_components TEXT,
+    UNIQUE (input_id, row)
+)""",
+            """
+CREATE TABLE reset_audit (
+    id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    reading_id TEXT NOT NULL,
+    reset_type TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    failed_operation TEXT,
+    reason TEXT,
+    duration_s REAL NOT NULL,
+    at INTEGER NOT NULL,
+    fallback TEXT,
+    checkpoints TEXT NOT NULL
+)""",
+            "CREATE INDEX reset_audit_by_user ON reset_audit (user_id, id)",
+            """
+CREATE TABLE recovery_attempts (
+    id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    reading_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    at INTEGER NOT NULL
+)""",
+            """
+CREATE TABLE input_positions (
+    input_id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL CHECK (position >= 0),
+    updated_at INTEGER NOT NULL
+)""",
+        ),
+    ),
+)

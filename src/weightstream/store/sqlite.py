@@ -1,0 +1,404 @@
+"""The embedded default store: SQLite through the standard library's ``sqlite3``.
+
+Durability and locking, in the order they are set at open:
+
+1. ``busy_timeout`` first, so that everything after waits for a lock instead of failing;
+2. ``journal_mode=WAL`` and ``synchronous=FULL``, read back and *required* (a weaker mode is
+   refused with :class:`StoreOpenError` unless ``allow_unsafe_durability`` is configured);
+3. the file is checked to be ours (SQLite header and ``application_id``); a corrupt or foreign
+   file is refused and never written to, and a missing file is only created when asked.
+
+Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` owned by :meth:`SQLiteStore.commit`
+(a deferred transaction that later upgrades to a write lock fails at once with "database is
+locked", ignoring the busy timeout). Any error inside the transaction rolls the whole unit
+back and surfaces as a typed :class:`StorageError`; the store never carries on after one.
+A connection is never used across ``fork``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from weightstream import faults
+from weightstream.errors import (
+    ConflictError,
+    StorageError,
+    StorageFullError,
+    StoreBusyError,
+    StoreOpenError,
+)
+from weightstream.model import RecoveryAttempt, ResetAudit, Result, UserState, to_micros
+from weightstream.observe import Observer
+from weightstream.store import codec
+from weightstream.store.base import HistoryRow, UnitOfWork
+from weightstream.store.schema import APPLICATION_ID, MIGRATIONS
+
+__all__ = ["SQLiteStore"]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_CHUNK = 500  # host parameters per IN (...) query
+
+_STATE_COLS = ", ".join(codec.STATE_COLUMNS)
+_STATE_MARKS = ", ".join("?" * len(codec.STATE_COLUMNS))
+_STATE_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in codec.STATE_COLUMNS[1:])
+_READING_COLS = ", ".join(codec.READING_COLUMNS)
+_RESULT_COLS = ", ".join(codec.RESULT_COLUMNS)
+_AUDIT_COLS = (
+    "user_id, reading_id, reset_type, trigger, outcome, failed_operation, reason, "
+    "duration_s, at, fallback, checkpoints"
+)
+
+
+class SQLiteStore:
+    """A :class:`~weightstream.store.base.StateStore` on one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        busy_timeout_ms: int = 5000,
+        allow_unsafe_durability: bool = False,
+        observer: Observer | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._observer = observer or Observer()
+        self._pid = os.getpid()
+        _check_file(self.path, create=create)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+        except sqlite3.Error as exc:
+            raise StoreOpenError(f"cannot open database {self.path}: {exc}") from None
+        try:
+            self._configure(busy_timeout_ms, allow_unsafe_durability)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreOpenError(f"not a usable weightstream database: {self.path}: {exc}") from None
+        except StoreOpenError:
+            self._conn.close()
+            raise
+
+    # -- open ---------------------------------------------------------------------------
+
+    def _configure(self, busy_timeout_ms: int, allow_unsafe: bool) -> None:
+        c = self._conn
+        c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        c.execute("PRAGMA synchronous = FULL")
+        sync = c.execute("PRAGMA synchronous").fetchone()[0]
+        c.execute("PRAGMA foreign_keys = ON")
+        if (str(mode).lower() != "wal" or int(sync) != 2) and not allow_unsafe:
+            raise StoreOpenError(
+                f"durability settings not in force (journal_mode={mode}, synchronous={sync}); "
+                "WAL + synchronous=FULL are required"
+            )
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        has_tables = c.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        ).fetchone()[0]
+        if app_id == 0 and has_tables == 0:
+            c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        elif app_id != APPLICATION_ID:
+            raise StoreOpenError(
+                f"{self.path} is a SQLite database of another application; refusing to use it"
+            )
+
+    def _migrate(self) -> None:
+        c = self._conn
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
+        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    c.execute(statement)
+                c.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, description, time.time_ns() // 1000),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    c.execute("ROLLBACK")
+                raise
+
+    # -- the one write path ---------------------------------------------------------------
+
+    def commit(self, unit: UnitOfWork) -> None:
+        if os.getpid() != self._pid:
+            raise StorageError("SQLite connection used across fork; open a new store")
+        if unit.empty:
+            return
+        started = time.perf_counter()
+        c = self._conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _typed(exc) from None
+        try:
+            faults.crash_point("store.after_begin")
+            self._write(unit)
+            faults.crash_point("store.before_commit")
+            c.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _typed(exc) from None
+            raise
+        faults.crash_point("store.after_commit")
+        self._observer.store_committed(time.perf_counter() - started, len(unit.results))
+
+    def _write(self, unit: UnitOfWork) -> None:
+        c = self._conn
+        if unit.readings:
+            c.executemany(
+                f"INSERT INTO readings ({_READING_COLS}) VALUES "
+                f"({', '.join('?' * len(codec.READING_COLUMNS))})",
+                [codec.reading_to_row(m, r) for m, r in unit.readings],
+            )
+        for m, r in unit.replaced_readings:
+            row = codec.reading_to_row(m, r)
+            c.execute(
+                "UPDATE readings SET verdict = ?, reason = ?, message = ?, filtered_weight = ?, "
+                "trend_kg_week = ?, std_kg = ?, reset_type = ?, reset_outcome = ?, quality = ? "
+                "WHERE key = ?",
+                (*row[8:], m.reading_id),
+            )
+        faults.crash_point("store.after_results")
+        if unit.results:
+            c.executemany(
+                f"INSERT INTO results ({_RESULT_COLS}) VALUES "
+                f"({', '.join('?' * len(codec.RESULT_COLUMNS))})",
+                [codec.result_to_row(input_id, r) for input_id, r in unit.results],
+            )
+        if unit.states:
+            cur = c.executemany(
+                f"INSERT INTO user_states ({_STATE_COLS}) VALUES ({_STATE_MARKS}) "
+                f"ON CONFLICT (user_id) DO UPDATE SET {_STATE_UPDATES} "
+                "WHERE user_states.version = ?",
+                [
+                    (*codec.state_to_row(s), unit.expected_versions.get(uid, s.version - 1))
+                    for uid, s in unit.states.items()
+                ],
+            )
+            # Fresh users insert (1 change); known ones update only from the expected version.
+            if cur.rowcount != len(unit.states):
+                raise ConflictError(
+                    f"{len(unit.states) - cur.rowcount} user state(s) changed under this unit"
+                )
+            faults.crash_point("store.after_state")
+        if unit.last_good:
+            c.executemany(
+                f"INSERT OR REPLACE INTO last_good_states ({_STATE_COLS}, taken_at) "
+                f"VALUES ({_STATE_MARKS}, ?)",
+                [(*codec.state_to_row(s), to_micros(t)) for s, t in unit.last_good.values()],
+            )
+        if unit.audits:
+            c.executemany(
+                f"INSERT INTO reset_audit ({_AUDIT_COLS}) VALUES ({', '.join('?' * 11)})",
+                [codec.audit_to_row(a) for a in unit.audits],
+            )
+        if unit.recoveries:
+            c.executemany(
+                "INSERT INTO recovery_attempts (user_id, reading_id, strategy, succeeded, "
+                "detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [codec.recovery_to_row(a) for a in unit.recoveries],
+            )
+        if unit.position is not None:
+            input_id, position = unit.position
+            cur = c.execute(
+                "INSERT INTO input_positions VALUES (?, ?, ?) ON CONFLICT (input_id) DO UPDATE "
+                "SET position = excluded.position, updated_at = excluded.updated_at "
+                "WHERE excluded.position >= input_positions.position",
+                (input_id, position, time.time_ns() // 1000),
+            )
+            if cur.rowcount != 1:
+                raise ConflictError(f"input position of {input_id} moved past this unit")
+            faults.crash_point("store.after_position")
+
+    # -- queries ------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise _typed(exc) from None
+
+    def load_state(self, user_id: str) -> UserState | None:
+        rows = self._query(f"SELECT {_STATE_COLS} FROM user_states WHERE user_id = ?", (user_id,))
+        return codec.row_to_state(rows[0]) if rows else None
+
+    def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        out: dict[str, UserState] = {}
+        for chunk in _chunks(list(user_ids)):
+            marks = ", ".join("?" * len(chunk))
+            for row in self._query(
+                f"SELECT {_STATE_COLS} FROM user_states WHERE user_id IN ({marks})", chunk
+            ):
+                state = codec.row_to_state(row)
+                out[state.user_id] = state
+        return out
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(keys)):
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT key FROM readings WHERE key IN ({marks}) UNION ALL "
+                f"SELECT content_key FROM readings WHERE content_key IN ({marks})",
+                chunk + chunk,
+            )
+            found.update(k for (k,) in rows)
+        return found
+
+    def history(self, user_id: str) -> list[HistoryRow]:
+        rows = self._query(
+            f"SELECT {_READING_COLS}, seq FROM readings WHERE user_id = ? ORDER BY ts, seq",
+            (user_id,),
+        )
+        out = []
+        for row in rows:
+            m, r = codec.row_to_reading(row[:-1])
+            out.append(HistoryRow(m, r, row[-1]))
+        return out
+
+    def accepted_between(
+        self, user_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, float]]:
+        rows = self._query(
+            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts >= ? AND ts < ? "
+            "AND verdict = 'accepted' ORDER BY ts, seq",
+            (user_id, to_micros(start), to_micros(end)),
+        )
+        return [(codec.dt(t), w) for t, w in rows]  # type: ignore[misc]
+
+    def nearest_accepted(
+        self, user_id: str, when: datetime
+    ) -> tuple[tuple[datetime, float] | None, tuple[datetime, float] | None]:
+        t = to_micros(when)
+        before = self._query(
+            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts <= ? "
+            "AND verdict = 'accepted' ORDER BY ts DESC, seq DESC LIMIT 1",
+            (user_id, t),
+        )
+        after = self._query(
+            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts > ? "
+            "AND verdict = 'accepted' ORDER BY ts, seq LIMIT 1",
+            (user_id, t),
+        )
+        return (
+            (codec.dt(before[0][0]), before[0][1]) if before else None,  # type: ignore[return-value]
+            (codec.dt(after[0][0]), after[0][1]) if after else None,
+        )
+
+    def last_good(self, user_id: str) -> tuple[UserState, datetime] | None:
+        rows = self._query(
+            f"SELECT {_STATE_COLS}, taken_at FROM last_good_states WHERE user_id = ?", (user_id,)
+        )
+        if not rows:
+            return None
+        return codec.row_to_state(rows[0][:-1]), codec.dt(rows[0][-1])  # type: ignore[return-value]
+
+    def position(self, input_id: str) -> int:
+        rows = self._query("SELECT position FROM input_positions WHERE input_id = ?", (input_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def results_for_input(self, input_id: str) -> Iterator[Result]:
+        try:
+            cur = self._conn.execute(
+                f"SELECT {_RESULT_COLS} FROM results WHERE input_id = ? ORDER BY row", (input_id,)
+            )
+            for row in cur:
+                yield codec.row_to_result(row)
+        except sqlite3.Error as exc:
+            raise _typed(exc) from None
+
+    def audits(self, user_id: str | None = None, outcome: str | None = None) -> list[ResetAudit]:
+        sql = f"SELECT {_AUDIT_COLS} FROM reset_audit WHERE 1 = 1"
+        params: list[Any] = []
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if outcome is not None:
+            sql += " AND (outcome = ? OR fallback = ?)"
+            params += [outcome, outcome]
+        return [codec.row_to_audit(r) for r in self._query(sql + " ORDER BY id", params)]
+
+    def recovery_attempts(self, user_id: str | None = None) -> list[RecoveryAttempt]:
+        sql = "SELECT user_id, reading_id, strategy, succeeded, detail, at FROM recovery_attempts"
+        params: tuple[Any, ...] = ()
+        if user_id is not None:
+            sql += " WHERE user_id = ?"
+            params = (user_id,)
+        return [codec.row_to_recovery(r) for r in self._query(sql + " ORDER BY id", params)]
+
+    def users(self) -> list[str]:
+        return [u for (u,) in self._query("SELECT user_id FROM user_states ORDER BY user_id")]
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``'ok'`` for a sound file."""
+        return str(self._query("PRAGMA integrity_check")[0][0])
+
+    def close(self) -> None:
+        with suppress(sqlite3.Error):
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The raw connection, for tests and maintenance (never for writes)."""
+        return self._conn
+
+
+def _check_file(path: Path, *, create: bool) -> None:
+    """Refuse a foreign or missing file before SQLite can touch it."""
+    if not path.exists():
+        if not create:
+            raise StoreOpenError(f"no database at {path} (process a file first)")
+        return
+    if path.is_dir():
+        raise StoreOpenError(f"{path} is a directory, not a database")
+    with path.open("rb") as handle:
+        head = handle.read(len(_SQLITE_MAGIC))
+    if head and head != _SQLITE_MAGIC:
+        raise StoreOpenError(f"{path} is not a SQLite database; refusing to overwrite it")
+
+
+def _typed(exc: sqlite3.Error) -> StorageError:
+    """Map a sqlite3 error to our tree (never retry-and-assume-success)."""
+    text = str(exc).lower()
+    if "full" in text:
+        return StorageFullError(f"storage full: {exc}")
+    if "locked" in text or "busy" in text:
+        return StoreBusyError(f"database is locked by another writer: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError) and "unique" in text:
+        return ConflictError(f"constraint violated, another writer got there first: {exc}")
+    if "malformed" in text or "not a database" in text:
+        return StoreOpenError(f"database file is corrupt: {exc}")
+    return StorageError(f"storage failure: {exc}")
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
