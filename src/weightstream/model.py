@@ -151,10 +151,12 @@ class Measurement:
     unit: str
     weight_kg: float
     source: str
+    content_key: str = ""  # computed from the fields above when not given
 
-    @property
-    def content_key(self) -> str:
-        return content_key(self.user_id, self.timestamp, self.value, self.unit, self.source)
+    def __post_init__(self) -> None:
+        if not self.content_key:
+            key = content_key(self.user_id, self.timestamp, self.value, self.unit, self.source)
+            object.__setattr__(self, "content_key", key)
 
 
 @dataclass(frozen=True, slots=True)

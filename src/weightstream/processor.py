@@ -19,6 +19,7 @@ A reading's path:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -68,6 +69,7 @@ __all__ = ["Processor", "Batch", "Estimate"]
 
 _DAY = 86_400.0
 _REJECTED_KEPT = 5
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +163,24 @@ class Processor:
         if state is None:
             state = self.store.load_state(user_id)
             if state is not None:
-                self.check_loaded(state)
+                state = self._checked(state)
                 self._cache[user_id] = state
         return state
+
+    def _checked(self, state: UserState) -> UserState:
+        """``state`` if valid; else the user rebuilt from history (and stored), others untouched."""
+        try:
+            self.check_loaded(state)
+            return state
+        except StateCorruptionError as exc:
+            from weightstream.replay import apply_rebuild, rebuild_user
+
+            _log.warning("user %s: %s; rebuilding from history", state.user_id, exc.message)
+            rebuilt = apply_rebuild(self.store, rebuild_user(self.store, state.user_id, self.config))
+            if rebuilt is None:
+                raise
+            self.check_loaded(rebuilt)
+            return rebuilt
 
     def check_loaded(self, state: UserState) -> None:
         problems = self.validator.user_state_problems(state)
@@ -296,6 +313,9 @@ class Processor:
     def _persist_plain(
         self, base: UserState, new: UserState, m: Measurement, result: Result, sink: _Sink
     ) -> None:
+        if base.version and new.kalman is not None and self.validator.step_ok(base, new):
+            sink.stage(new, m, result)
+            return
         problems = self.validator.problems(
             persist_snapshot(base if base.version else None, new), ResetOperation.STATE_PERSIST
         )
@@ -667,8 +687,7 @@ class Batch:
         missing = {m.user_id for m in readings} - set(self.p._cache) - set(self.overlay)
         if missing:
             for uid, state in self.p.store.load_states(missing).items():
-                self.p.check_loaded(state)
-                self.p._cache[uid] = state
+                self.p._cache[uid] = self.p._checked(state)
         self._prefetched = True
 
     def current(self, user_id: str) -> UserState | None:

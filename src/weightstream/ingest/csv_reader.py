@@ -19,12 +19,15 @@ Data lines
     Each line after the header is one row, numbered by its 1-based physical line in the file.
     ``\\n``, ``\\r\\n`` and ``\\r`` all end a line. Blank lines (empty or ASCII whitespace) are not
     rows; they are counted in :attr:`CsvInput.blank_lines`. Every other line yields exactly one
-    :class:`RawRow` or one :class:`MalformedRow` (``Reason.MALFORMED_ROW``), for: a NUL byte,
-    bytes that are not UTF-8, bad quoting (see :func:`split_quoted`;
-    a quoted field never continues onto the next line, so a multi-line field is two malformed
-    rows rather than a swallowed file), a field count different from the header's, a field over
-    :data:`MAX_FIELD_CHARS` characters, or a repeat of the header line (concatenated exports).
-    Each line is decoded on its own, so one bad byte spoils only its own line.
+    :class:`RawRow` or one :class:`MalformedRow` (``Reason.MALFORMED_ROW``), for: a NUL byte;
+    bytes that are not UTF-8; bad quoting by RFC 4180 (see :func:`split_quoted`: a quote inside
+    an unquoted field, text after a closing quote, or a quoted field still open at the end of
+    the line, as a quoted field never continues onto the next line, so a multi-line field is
+    two malformed rows rather than a swallowed file); a field count different from the
+    header's; a field over :data:`MAX_FIELD_CHARS` characters; a line too long to be anything
+    else; or a repeat of the header line (concatenated exports). Each line is decoded on its
+    own, so one bad byte spoils only its own line. Lines without a ``"`` are split with
+    ``str.split(",")``; only lines with quotes take the slower quoted-field splitter.
 Fields
     are passed on as written (not trimmed); :mod:`weightstream.ingest.rows` interprets them.
 """

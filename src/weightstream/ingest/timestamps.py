@@ -25,9 +25,10 @@ Reason codes: ``MISSING_TIMESTAMP`` for ``None``, empty text and the null words 
 ``TIMESTAMP_IN_FUTURE`` when it is more than ``ValidationConfig.max_future_skew_s`` seconds after
 ``now``. Messages quote the timestamp text (cut to 40 characters), never a weight.
 
-Speed: the common no-zone text is parsed by one ``fromisoformat`` call on ``text + "Z"`` (which
-yields an aware UTC value directly; ``datetime.replace(tzinfo=...)`` costs several times more),
-then two comparisons. Everything else takes the slower path.
+Speed: the common zone-less text takes one ``fromisoformat`` call, a conversion to UTC by
+arithmetic (``datetime.replace(tzinfo=...)`` costs several times more) and two comparisons.
+(Appending ``"Z"`` to parse straight to UTC would be faster still, but ``fromisoformat`` then
+accepts junk such as ``2025-01-22 13:033``.) Everything else takes the slower path.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ class TimestampParser:
         if text is None:
             return _MISSING
         try:
-            # Appending "Z" makes a zone-less text parse straight to an aware UTC value.
-            when = _fromisoformat(text + "Z")
+            parsed = _fromisoformat(text)
         except ValueError:
             return self._slow(text)
-        if len(text) > 10 and text[10] not in _SEPARATORS and text[7] == "-":
-            return _bad(text, "date and time must be separated by 'T' or a space")
+        if parsed.tzinfo is not None or (len(text) > 10 and text[10] not in _SEPARATORS):
+            return self._from_iso(parsed, text, text)
+        # Naive = UTC; arithmetic is several times faster than replace(tzinfo=UTC).
+        when = EPOCH + (parsed - _NAIVE_EPOCH)
         if when.year < self._min_year:
             return self._too_old(text)
         if when > self._latest:
@@ -102,7 +104,7 @@ class TimestampParser:
     __call__ = parse
 
     def _slow(self, text: str) -> datetime | RowProblem:
-        """Texts with a zone, surrounding whitespace, a date only, an epoch number, or junk."""
+        """Texts with surrounding whitespace, an epoch number, a null word, or junk."""
         body = text.strip(ASCII_WHITESPACE)
         if len(body) <= 4 and body.lower() in NULL_TOKENS:
             return _MISSING
@@ -114,7 +116,12 @@ class TimestampParser:
             parsed = _fromisoformat(body)
         except ValueError:
             return _bad(text, "not an ISO 8601 date-time, a date or an epoch number")
+        return self._from_iso(parsed, body, text)
+
+    def _from_iso(self, parsed: datetime, body: str, text: str) -> datetime | RowProblem:
+        """Check the separator of ``body`` as ``fromisoformat`` read it, then convert to UTC."""
         if len(body) > 10 and body[10] not in _SEPARATORS and body[7] == "-":
+            # fromisoformat takes any character between date and time, e.g. "2025-01-22x13:00".
             return _bad(text, "date and time must be separated by 'T' or a space")
         try:
             when = _to_utc(parsed)

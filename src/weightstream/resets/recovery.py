@@ -128,7 +128,7 @@ class ResetRecoveryService:
             (0.0, max(f.initial_trend_var, spread / max(1.0, self.window_days) ** 2)),
         )
         k = KalmanState(x=(level, slope), P=P, timestamp=m.timestamp)
-        adaptation = self.manager.create_adaptation_state(ResetType.HARD, m.timestamp)
+        adaptation = self._adaptation(ResetType.HARD, m.timestamp)
         return RecoveredState(k, adaptation, ResetOutcome.RECOVERED_HISTORY), (
             f"{len(rows)} readings"
         )
@@ -149,7 +149,7 @@ class ResetRecoveryService:
         f = self.manager.config.filter
         P = ((f.initial_weight_var * 4.0, 0.0), (0.0, f.initial_trend_var * 4.0))
         k = KalmanState(x=(level, slope), P=P, timestamp=m.timestamp)
-        adaptation = self.manager.create_adaptation_state(ResetType.HARD, m.timestamp)
+        adaptation = self._adaptation(ResetType.HARD, m.timestamp)
         return RecoveredState(k, adaptation, ResetOutcome.RECOVERED_INTERPOLATED), (
             f"between readings {span:.1f} days apart"
         )
@@ -161,8 +161,13 @@ class ResetRecoveryService:
             P=((CONSERVATIVE_WEIGHT_VAR, 0.0), (0.0, CONSERVATIVE_TREND_VAR)),
             timestamp=m.timestamp,
         )
-        adaptation = self.manager.create_adaptation_state(ResetType.INITIAL, m.timestamp)
+        adaptation = self._adaptation(ResetType.INITIAL, m.timestamp)
         return RecoveredState(k, adaptation, ResetOutcome.CONSERVATIVE)
+
+    def _adaptation(self, reset_type: ResetType, when: datetime) -> AdaptationState:
+        """Built here from config, not by the reset manager whose failure brought us here."""
+        boost = self.manager.config.resets.boost(reset_type)
+        return AdaptationState(True, when, boost.q_multiplier, 0, reset_type)
 
     def _attempt(
         self, user_id: str, m: Measurement, strategy: str, ok: bool, detail: str
@@ -179,5 +184,3 @@ def _theil_sen(times: list[float], weights: list[float]) -> float:
     ]
     return statistics.median(slopes) if slopes else 0.0
 
-
-_ = datetime

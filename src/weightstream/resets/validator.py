@@ -254,6 +254,38 @@ class StateValidator:
                 out.append("filter time goes backwards")
         return out
 
+    def step_ok(self, old: UserState, new: UserState) -> bool:
+        """Fast check of an ordinary filter step (no reset) before it is staged.
+
+        Equivalent to ``not problems(persist_snapshot(old, new), STATE_PERSIST)`` for a state
+        whose buffer and adaptation came from the manager; on False, call :meth:`problems`
+        for the names of the faults. Kept lean because it runs once per reading.
+        """
+        k = new.kalman
+        if k is None or new.version != old.version + 1:
+            return False
+        (p00, p01), (p10, p11) = k.P
+        w, v = k.x
+        if not (
+            self.min_weight_kg <= w <= self.max_weight_kg
+            and -self.max_abs_trend <= v <= self.max_abs_trend
+            and 0.0 < p00 < math.inf
+            and 0.0 < p11 < math.inf
+            and p01 == p10
+            and p00 * p11 - p01 * p10 > 0.0
+        ):
+            return False
+        a = new.adaptation
+        if not 1.0 <= a.adaptation_factor <= 100.0 or len(new.buffer) > self.max_buffer:
+            return False
+        if new.buffer and not math.isfinite(new.buffer[-1].weight_kg):
+            return False
+        return not (
+            (old.last_event_at is not None and (new.last_event_at or old.last_event_at) < old.last_event_at)
+            or (old.last_accepted_at is not None
+                and (new.last_accepted_at or old.last_accepted_at) < old.last_accepted_at)
+        )
+
     def user_state_problems(self, state: UserState) -> list[str]:
         """Checks on a whole stored or about-to-be-stored user state (also used at load)."""
         out: list[str] = []

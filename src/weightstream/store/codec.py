@@ -144,11 +144,11 @@ def reading_to_row(m: Measurement, r: Result) -> tuple[Any, ...]:
 
 def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
     (
-        key, _content, user_id, ts, value, unit, weight_kg, source, verdict, reason, message,
+        key, content, user_id, ts, value, unit, weight_kg, source, verdict, reason, message,
         filtered, trend, std, reset_type, reset_outcome, quality,
     ) = tuple(row)
     when = from_micros(ts)
-    m = Measurement(key, user_id, when, float(value), unit, float(weight_kg), source)
+    m = Measurement(key, user_id, when, float(value), unit, float(weight_kg), source, content)
     r = Result(
         reading_id=key, user_id=user_id, verdict=Verdict(verdict), reason=reason,
         message=message, timestamp=when, source=source, weight_kg=float(weight_kg),

@@ -1,0 +1,183 @@
+"""Test helpers shipped with the package: a fake clock, stores, and fault injection.
+
+* :class:`FakeClock`: time that only moves when told (``advance``), so nothing sleeps;
+* :class:`MemoryStore`: the in-memory store;
+* :class:`FaultyResetManager`: a reset manager whose steps raise or return corrupted values
+  (NaN, wrong shape, asymmetric or negative P, Q <= 0, factor out of range, oversized buffer);
+* :class:`FaultyStore`: wraps a store and makes chosen commits fail;
+* :func:`measurement`: a terse Measurement constructor for tests and examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from weightstream.config import Config
+from weightstream.model import (
+    AdaptationState,
+    BufferedReading,
+    KalmanState,
+    Measurement,
+    ResetType,
+)
+from weightstream.resets.manager import ResetManager
+from weightstream.store.base import StateStore, UnitOfWork
+from weightstream.store.memory import MemoryStore
+from weightstream.testing_clock import FakeClock
+
+__all__ = [
+    "FakeClock",
+    "MemoryStore",
+    "FaultyResetManager",
+    "FaultyStore",
+    "FAULTS",
+    "measurement",
+    "T0",
+]
+
+T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+
+
+def measurement(
+    weight: float,
+    day: float = 0.0,
+    *,
+    user: str = "u1",
+    source: str = "patient-device",
+    reading_id: str | None = None,
+    start: datetime = T0,
+) -> Measurement:
+    """A valid reading ``day`` days after ``start``.
+
+    >>> measurement(80.0, 1.5).timestamp.isoformat()
+    '2025-01-02T20:00:00+00:00'
+    """
+    when = start + timedelta(days=day)
+    rid = reading_id or f"{user}-{when.isoformat()}-{weight!r}-{source}"
+    return Measurement(rid, user, when, weight, "kg", weight, source)
+
+
+def _nan_x(k: KalmanState) -> KalmanState:
+    return replace(k, x=(float("nan"), k.x[1]))
+
+
+def _inf_p(k: KalmanState) -> KalmanState:
+    return replace(k, P=((float("inf"), 0.0), (0.0, 1.0)))
+
+
+def _wrong_shape(k: KalmanState) -> KalmanState:
+    return replace(k, x=(k.x[0], k.x[1], 0.0))
+
+
+def _negative_p(k: KalmanState) -> KalmanState:
+    return replace(k, P=((-1.0, 0.0), (0.0, k.P[1][1])))
+
+
+def _asymmetric_p(k: KalmanState) -> KalmanState:
+    return replace(k, P=((k.P[0][0], 0.5), (-0.5, k.P[1][1])))
+
+
+#: Named faults, by the reset operation they corrupt.
+FAULTS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "kalman_raises": ("kalman", None),
+    "kalman_nan": ("kalman", _nan_x),
+    "kalman_inf": ("kalman", _inf_p),
+    "kalman_wrong_shape": ("kalman", _wrong_shape),
+    "kalman_negative_p": ("kalman", _negative_p),
+    "kalman_asymmetric_p": ("kalman", _asymmetric_p),
+    "noise_q_zero": ("noise", lambda q: ((0.0, q[0][1]), (q[1][0], q[1][1]))),
+    "noise_q_negative": ("noise", lambda q: ((-1.0, q[0][1]), (q[1][0], q[1][1]))),
+    "adaptation_raises": ("adaptation", None),
+    "adaptation_factor_high": ("adaptation", lambda a: replace(a, adaptation_factor=1000.0)),
+    "adaptation_factor_low": ("adaptation", lambda a: replace(a, adaptation_factor=0.5)),
+    "adaptation_negative_count": (
+        "adaptation", lambda a: replace(a, measurements_since_reset=-1)
+    ),
+    "buffer_raises": ("buffer", None),
+    "buffer_oversized": (
+        "buffer",
+        lambda b: tuple(BufferedReading(b[-1].timestamp, b[-1].weight_kg, "x")
+                        for _ in range(5000)),
+    ),
+    "buffer_nan": (
+        "buffer", lambda b: (*b[:-1], BufferedReading(b[-1].timestamp, float("nan"), "x"))
+    ),
+}
+
+
+class FaultyResetManager(ResetManager):
+    """A ResetManager whose chosen step misbehaves ``times`` times (None: always)."""
+
+    def __init__(self, config: Config, fault: str | None = None, times: int | None = None):
+        super().__init__(config)
+        self.fault = fault
+        self.remaining = times
+        self.triggered = 0
+
+    def _fire(self, step: str) -> Callable[[Any], Any] | None | bool:
+        if self.fault is None:
+            return False
+        where, corrupt = FAULTS[self.fault]
+        if where != step or self.remaining == 0:
+            return False
+        if self.remaining is not None:
+            self.remaining -= 1
+        self.triggered += 1
+        if corrupt is None:
+            raise RuntimeError(f"injected failure in {step}")
+        return corrupt
+
+    def apply_reset(
+        self, kalman_state: KalmanState | None, reset_type: ResetType, measurement: Measurement
+    ) -> KalmanState:
+        out = super().apply_reset(kalman_state, reset_type, measurement)
+        corrupt = self._fire("kalman")
+        return corrupt(out) if callable(corrupt) else out
+
+    def reset_noise(self, reset_type: ResetType) -> tuple[tuple[float, float], tuple[float, float]]:
+        out = super().reset_noise(reset_type)
+        corrupt = self._fire("noise")
+        return corrupt(out) if callable(corrupt) else out  # type: ignore[no-any-return]
+
+    def create_adaptation_state(self, reset_type: ResetType, timestamp: datetime) -> AdaptationState:
+        out = super().create_adaptation_state(reset_type, timestamp)
+        corrupt = self._fire("adaptation")
+        return corrupt(out) if callable(corrupt) else out
+
+    def buffer_after_reset(
+        self,
+        buffer: tuple[BufferedReading, ...],
+        reset_type: ResetType,
+        measurement: Measurement,
+    ) -> tuple[BufferedReading, ...]:
+        out = super().buffer_after_reset(buffer, reset_type, measurement)
+        corrupt = self._fire("buffer")
+        return corrupt(out) if callable(corrupt) else out  # type: ignore[no-any-return]
+
+
+class FaultyStore:
+    """Delegates to ``inner``; commits for which ``fail_when(unit)`` is true raise ``error``."""
+
+    def __init__(
+        self,
+        inner: StateStore,
+        error: BaseException,
+        fail_when: Callable[[UnitOfWork], bool] = lambda unit: True,
+    ) -> None:
+        self.inner = inner
+        self.error = error
+        self.fail_when = fail_when
+        self.failures = 0
+        self.armed = True
+
+    def commit(self, unit: UnitOfWork) -> None:
+        if self.armed and self.fail_when(unit):
+            self.failures += 1
+            raise self.error
+        self.inner.commit(unit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
