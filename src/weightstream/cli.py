@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
 ConfigOpt = Annotated[
@@ -234,6 +234,58 @@ def resets(
         table.add_row(a.at.isoformat(timespec="seconds"), a.user_id, str(a.reset_type),
                       a.trigger, a.outcome, str(a.fallback or ""), a.failed_operation or "",
                       f"{a.duration_s * 1000:.3f}")
+    console.print(table)
+
+
+@app.command()
+def stats(
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only records at or after this ISO date/time (UTC if naive)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The reset plan's success metrics from the audit record, each beside its target.
+
+    Example: weightstream stats --since 2025-01-01 --db weightstream.db
+    """
+    from datetime import UTC, datetime
+
+    from weightstream.stats import compute_stats
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            err.print(f"[bold red]error:[/] --since takes an ISO date or time, got {since!r}")
+            raise typer.Exit(64) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    cfg = _config(config)
+    store = _open_store(db, cfg, create=False)
+    try:
+        result = _guard(lambda: compute_stats(store, start))
+    finally:
+        store.close()
+    if json_out:
+        console.print_json(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"reset success metrics ({result.attempted} transactions, "
+                        f"{result.breaker_refused} refused by the breaker, "
+                        f"{result.recovery_attempts} recovery attempts)")
+    for col in ("metric", "value", "target", "status"):
+        table.add_column(col)
+    for f in result.figures():
+        if f.value is None:
+            shown = "n/a"
+        elif f.unit == "%":
+            shown = f"{f.value * 100:.2f}%"
+        else:
+            shown = f"{f.value:.3f} {f.unit}"
+        table.add_row(f.name, shown, f.target, f.status)
     console.print(table)
 
 

@@ -262,6 +262,8 @@ class MetricsObserver(Observer):
             fallback = audit.fallback if audit.fallback is not None else ResetOutcome.FAILED
             outcome = _bounded(fallback, _OUTCOMES, "other")
         self.resets.labels(type=reset_type, outcome=outcome).inc()
+        if audit.outcome == "breaker_open":
+            return  # refused by the breaker: no transaction ran, nothing rolled back or timed
         self.reset_transactions.labels(
             type=reset_type, result="committed" if committed else "rolled_back"
         ).inc()

@@ -57,9 +57,28 @@ class RunSummary:
     invalid: Counter[str] = field(default_factory=Counter)
     resets: Counter[str] = field(default_factory=Counter)
     reset_outcomes: Counter[str] = field(default_factory=Counter)
-    users: int = 0
     seconds: float = 0.0
     retries: int = 0
+    user_ids: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def users(self) -> int:
+        return len(self.user_ids)
+
+    def count(self, r: Result) -> None:
+        """Count one stored result into the summary."""
+        self.rows += 1
+        self.verdicts[r.verdict.value] += 1
+        if r.verdict is Verdict.REJECTED:
+            self.rejected[r.reason] += 1
+        elif r.verdict is Verdict.INVALID:
+            self.invalid[r.reason] += 1
+        if r.reset_type is not None:
+            self.resets[r.reset_type.value] += 1
+        if r.reset_outcome is not None:
+            self.reset_outcomes[r.reset_outcome.value] += 1
+        if r.user_id:
+            self.user_ids.add(r.user_id)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -143,9 +162,11 @@ def process_file(
         if progress is not None:
             progress(position, total)
     if out is not None:
-        write_results(store, input_id, Path(out))
+        write_results(store, input_id, Path(out), summary=summary)
         faults.crash_point("pipeline.results_written")
-    _summarise(store, input_id, summary)
+    else:
+        for r in store.results_for_input(input_id):
+            summary.count(r)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -179,8 +200,13 @@ def _commit_group(
             time.sleep(min(0.05 * 2**attempt, 1.0))
 
 
-def write_results(store: StateStore, input_id: str, out: Path) -> int:
-    """Write the input's stored results as CSV (temp file + fsync + rename). Returns rows."""
+def write_results(
+    store: StateStore, input_id: str, out: Path, *, summary: RunSummary | None = None
+) -> int:
+    """Write the input's stored results as CSV (temp file + fsync + rename). Returns rows.
+
+    With ``summary``, each result is also counted into it (one pass over the results).
+    """
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     count = 0
     try:
@@ -190,6 +216,8 @@ def write_results(store: StateStore, input_id: str, out: Path) -> int:
             for r in store.results_for_input(input_id):
                 writer.writerow(_result_row(r))
                 count += 1
+                if summary is not None:
+                    summary.count(r)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out)
@@ -217,19 +245,3 @@ def _result_row(r: Result) -> list[object]:
     ]
 
 
-def _summarise(store: StateStore, input_id: str, summary: RunSummary) -> None:
-    users: set[str] = set()
-    for r in store.results_for_input(input_id):
-        summary.rows += 1
-        summary.verdicts[str(r.verdict)] += 1
-        if r.verdict is Verdict.REJECTED:
-            summary.rejected[r.reason] += 1
-        elif r.verdict is Verdict.INVALID:
-            summary.invalid[r.reason] += 1
-        if r.reset_type is not None:
-            summary.resets[str(r.reset_type)] += 1
-        if r.reset_outcome is not None:
-            summary.reset_outcomes[str(r.reset_outcome)] += 1
-        if r.user_id:
-            users.add(r.user_id)
-    summary.users = len(users)

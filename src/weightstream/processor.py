@@ -241,6 +241,9 @@ class Processor:
         rules = self._reset_rules
         if decision.trigger.startswith("three consistent"):
             rules = rules[:2]  # unit error and BMI still apply; the jump is the point
+            if m.weight_kg < last.weight_kg:
+                # Consistent readings ~1/2.2046 of the baseline: the baseline was the unit error.
+                rules = rules[1:2]
         days = (m.timestamp - last.timestamp).total_seconds() / _DAY
         ctx = RuleContext(
             weight_kg=m.weight_kg, timestamp=m.timestamp, expected_kg=last.weight_kg,
@@ -350,7 +353,9 @@ class Processor:
             validator=self.validator,
             clock=self.clock,
             verify_restored=lambda: sink.current(m.user_id) == state,
-            on_rollback_verified=self.observer.rollback_verified,
+            on_rollback_verified=lambda op, ok: sink.after_commit(  # only once durable
+                lambda v: self.observer.rollback_verified(*v), (op, ok)
+            ),
         )
         try:
             if self.config.resets.transactional:
@@ -630,16 +635,6 @@ class _Sink:
     def unstage(self, mark: tuple[int, int, int]) -> None:
         self._batch.unstage(mark)
 
-    def restate(self, index: int, result: Result) -> None:
-        """Re-issue the result of staged reading ``index`` (a late reading changed it)."""
-        m, old = self.unit.readings[index]
-        result = replace(result, row=old.row)
-        self.unit.readings[index] = (m, result)
-        for i, (input_id, staged) in enumerate(self.unit.results):
-            if staged is old:
-                self.unit.results[i] = (input_id, result)
-                break
-
     def replace_result(self, mark: tuple[int, int, int], result: Result) -> None:
         self._batch.replace_result(mark, result)
 
@@ -672,7 +667,9 @@ class Batch:
         self.staged_keys: set[str] = set()
         self.known_keys: set[str] = set()
         self._prefetched = False
-        self._undo_states: list[tuple[str, UserState | None]] = []
+        self._undo_states: list[
+            tuple[str, UserState | None, tuple[UserState, datetime] | None]
+        ] = []
         self._sink = _Sink(self)
         self._row: int | None = None
         self.pending_events: list[tuple[Callable[[Any], None], object]] = []
@@ -720,7 +717,7 @@ class Batch:
     def _decide(self, m: Measurement) -> Result:
         dup = self._duplicate(m)
         if dup is not None:
-            self.add_result(dup)
+            self.unit.results.append((self.input_id, dup))  # process() reports it, once
             return dup
         state = self.current(m.user_id)
         if state is not None and state.last_event_at is not None and m.timestamp < state.last_event_at:
@@ -788,7 +785,9 @@ class Batch:
         self.staged_keys.add(m.content_key)
         if state is not None:
             previous = self.overlay.get(state.user_id)
-            self._undo_states.append((state.user_id, previous))
+            self._undo_states.append(
+                (state.user_id, previous, self.unit.last_good.get(state.user_id))
+            )
             stored = self.p.load_state(state.user_id) if previous is None else None
             expected = stored.version if stored is not None else 0
             if previous is None:
@@ -808,15 +807,18 @@ class Batch:
         del self.unit.results[results:]
         del self.unit.audits[audits:]
         if self._undo_states:
-            uid, previous = self._undo_states.pop()
+            uid, previous, good = self._undo_states.pop()
             if previous is None:
                 self.overlay.pop(uid, None)
                 self.unit.states.pop(uid, None)
                 self.unit.expected_versions.pop(uid, None)
-                self.unit.last_good.pop(uid, None)
             else:
                 self.overlay[uid] = previous
                 self.unit.states[uid] = previous
+            if good is None:
+                self.unit.last_good.pop(uid, None)
+            else:
+                self.unit.last_good[uid] = good
 
     def restate(self, index: int, result: Result) -> None:
         """Re-issue the result of staged reading ``index`` (a late reading changed it)."""

@@ -31,7 +31,8 @@ The model
 - a loss stops (the phase turns into a plateau) at max(75% of the start weight, BMI 20.5); a
   regain stops at min(112% of the start weight, BMI 45). So BMIs stay within 20.5-45;
 - a *gap* is 30-90 days with no reading; across it the weight moves linearly by 3-10 kg (up
-  65% of the time), so the first reading after the gap sits at a new level.
+  65% of the time, the other way if that would leave the bounds above; always >= 3 kg), so
+  the first reading after the gap sits at a new level.
 
 **Readings.** Event times (``effectiveDateTime``) start 0-27 days after ``start`` and step
 1 day, plus one more day with probability ``missed_day_rate`` per extra day (at most 14 days
@@ -93,8 +94,8 @@ duplicate_content duplicate 0.6%     the same reading under a new id, ingested 1
 
 Every outlier-kind value stays inside 30-400 kg and every BMI is ≥ 20.5, so none of them is
 *invalid* under the default hard limits (20-500 kg): they are for the filter to catch.
-Gaps: 8% of ``mixed`` users. Rows of kinds other than ``clean``/``lb``/``manual_off`` are never
-duplicated.
+Gaps: 8% of ``mixed`` users. Only ``clean`` rows are duplicated (any row of a user who has no
+clean row), so the first copy in file order carries the original's kind.
 
 **Truth rows.** One per export row, in the same order. ``true_weight_kg`` and
 ``true_trend_kg_week`` are at the *intended* event time, and the truth's
@@ -129,7 +130,7 @@ import functools
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -185,11 +186,23 @@ MANUAL_SOURCES: frozenset[str] = frozenset({CARE_TEAM, PATIENT_UPLOAD, INTERNAL_
 _DATE_ONLY: frozenset[str] = frozenset({INTERNAL_Q, INITIAL_Q, CONNECTIVE})
 
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "id", "user_id", "timestamp", "effectiveDateTime", "source_type", "weight", "unit",
+    "id",
+    "user_id",
+    "timestamp",
+    "effectiveDateTime",
+    "source_type",
+    "weight",
+    "unit",
 )
 TRUTH_COLUMNS: tuple[str, ...] = (
-    "id", "user_id", "effectiveDateTime", "source_type", "true_weight_kg",
-    "true_trend_kg_week", "kind", "expected",
+    "id",
+    "user_id",
+    "effectiveDateTime",
+    "source_type",
+    "true_weight_kg",
+    "true_trend_kg_week",
+    "kind",
+    "expected",
 )
 
 #: Every row kind, and what an ideal processor should say about it.
@@ -213,8 +226,17 @@ EXPECTED: dict[str, str] = {
 KINDS: tuple[str, ...] = tuple(EXPECTED)
 
 SCENARIOS: tuple[str, ...] = (
-    "mixed", "steady_loss", "plateau", "loss_regain", "gap_level_change", "dense_daily",
-    "sparse_weekly", "noisy_integration", "lb_as_kg", "bmi_values", "outlier_bursts",
+    "mixed",
+    "steady_loss",
+    "plateau",
+    "loss_regain",
+    "gap_level_change",
+    "dense_daily",
+    "sparse_weekly",
+    "noisy_integration",
+    "lb_as_kg",
+    "bmi_values",
+    "outlier_bursts",
     "manual_disagree",
 )
 #: The kinds each scenario can produce (``mixed``: all of them).
@@ -235,8 +257,17 @@ SCENARIO_KINDS: dict[str, frozenset[str]] = {
 
 # Per-row trouble drawn by one uniform number; duplicates, manual_off and bursts are separate.
 _ROW_KINDS: tuple[str, ...] = (
-    "outlier", "unit_error", "bmi_as_kg", "lb", "bmi_unit", "bsa_unit", "null",
-    "bad_timestamp", "future", "ancient", "bad_number",
+    "outlier",
+    "unit_error",
+    "bmi_as_kg",
+    "lb",
+    "bmi_unit",
+    "bsa_unit",
+    "null",
+    "bad_timestamp",
+    "future",
+    "ancient",
+    "bad_number",
 )
 
 
@@ -327,12 +358,18 @@ class SynthData:
 # Scenario plans
 
 
-_DEVICE_PROFILE = ((DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM, CONNECTIVE),
-                   (0.86, 0.04, 0.04, 0.03, 0.03))
-_IGLUCOSE_PROFILE = ((IGLUCOSE, DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM),
-                     (0.86, 0.04, 0.04, 0.03, 0.03))
-_CONNECTIVE_PROFILE = ((CONNECTIVE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM),
-                       (0.82, 0.08, 0.05, 0.05))
+_DEVICE_PROFILE = (
+    (DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM, CONNECTIVE),
+    (0.86, 0.04, 0.04, 0.03, 0.03),
+)
+_IGLUCOSE_PROFILE = (
+    (IGLUCOSE, DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM),
+    (0.86, 0.04, 0.04, 0.03, 0.03),
+)
+_CONNECTIVE_PROFILE = (
+    (CONNECTIVE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM),
+    (0.82, 0.08, 0.05, 0.05),
+)
 _MANUAL_PROFILE = ((DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM), (0.60, 0.15, 0.15, 0.10))
 
 _Profile = tuple[tuple[str, ...], tuple[float, ...]]
@@ -425,7 +462,7 @@ _TWO = tuple(f"{i:02d}" for i in range(100))
 _THREE = tuple(f"{i:03d}" for i in range(1000))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.cache
 def _date_text(day: int) -> str:
     """``YYYY-MM-DD`` of a day number (days since 1970-01-01)."""
     return (_EPOCH_DATE + timedelta(days=day)).isoformat()
@@ -451,17 +488,46 @@ def _hex_id(rng: random.Random) -> str:
     return rng.getrandbits(128).to_bytes(16, "big").hex().upper()
 
 
-def _kg_text(source: str, kg: float) -> tuple[str, float]:
-    """How ``source`` writes a reading of ``kg``: (text, the kg value that text says)."""
-    if source == DEVICE:
-        value = round(kg / LB_KG * 5.0) / 5.0 * LB_KG
-    elif source == IGLUCOSE:
-        value = round(kg, 1)
-    elif source == CONNECTIVE:
-        value = round(kg, 2)
-    else:
-        value = round(round(kg / LB_KG) * _MANUAL_LB_KG, 6)
+@functools.cache
+def _step_text(source: str, steps: int) -> tuple[str, float]:
+    """Text and value of ``steps`` recording steps of ``source`` (memoised: repr is slow)."""
+    if source == DEVICE:  # 0.2 lb
+        value = steps / 5.0 * LB_KG
+    elif source == IGLUCOSE:  # 0.1 kg
+        value = steps / 10.0
+    elif source == CONNECTIVE:  # 0.01 kg
+        value = steps / 100.0
+    else:  # whole pounds, converted with the truncated factor
+        value = round(steps * _MANUAL_LB_KG, 6)
     return repr(value), value
+
+
+_STEPS_PER_KG = {DEVICE: 5.0 / LB_KG, IGLUCOSE: 10.0, CONNECTIVE: 100.0}
+_MANUAL_STEPS = 1.0 / LB_KG
+
+
+def _kg_text(source: str, kg: float) -> tuple[str, float]:
+    """How ``source`` writes a reading of ``kg``: (text, the kg value that text says).
+
+    >>> _kg_text("patient-device", 66.7)
+    ('66.67807839000001', 66.67807839000001)
+    >>> _kg_text("internal-questionnaire", 103.0)[0], _kg_text("https://api.iglucose.com", 98.04)[0]
+    ('102.965384', '98.0')
+    """
+    return _step_text(source, round(kg * _STEPS_PER_KG.get(source, _MANUAL_STEPS)))
+
+
+def _normals(rand: Callable[[], float], n: int) -> list[float]:
+    """``n`` standard normal numbers (Box-Muller from ``rand``; a third of ``gauss``'s cost)."""
+    out: list[float] = []
+    two_pi, log, sqrt, cos, sin = 2.0 * math.pi, math.log, math.sqrt, math.cos, math.sin
+    for _ in range((n + 1) // 2):
+        radius = sqrt(-2.0 * log(1.0 - rand()))
+        angle = two_pi * rand()
+        out.append(radius * cos(angle))
+        out.append(radius * sin(angle))
+    del out[n:]
+    return out
 
 
 def _lb_text(source: str, kg: float) -> tuple[str, float]:
@@ -573,7 +639,6 @@ def _user(
 ) -> tuple[list[SynthRow], list[TruthRow]]:
     """Exactly ``per_user`` rows of one user, in file order, and their truth."""
     rand = rng.random
-    gauss = rng.gauss
     clock = _clock_texts()
     user_id = _hex_id(rng)
 
@@ -618,6 +683,7 @@ def _user(
     miss = opts.missed_day_rate
     prev_morning = False
     cadence = plan.cadence
+    jitter = _normals(rand, m)
     for i in range(m):
         evening = False
         if i:
@@ -650,7 +716,7 @@ def _user(
             if cadence != "dense" and rand() < 0.15:
                 sec = int(rand() * 86_400)
             else:
-                sec = min(max(int(habit + gauss(0.0, 2400.0)), 3 * 3600), 12 * 3600)
+                sec = min(max(int(habit + 2400.0 * jitter[i]), 3 * 3600), 12 * 3600)
         else:
             sec = int(rng.uniform(8 * 3600, 21 * 3600))
         prev_morning = not evening and src == main_source
@@ -674,7 +740,8 @@ def _user(
 
     sd_base = opts.device_sd_kg
     sds = {s: sd_base * math.sqrt(SOURCE_MULTIPLIERS[s]) for s in SOURCES}
-    measured = [true_kg[i] + gauss(0.0, sds[srcs[i]]) for i in range(m)]
+    noise = _normals(rand, m)
+    measured = [true_kg[i] + sds[srcs[i]] * noise[i] for i in range(m)]
 
     # Trouble.
     kinds = ["clean"] * m
@@ -699,7 +766,7 @@ def _user(
                 offset = -offset
             for i in run:
                 kinds[i] = "outlier"
-                outlier_kg[i] = true_kg[i] + offset + gauss(0.0, sds[srcs[i]])
+                outlier_kg[i] = true_kg[i] + offset + rng.gauss(0.0, sds[srcs[i]])
     kind_cum, kind_names = plan.kind_cum, plan.kind_names
     total_rate = kind_cum[-1] if kind_cum else 0.0
     manual_off = plan.manual_off
@@ -715,6 +782,7 @@ def _user(
             kinds[i] = "manual_off"
 
     # Rows of the readings. Ids are drawn in one go (a third of the cost of one at a time).
+    step_text, steps_per_kg, manual_steps = _step_text, _STEPS_PER_KG, _MANUAL_STEPS
     id_text = rng.getrandbits(128 * m).to_bytes(16 * m, "big").hex().upper() if m else ""
     reading_rows: list[SynthRow] = []
     reading_truth: list[tuple[str, float, str]] = []  # (intended effective, measured, kind)
@@ -722,7 +790,8 @@ def _user(
     for i in range(m):
         src, kind, m_kg = srcs[i], kinds[i], measured[i]
         abs_day = start_day + days[i]
-        effective = _date_text(abs_day) + " " + clock[secs[i]]
+        event_date = _date_text(abs_day)
+        effective = event_date + " " + clock[secs[i]]
         if src == DEVICE:
             if rand() < 0.85:  # minutes: exponential, mean 20 min, at least 5 s
                 lag = 5000 + int(-math.log(1.0 - rand()) * 1_200_000)
@@ -739,18 +808,35 @@ def _user(
         ingest = secs[i] * 1000 + lag
         ingest_ms[i] = ingest
         extra, ms = divmod(ingest, _DAY_MS)
-        stamp = _date_text(abs_day + extra) + " " + clock[ms // 1000] + "." + _THREE[ms % 1000]
+        stamp = (
+            (_date_text(abs_day + extra) if extra else event_date)
+            + " "
+            + clock[ms // 1000]
+            + "."
+            + _THREE[ms % 1000]
+        )
         if kind == "clean":
-            text, value = _kg_text(src, m_kg)
+            text, value = step_text(src, round(m_kg * steps_per_kg.get(src, manual_steps)))
             unit, row_effective = "kg", effective
         else:
             text, value, unit, row_effective = _trouble(
                 rng, kind, src, m_kg, true_kg[i], outlier_kg.get(i), h2, effective
             )
-        reading_rows.append(SynthRow(
-            id_text[32 * i : 32 * i + 32] if ids else "", user_id, stamp, row_effective, src,
-            text, unit,
-        ))
+        # tuple.__new__: a NamedTuple's own __new__ costs twice as much, in the hot loop.
+        reading_rows.append(
+            tuple.__new__(
+                SynthRow,
+                (
+                    id_text[32 * i : 32 * i + 32] if ids else "",
+                    user_id,
+                    stamp,
+                    row_effective,
+                    src,
+                    text,
+                    unit,
+                ),
+            )
+        )
         reading_truth.append((effective, value, kind))
 
     # Duplicates (of clean readings when there are any), each right after its original.
@@ -773,10 +859,23 @@ def _user(
         row = reading_rows[i]
         effective, value, kind = reading_truth[i]
         rows.append(row)
-        truth.append(TruthRow(
-            row.id, user_id, effective, row.source_type, true_kg[i], trend[i], kind,
-            EXPECTED[kind], row_no, value,
-        ))
+        truth.append(
+            tuple.__new__(
+                TruthRow,
+                (
+                    row.id,
+                    user_id,
+                    effective,
+                    row.source_type,
+                    true_kg[i],
+                    trend[i],
+                    kind,
+                    EXPECTED[kind],
+                    row_no,
+                    value,
+                ),
+            )
+        )
         row_no += 1
         for dup_kind in dups.get(i, ()):
             if dup_kind == "duplicate_content":
@@ -787,10 +886,20 @@ def _user(
                     timestamp=_stamp_text(clock, start_day + days[i], later),
                 )
             rows.append(row)
-            truth.append(TruthRow(
-                row.id, user_id, effective, row.source_type, true_kg[i], trend[i],
-                dup_kind, EXPECTED[dup_kind], row_no, value,
-            ))
+            truth.append(
+                TruthRow(
+                    row.id,
+                    user_id,
+                    effective,
+                    row.source_type,
+                    true_kg[i],
+                    trend[i],
+                    dup_kind,
+                    EXPECTED[dup_kind],
+                    row_no,
+                    value,
+                )
+            )
             row_no += 1
     return rows, truth
 
@@ -968,12 +1077,7 @@ def _csv_lines(records: Iterable[Sequence[str]]) -> str:
     lines = []
     for record in records:
         line = ",".join(record)
-        if (
-            line.count(",") != len(record) - 1
-            or '"' in line
-            or "\n" in line
-            or "\r" in line
-        ):
+        if line.count(",") != len(record) - 1 or '"' in line or "\n" in line or "\r" in line:
             line = ",".join([_quoted(field) for field in record])
         lines.append(line)
     lines.append("")
@@ -989,8 +1093,7 @@ def _truth_text(truth: list[TruthRow], ids: bool) -> str:
     # source and kind names, numbers.
     if ids:
         lines = [
-            f"{i},{u},{e},{s},{w:.3f},{tr:.3f},{k},{x}\n"
-            for i, u, e, s, w, tr, k, x, _, _ in truth
+            f"{i},{u},{e},{s},{w:.3f},{tr:.3f},{k},{x}\n" for i, u, e, s, w, tr, k, x, _, _ in truth
         ]
     else:
         lines = [

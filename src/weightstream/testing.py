@@ -140,7 +140,7 @@ class FaultyResetManager(ResetManager):
     def reset_noise(self, reset_type: ResetType) -> tuple[tuple[float, float], tuple[float, float]]:
         out = super().reset_noise(reset_type)
         corrupt = self._fire("noise")
-        return corrupt(out) if callable(corrupt) else out  # type: ignore[no-any-return]
+        return corrupt(out) if callable(corrupt) else out
 
     def create_adaptation_state(self, reset_type: ResetType, timestamp: datetime) -> AdaptationState:
         out = super().create_adaptation_state(reset_type, timestamp)
@@ -155,7 +155,7 @@ class FaultyResetManager(ResetManager):
     ) -> tuple[BufferedReading, ...]:
         out = super().buffer_after_reset(buffer, reset_type, measurement)
         corrupt = self._fire("buffer")
-        return corrupt(out) if callable(corrupt) else out  # type: ignore[no-any-return]
+        return corrupt(out) if callable(corrupt) else out
 
 
 class FaultyStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -121,6 +122,9 @@ def test_missing_timestamps(text: str | None) -> None:
         "0x65",
         "17375_50000",
         "2025-01-22 13:03:37 extra",
+        "2025-01-22 13:033",  # fromisoformat accepts these when a "Z" is appended
+        "2025-01-22T13:03:",
+        "2025-01-22T13:03:37.",
     ],
 )
 def test_unparseable_timestamps(text: str) -> None:
@@ -232,3 +236,29 @@ def test_any_text_gives_utc_datetime_or_problem(text: str) -> None:
         assert result.year >= 1900 and result <= NOW + timedelta(days=1)
     else:
         assert isinstance(result, RowProblem)
+
+
+_ISO_BASES = ["2025-01-22T13:03:37.123+02:00", "2025-01-22 13:03:37", "2025-01-22", "2025-W03-1"]
+
+
+@st.composite
+def iso_mutations(draw: st.DrawFn) -> str:
+    """A valid ISO text with a piece cut out and junk from the ISO alphabet put in."""
+    base = draw(st.sampled_from(_ISO_BASES))
+    start = draw(st.integers(0, len(base)))
+    stop = draw(st.integers(start, len(base)))
+    junk = draw(st.text(alphabet="0123456789-:T .+Z,W", max_size=3))
+    return base[:start] + junk + base[stop:]
+
+
+@given(iso_mutations())
+def test_accepted_iso_text_is_exactly_what_fromisoformat_reads(text: str) -> None:
+    """Whatever ISO-like text is accepted, fromisoformat reads the same instant from it."""
+    result = parse(text, now=datetime(9999, 1, 1, tzinfo=UTC))
+    body = text.strip()
+    if isinstance(result, datetime) and not re.fullmatch(r"[+-]?[0-9]+(\.[0-9]*)?", body):
+        expected = datetime.fromisoformat(body)
+        if expected.tzinfo is None:
+            expected = expected.replace(tzinfo=UTC)
+        assert result == expected
+        assert body[10:11] in ("", "T", "t", " ") or body[7:8] != "-"

@@ -91,6 +91,8 @@ class TimestampParser:
             parsed = _fromisoformat(text)
         except ValueError:
             return self._slow(text)
+        if text[4] != "-":  # an ISO basic form, or all digits: an epoch number, not a date
+            return self._slow(text)
         if parsed.tzinfo is not None or (len(text) > 10 and text[10] not in _SEPARATORS):
             return self._from_iso(parsed, text, text)
         # Naive = UTC; arithmetic is several times faster than replace(tzinfo=UTC).

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.errors import ResetError, ResetValidationError
@@ -109,7 +109,7 @@ class ResetTransaction:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is not None:
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: just undo
                 self.rollback(f"interrupted: {type(exc).__name__}")

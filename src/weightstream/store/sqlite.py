@@ -144,6 +144,13 @@ class SQLiteStore:
             raise StorageError("SQLite connection used across fork; open a new store")
         if unit.empty:
             return
+        if os.environ.get("WEIGHTSTREAM_TEST_SPLIT_UNIT") == "1":  # negative control, tests only
+            first, second = _split_unit(unit)
+            if not (first.empty or second.empty):
+                self.commit(first)
+                faults.crash_point("store.between_split")
+                self.commit(second)
+                return
         started = time.perf_counter()
         c = self._conn
         try:
@@ -383,6 +390,22 @@ def _check_file(path: Path, *, create: bool) -> None:
         head = handle.read(len(_SQLITE_MAGIC))
     if head and head != _SQLITE_MAGIC:
         raise StoreOpenError(f"{path} is not a SQLite database; refusing to overwrite it")
+
+
+def _split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
+    """Test-only (``WEIGHTSTREAM_TEST_SPLIT_UNIT=1``): readings + results, then the rest.
+
+    Committing the two halves as separate transactions breaks rule 1 on purpose, so the crash
+    matrix can prove it detects a unit that is not atomic. Never set in production.
+    """
+    first = UnitOfWork(
+        readings=unit.readings, replaced_readings=unit.replaced_readings, results=unit.results
+    )
+    second = UnitOfWork(
+        states=unit.states, expected_versions=unit.expected_versions, audits=unit.audits,
+        recoveries=unit.recoveries, last_good=unit.last_good, position=unit.position,
+    )
+    return first, second
 
 
 def _typed(exc: sqlite3.Error) -> StorageError:

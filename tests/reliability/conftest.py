@@ -1,0 +1,189 @@
+"""Shared machinery of the reliability tests: a small synthetic export, the real CLI in a child
+process, and a snapshot of everything a crash must not change (see /work/shared/RELIABILITY.md).
+
+A snapshot holds the results file bytes, the ``user_states``, ``readings`` and ``input_positions``
+rows, the reset audit's identity columns (wall-clock columns such as ``at``, ``duration_s``,
+``taken_at`` and ``updated_at`` are left out), ``PRAGMA integrity_check`` and the users whose
+rebuild from history differs from the live state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weightstream.config import Config, load_config
+from weightstream.replay import rebuild_user
+from weightstream.store import codec
+from weightstream.store.sqlite import SQLiteStore
+from weightstream.synth import write_stream
+
+USERS, PER_USER, SYNTH_SEED, GROUP = 12, 25, 7, 40
+CHILD_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One small export and the TOML config that processes it in several commit groups."""
+
+    root: Path
+    input: Path
+    config_path: Path
+    config: Config
+    rows: int
+
+
+def write_config(path: Path, group: int = GROUP, extra: str = "") -> Path:
+    """A TOML config with a small commit group (so a run has several groups)."""
+    path.write_text(f"[processing]\ncommit_group_size = {group}\n{extra}", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> Workload:
+    """12 users x 25 readings of the 'mixed' scenario, commit groups of 40."""
+    root = tmp_path_factory.mktemp("reliability")
+    src = root / "export.csv"
+    rows = write_stream(USERS, PER_USER, SYNTH_SEED, src, None, scenario="mixed")
+    cfg = write_config(root / "config.toml")
+    return Workload(root, src, cfg, load_config(cfg), rows)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The parent's environment without any WEIGHTSTREAM_* setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSTREAM_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m weightstream.cli ARGS`` in a child process; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "weightstream.cli", *map(str, args)],
+        env=env if env is not None else child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def process_cmd(w: Workload, db: Path, out: Path, input: Path | None = None) -> list[str | Path]:
+    """Arguments of ``weightstream process`` for a workload."""
+    return ["process", input or w.input, "--db", db, "--out", out, "--config", w.config_path]
+
+
+def fault_points(stderr: str) -> dict[str, int]:
+    """Parse the ``WEIGHTSTREAM_FAULT_POINTS {json}`` line a ``WEIGHTSTREAM_FAULT=list`` run prints."""
+    for line in stderr.splitlines():
+        if line.startswith("WEIGHTSTREAM_FAULT_POINTS "):
+            return dict(json.loads(line.split(" ", 1)[1]))
+    raise AssertionError(f"no WEIGHTSTREAM_FAULT_POINTS line in stderr:\n{stderr}")
+
+
+_AUDIT_IDENTITY = "user_id, reading_id, reset_type, trigger, outcome, failed_operation, fallback"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a finished run left behind, minus wall-clock columns."""
+
+    results_file: bytes
+    user_states: list[tuple[Any, ...]]
+    readings: list[tuple[Any, ...]]
+    audits: list[tuple[Any, ...]]
+    positions: list[tuple[Any, ...]]
+    integrity: str
+    rebuild_mismatches: list[str]
+
+    def differences(self, reference: Snapshot) -> list[str]:
+        """Human-readable list of what differs from ``reference`` and what is unsound."""
+        out = []
+        for name in ("results_file", "user_states", "readings", "audits", "positions"):
+            if getattr(self, name) != getattr(reference, name):
+                out.append(f"{name} differ from the uninterrupted run")
+        if self.integrity != "ok":
+            out.append(f"integrity_check: {self.integrity}")
+        if self.rebuild_mismatches:
+            out.append(f"rebuild != live for {self.rebuild_mismatches}")
+        return out
+
+
+def table_rows(store: SQLiteStore, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the store's connection, as tuples."""
+    return [tuple(r) for r in store.connection.execute(sql).fetchall()]
+
+
+def snapshot(db: Path, out: Path | None, config: Config) -> Snapshot:
+    """Snapshot ``db`` (and the results file ``out``)."""
+    with SQLiteStore(db, create=False) as store:
+        states = table_rows(
+            store, f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM user_states ORDER BY user_id"
+        )
+        readings = table_rows(
+            store, f"SELECT seq, {', '.join(codec.READING_COLUMNS)} FROM readings ORDER BY seq"
+        )
+        audits = table_rows(store, f"SELECT {_AUDIT_IDENTITY} FROM reset_audit ORDER BY id")
+        positions = table_rows(
+            store, "SELECT input_id, position FROM input_positions ORDER BY input_id"
+        )
+        mismatches = [
+            u for u in store.users() if not rebuild_user(store, u, config).equal
+        ]
+        integrity = store.integrity_check()
+    results = out.read_bytes() if out is not None and out.exists() else b""
+    return Snapshot(results, states, readings, audits, positions, integrity, mismatches)
+
+
+@pytest.fixture(scope="session")
+def reference(workload: Workload) -> Snapshot:
+    """The uninterrupted CLI run of the workload into a fresh database (computed once)."""
+    db, out = workload.root / "reference.db", workload.root / "reference.csv"
+    done = run_cli(*process_cmd(workload, db, out))
+    assert done.returncode == 0, done.stderr
+    snap = snapshot(db, out, workload.config)
+    assert snap.integrity == "ok" and not snap.rebuild_mismatches
+    assert snap.results_file.count(b"\n") == workload.rows + 1
+    return snap
+
+
+@pytest.fixture(scope="session")
+def fault_listing(workload: Workload) -> dict[str, int]:
+    """Every crash point the CLI reaches on the workload, with its hit count (one run)."""
+    root = workload.root / "listing"
+    root.mkdir()
+    done = run_cli(
+        *process_cmd(workload, root / "db", root / "out.csv"),
+        env=child_env(WEIGHTSTREAM_FAULT="list"),
+    )
+    assert done.returncode == 0, done.stderr
+    return fault_points(done.stderr)
+
+
+class Harness:
+    """The helpers above, as a fixture (test modules cannot import a conftest by name)."""
+
+    Workload = Workload
+    Snapshot = Snapshot
+    child_env = staticmethod(child_env)
+    run_cli = staticmethod(run_cli)
+    process_cmd = staticmethod(process_cmd)
+    fault_points = staticmethod(fault_points)
+    snapshot = staticmethod(snapshot)
+    table_rows = staticmethod(table_rows)
+    write_config = staticmethod(write_config)
+
+
+@pytest.fixture(scope="session")
+def harness() -> type[Harness]:
+    """The shared helpers of the reliability tests."""
+    return Harness
