@@ -75,6 +75,37 @@ def cli() -> Callable[..., CliResult]:
     return run_cli
 
 
+def run_cli_in_process(*args: str | os.PathLike[str]) -> CliResult:
+    """The same CLI through typer's CliRunner, in this process (fast; for cheap commands).
+
+    ``process`` configures the root logger; its handlers and level are restored afterwards so
+    that no other test sees a handler bound to the runner's closed stream.
+    """
+    import logging
+
+    from typer.testing import CliRunner
+
+    from weightstream.cli import app
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        res = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+    return CliResult(res.exit_code, res.stdout, res.stderr)
+
+
+@pytest.fixture(scope="session")
+def cli_fast() -> Callable[..., CliResult]:
+    """``cli_fast("state", user, "--db", db)``: the CLI in-process (exit code, stdout, stderr)."""
+    return run_cli_in_process
+
+
 def dump_db(path: Path, exclude: Mapping[str, Iterable[str]] | None = None) -> dict[str, list]:
     """Every table's rows (in rowid order), with the ``exclude``d columns blanked.
 

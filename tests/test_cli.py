@@ -278,10 +278,10 @@ def test_bom_and_crlf_change_no_synthetic_result(messy_run, first_results):
 # The README's scale
 
 
-def test_synth_200_by_50_every_row_accounted_for(tmp_path, cli, results_of):
+def test_synth_200_by_50_every_row_accounted_for(tmp_path, cli, cli_fast, results_of):
     """`synth --users 200 --per-user 50 --seed 1`, then `process`: verdicts sum to every row."""
     export, truth = tmp_path / "export.csv", tmp_path / "truth.csv"
-    res = cli("synth", "--users", "200", "--per-user", "50", "--seed", "1",
+    res = cli_fast("synth", "--users", "200", "--per-user", "50", "--seed", "1",
               "--out", export, "--truth", truth)
     assert res.returncode == 0, res.stderr
     assert _data_lines(export) == 10_000
@@ -318,26 +318,26 @@ def test_missing_required_column_exits_66_naming_it(tmp_path, cli):
     assert "weight" in line and "missing" in line
 
 
-def test_empty_file_exits_65(tmp_path, cli):
+def test_empty_file_exits_65(tmp_path, cli_fast):
     """An empty file (no header) exits 65 with one line saying so."""
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
-    res = cli("process", path, "--db", tmp_path / "ws.db")
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db")
     assert res.returncode == 65
     assert "empty" in _one_line(res.stderr)
 
 
-def test_header_only_file_is_a_no_op(tmp_path, cli):
+def test_header_only_file_is_a_no_op(tmp_path, cli_fast):
     """A file with a header and no data rows processes nothing and exits 0."""
     path = tmp_path / "header.csv"
     path.write_text(HEADER + "\n", encoding="utf-8")
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--json")
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--json")
     assert res.returncode == 0, res.stderr
     assert _json(res.stdout)["rows"] == 0
 
 
 @pytest.mark.parametrize("kind", ["elf", "png", "utf16", "random"])
-def test_binary_or_non_csv_file_exits_nonzero_with_a_clear_message(tmp_path, cli, kind):
+def test_binary_or_non_csv_file_exits_nonzero_with_a_clear_message(tmp_path, cli_fast, kind):
     """Binary data, UTF-16 text or random bytes exit non-zero with one clear stderr line."""
     rng = random.Random(7)  # seed printed on failure via the parameter
     content = {
@@ -348,16 +348,16 @@ def test_binary_or_non_csv_file_exits_nonzero_with_a_clear_message(tmp_path, cli
     }[kind]
     path = tmp_path / f"{kind}.csv"
     path.write_bytes(content)
-    res = cli("process", path, "--db", tmp_path / "ws.db")
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db")
     assert res.returncode in (65, 66), (res.returncode, res.stderr)
     line = _one_line(res.stderr)
     assert "Traceback" not in res.stderr
     assert any(w in line for w in ("not a CSV", "UTF-16", "not UTF-8", "missing column")), line
 
 
-def test_nonexistent_input_exits_nonzero(tmp_path, cli):
+def test_nonexistent_input_exits_nonzero(tmp_path, cli_fast):
     """A path that does not exist exits non-zero and names the file; no database is created."""
-    res = cli("process", tmp_path / "nope.csv", "--db", tmp_path / "ws.db")
+    res = cli_fast("process", tmp_path / "nope.csv", "--db", tmp_path / "ws.db")
     assert res.returncode != 0
     assert "nope.csv" in _one_line(res.stderr)
     assert not (tmp_path / "ws.db").exists()
@@ -372,7 +372,7 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_explicit_column_mapping_reads_renamed_headers(tmp_path, cli, results_of):
+def test_explicit_column_mapping_reads_renamed_headers(tmp_path, cli_fast, results_of):
     """`--column canonical=header` maps every field of a file with unfamiliar header names."""
     path = _write(tmp_path / "renamed.csv", [
         "ref,who,when_measured,kilos,measure,origin",
@@ -381,7 +381,7 @@ def test_explicit_column_mapping_reads_renamed_headers(tmp_path, cli, results_of
         "r3,bob,2024-03-01 08:00:00,200,lb,patient-upload",
     ])
     out = tmp_path / "r.csv"
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--out", out,
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--out", out,
               "--column", "user_id=who", "--column", "timestamp=when_measured",
               "--column", "weight=kilos", "--column", "unit=measure",
               "--column", "source=origin", "--column", "id=ref")
@@ -394,23 +394,23 @@ def test_explicit_column_mapping_reads_renamed_headers(tmp_path, cli, results_of
     assert rows[0]["timestamp"] == "2024-03-01T08:00:00+00:00"
 
 
-def test_column_mapping_to_an_absent_header_exits_66(tmp_path, cli):
+def test_column_mapping_to_an_absent_header_exits_66(tmp_path, cli_fast):
     """`--column weight=kilos` on a file without `kilos` exits 66 naming it in one line."""
     path = _write(tmp_path / "plain.csv", [HEADER, "a,u,2024-01-01,2024-01-01,p,80,kg"])
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--column", "weight=kilos")
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--column", "weight=kilos")
     assert res.returncode == 66
     assert "kilos" in _one_line(res.stderr)
 
 
-def test_column_option_without_equals_is_a_usage_error(tmp_path, cli):
+def test_column_option_without_equals_is_a_usage_error(tmp_path, cli_fast):
     """`--column weight` (no `=`) is refused as a usage error before anything is read."""
     path = _write(tmp_path / "plain.csv", [HEADER, "a,u,2024-01-01,2024-01-01,p,80,kg"])
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--column", "weight")
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--column", "weight")
     assert res.returncode == 64
     assert "canonical=header" in res.stderr
 
 
-def test_common_aliases_are_recognised(tmp_path, cli, results_of):
+def test_common_aliases_are_recognised(tmp_path, cli_fast, results_of):
     """`patient_id`, `date`, `value`, `source` and `measurement_id` are found without options."""
     path = _write(tmp_path / "aliases.csv", [
         "measurement_id,patient_id,date,source,value",
@@ -418,7 +418,7 @@ def test_common_aliases_are_recognised(tmp_path, cli, results_of):
         "m2,p1,2024-03-02,care-team-upload,91.2",
     ])
     out = tmp_path / "r.csv"
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--out", out)
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--out", out)
     assert res.returncode == 0, res.stderr
     rows = results_of(out)
     assert [(r["reading_id"], r["user_id"], r["source"], r["weight_kg"], r["verdict"])
@@ -426,14 +426,14 @@ def test_common_aliases_are_recognised(tmp_path, cli, results_of):
                                ("m2", "p1", "care-team-upload", "91.2", "accepted")]
 
 
-def test_effective_date_time_is_preferred_over_timestamp(tmp_path, cli, results_of):
+def test_effective_date_time_is_preferred_over_timestamp(tmp_path, cli_fast, results_of):
     """With both columns, the event time comes from `effectiveDateTime`, not `timestamp`."""
     path = _write(tmp_path / "both.csv", [
         "user_id,timestamp,effectiveDateTime,weight",
         "u1,2024-05-20 10:00:00,2024-03-01 07:30:00,70.0",
     ])
     out = tmp_path / "r.csv"
-    res = cli("process", path, "--db", tmp_path / "ws.db", "--out", out)
+    res = cli_fast("process", path, "--db", tmp_path / "ws.db", "--out", out)
     assert res.returncode == 0, res.stderr
     assert results_of(out)[0]["timestamp"] == "2024-03-01T07:30:00+00:00"
 
@@ -450,9 +450,9 @@ def reset_user(first_results) -> str:
     return counts.most_common(1)[0][0]
 
 
-def test_state_prints_the_users_filtered_weight(first_run, first_results, cli, reset_user):
+def test_state_prints_the_users_filtered_weight(first_run, first_results, cli_fast, reset_user):
     """`state USER` prints the user, the current filtered weight and the last readings."""
-    res = cli("state", reset_user, "--db", first_run["db"], "--last", "3")
+    res = cli_fast("state", reset_user, "--db", first_run["db"], "--last", "3")
     assert res.returncode == 0, res.stderr
     assert reset_user in res.stdout and "weight (kg)" in res.stdout
     accepted = sorted((r["timestamp"], float(r["filtered_weight"])) for r in first_results
@@ -461,30 +461,30 @@ def test_state_prints_the_users_filtered_weight(first_run, first_results, cli, r
     assert "last readings" in res.stdout
 
 
-def test_state_of_unknown_user_and_missing_db(tmp_path, first_run, cli):
+def test_state_of_unknown_user_and_missing_db(tmp_path, first_run, cli_fast):
     """`state` of an unknown user exits 1; on a missing database 74, creating nothing."""
-    res = cli("state", "no-such-user", "--db", first_run["db"])
+    res = cli_fast("state", "no-such-user", "--db", first_run["db"])
     assert res.returncode == 1 and "unknown user" in res.stderr
-    res = cli("state", "u", "--db", tmp_path / "absent.db")
+    res = cli_fast("state", "u", "--db", tmp_path / "absent.db")
     assert res.returncode == 74 and "no database" in _one_line(res.stderr)
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_resets_lists_the_users_audit_records(first_run, cli, reset_user):
+def test_resets_lists_the_users_audit_records(first_run, cli_fast, reset_user):
     """`resets --user U --json` lists the user's committed initial reset first, then others."""
-    res = cli("resets", "--db", first_run["db"], "--user", reset_user, "--json")
+    res = cli_fast("resets", "--db", first_run["db"], "--user", reset_user, "--json")
     assert res.returncode == 0, res.stderr
     audits = json.loads(res.stdout)
     assert audits[0]["type"] == "initial" and audits[0]["trigger"] == "first reading"
     assert {a["user_id"] for a in audits} == {reset_user}
     assert len(audits) >= 2 and all(a["outcome"] == "committed" for a in audits)
-    table = cli("resets", "--db", first_run["db"], "--outcome", "rolled_back")
+    table = cli_fast("resets", "--db", first_run["db"], "--outcome", "rolled_back")
     assert table.returncode == 0 and "0 reset transactions" in table.stdout
 
 
-def test_recover_reports_rebuild_equals_live(first_run, cli, reset_user):
+def test_recover_reports_rebuild_equals_live(first_run, cli_fast, reset_user):
     """`recover USER` replays the stored history and finds it equal to the live state."""
-    res = cli("recover", reset_user, "--db", first_run["db"])
+    res = cli_fast("recover", reset_user, "--db", first_run["db"])
     assert res.returncode == 0, res.stderr
     assert "rebuilt state equals live state" in res.stdout
     assert "0 results would change" in res.stdout

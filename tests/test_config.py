@@ -1,4 +1,4 @@
-"""Configuration: defaults, TOML file, environment overrides and refusal of degenerate values (F2)."""
+"""Configuration: defaults, TOML file, environment overrides, degenerate values refused (F2)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from weightstream.config import Config, load_config
 from weightstream.errors import ConfigError
@@ -87,7 +88,7 @@ def test_environment_beats_toml_file(monkeypatch: pytest.MonkeyPatch, toml):
 def test_config_is_frozen():
     """A loaded config cannot be changed in place."""
     cfg = load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.filter.measurement_var = 2.0  # type: ignore[misc]
 
 
@@ -110,7 +111,7 @@ def test_config_is_frozen():
     ],
 )
 def test_degenerate_or_unknown_values_refused(toml, text: str, key: str):
-    """F2: R = 0, Q < 0, NaN, inf, min >= max weight or an unknown key is a ConfigError naming it."""
+    """F2: R = 0, Q < 0, NaN, inf, min >= max weight, an unknown key: ConfigError naming it."""
     with pytest.raises(ConfigError) as info:
         load_config(toml(text))
     assert key in str(info.value)

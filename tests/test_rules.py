@@ -169,9 +169,7 @@ def test_innovation_gate_rejects_unusable_uncertainty(s: float):
     assert reason(innovation_gate(ctx(80.0, s=s))) is Reason.INNOVATION_OUTLIER
 
 
-@pytest.mark.parametrize(
-    ("weight", "expected"), [(177.0, 77.0), (59.0, 95.0)]
-)
+@pytest.mark.parametrize(("weight", "expected"), [(177.0, 77.0), (59.0, 95.0)])
 @pytest.mark.parametrize("adapting", [False, True])
 @pytest.mark.parametrize("s", [S_STEADY, S_RESET])
 def test_g5_far_readings_rejected_even_while_adapting(

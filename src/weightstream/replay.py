@@ -65,6 +65,8 @@ class Rebuild:
             return [] if self.rebuilt is self.live else ["state present on one side only"]
         out = []
         for name in self.rebuilt.__dataclass_fields__:
+            if name == "version":  # a write counter, bumped by apply_rebuild; not from history
+                continue
             if getattr(self.rebuilt, name) != getattr(self.live, name):
                 out.append(name)
         return out

@@ -747,7 +747,7 @@ def _user(
     kinds = ["clean"] * m
     outlier_kg: dict[int, float] = {}
     n_bursts = 0
-    if plan.burst_scenario:
+    if plan.burst_scenario and opts.scenario_rate > 0:
         n_bursts = max(1, round(opts.scenario_rate * m / 4))
     elif plan.burst_rate and rand() < plan.burst_rate:
         n_bursts = 1

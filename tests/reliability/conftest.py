@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,141 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# A "zygote": a child Python that imports the CLI once, then forks one grandchild per command.
+# The grandchild is a real, separate process running the real entry point
+# (``weightstream.cli.main``) with its own environment, argv, stdout and stderr; a crash point
+# SIGKILLs it exactly as it would a ``python -m weightstream.cli`` process. Forking only saves
+# the ~1 s of imports per run (CI has 2 cores and 140 runs to do). The zygote opens no
+# database and starts no thread before forking (rule 3: no connection used across fork), and
+# re-reads the crash/chaos environment in each grandchild (``faults.rearm``). The reference
+# and listing runs use a plain ``python -m weightstream.cli`` subprocess, so every crash case
+# also cross-checks the zygote against the genuine entry point, byte for byte.
+_ZYGOTE = r"""
+import atexit, json, os, sys, traceback
+import weightstream.cli as cli
+from weightstream import faults
+import weightstream.logs, weightstream.metrics, weightstream.observe, weightstream.pipeline
+import weightstream.replay, weightstream.store.sqlite
+import rich.progress
+channel = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    req = json.loads(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            os.dup2(os.open(req["stdout"], flags, 0o644), 1)
+            os.dup2(os.open(req["stderr"], flags, 0o644), 2)
+            os.environ.clear()
+            os.environ.update(req["env"])
+            faults.rearm()
+            sys.argv = ["weightstream", *req["args"]]
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                atexit._run_exitfuncs()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    channel.write(json.dumps(os.waitstatus_to_exitcode(status)) + "\n")
+    channel.flush()
+"""
+
+
+class Zygote:
+    """One pre-imported CLI process that forks a child per command (one command at a time)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.count = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _ZYGOTE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_env(),
+            text=True,
+        )
+
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI with ``args`` in a forked child; like :func:`run_cli`."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.count += 1
+        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
+        request = {
+            "args": [str(a) for a in args],
+            "env": env if env is not None else child_env(),
+            "stdout": str(out),
+            "stderr": str(err),
+        }
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError("the CLI zygote died")
+        return subprocess.CompletedProcess(
+            list(request["args"]), int(json.loads(reply)), out.read_text(), err.read_text()
+        )
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=CHILD_TIMEOUT_S)
+
+
+class ZygotePool:
+    """Zygotes shared by worker threads: each run borrows one for its duration."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self._zygotes = [Zygote(_mkdir(root / f"zygote{i}")) for i in range(size)]
+        self._free: queue.Queue[Zygote] = queue.Queue()
+        for z in self._zygotes:
+            self._free.put(z)
+
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI in a forked child of a free zygote."""
+        zygote = self._free.get(timeout=CHILD_TIMEOUT_S * 4)
+        try:
+            return zygote.run(*args, env=env)
+        finally:
+            self._free.put(zygote)
+
+    def close(self) -> None:
+        for z in self._zygotes:
+            z.close()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZygotePool]:
+    """Two CLI zygotes (CI has two cores), for running many short CLI children fast."""
+    pool = ZygotePool(tmp_path_factory.mktemp("zygotes"), 2)
+    yield pool
+    pool.close()
 
 
 def process_cmd(w: Workload, db: Path, out: Path, input: Path | None = None) -> list[str | Path]:
@@ -176,6 +313,7 @@ class Harness:
     Snapshot = Snapshot
     child_env = staticmethod(child_env)
     run_cli = staticmethod(run_cli)
+    Zygote = Zygote
     process_cmd = staticmethod(process_cmd)
     fault_points = staticmethod(fault_points)
     snapshot = staticmethod(snapshot)

@@ -76,7 +76,7 @@ def committed_prefix_problems(h: Any, w: Any, db: Path) -> list[str]:
 
 
 def run_case(
-    h: Any, w: Any, reference: Any, point: str, k: int, tag: str, **extra_env: str
+    h: Any, cli: Any, w: Any, reference: Any, point: str, k: int, tag: str, **extra_env: str
 ) -> tuple[str, list[str]]:
     """Kill at (point, k), rerun to completion, compare; returns (case, problems)."""
     case = f"{point}:{k}"
@@ -84,7 +84,7 @@ def run_case(
     d.mkdir(parents=True)
     db, out = d / "weightstream.db", d / "results.csv"
     cmd = h.process_cmd(w, db, out)
-    crashed = h.run_cli(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=case, **extra_env))
+    crashed = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=case, **extra_env))
     problems = []
     if crashed.returncode != -signal.SIGKILL:
         problems.append(
@@ -92,7 +92,7 @@ def run_case(
             f"{crashed.stderr[-500:]}"
         )
     problems += committed_prefix_problems(h, w, db)
-    rerun = h.run_cli(*cmd, env=h.child_env(**extra_env))
+    rerun = cli.run(*cmd, env=h.child_env(**extra_env))
     if rerun.returncode != 0:
         problems.append(f"rerun exited {rerun.returncode}: {rerun.stderr[-500:]}")
     if db.exists():
@@ -103,12 +103,19 @@ def run_case(
 
 
 def run_cases(
-    h: Any, w: Any, reference: Any, cases: list[tuple[str, int]], tag: str, **extra_env: str
+    h: Any,
+    cli: Any,
+    w: Any,
+    reference: Any,
+    cases: list[tuple[str, int]],
+    tag: str,
+    **extra_env: str,
 ) -> dict[str, list[str]]:
     """Run cases two at a time; map each case to its problems."""
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [
-            pool.submit(run_case, h, w, reference, p, k, tag, **extra_env) for p, k in cases
+            pool.submit(run_case, h, cli, w, reference, p, k, tag, **extra_env)
+            for p, k in cases
         ]
         return dict(f.result() for f in futures)
 
@@ -127,7 +134,7 @@ def test_listing_covers_every_store_and_reset_point(fault_listing: dict[str, int
 
 
 def test_crash_matrix(
-    harness: Any, workload: Any, reference: Any, fault_listing: dict[str, int]
+    harness: Any, cli_pool: Any, workload: Any, reference: Any, fault_listing: dict[str, int]
 ) -> None:
     """A kill at any point and hit count, then a rerun, gives exactly the uninterrupted run."""
     seed = int(os.environ.get("CRASH_MATRIX_SEED") or secrets.randbelow(2**32))
@@ -137,26 +144,32 @@ def test_crash_matrix(
     print(f"{len(fixed)} deterministic + {len(randomised)} random cases: {fixed + randomised}")
     assert len(fixed) + len(randomised) >= MIN_CASES
     started = time.perf_counter()
-    outcome = run_cases(harness, workload, reference, fixed, "matrix")
-    outcome.update(run_cases(harness, workload, reference, randomised, f"random-{seed}"))
+    outcome = run_cases(harness, cli_pool, workload, reference, fixed, "matrix")
+    outcome.update(
+        run_cases(harness, cli_pool, workload, reference, randomised, f"random-{seed}")
+    )
     print(f"{len(fixed) + len(randomised)} crash cases in {time.perf_counter() - started:.1f} s")
     failed = {case: problems for case, problems in outcome.items() if problems}
     assert not failed, f"seed {seed}: " + "\n".join(f"{c}: {p}" for c, p in failed.items())
 
 
-def test_split_unit_negative_control(harness: Any, workload: Any, reference: Any) -> None:
+def test_split_unit_negative_control(
+    harness: Any, cli_pool: Any, workload: Any, reference: Any
+) -> None:
     """With the unit split into two transactions, a kill between them is caught by the matrix."""
     h, w = harness, workload
     listing_dir = w.root / "split-listing"
     listing_dir.mkdir()
-    listed = h.run_cli(
+    listed = cli_pool.run(
         *h.process_cmd(w, listing_dir / "db", listing_dir / "out.csv"),
         env=h.child_env(WEIGHTSTREAM_FAULT="list", WEIGHTSTREAM_TEST_SPLIT_UNIT="1"),
     )
     assert listed.returncode == 0, listed.stderr
     hits = h.fault_points(listed.stderr)["store.between_split"]
     cases = [("store.between_split", k) for k in sorted({1, (hits + 1) // 2, hits})]
-    outcome = run_cases(h, w, reference, cases, "split", WEIGHTSTREAM_TEST_SPLIT_UNIT="1")
+    outcome = run_cases(
+        h, cli_pool, w, reference, cases, "split", WEIGHTSTREAM_TEST_SPLIT_UNIT="1"
+    )
     print("negative control:", outcome)
     assert any(outcome.values()), "the harness did not notice a non-atomic unit of work"
 

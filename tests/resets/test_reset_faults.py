@@ -350,11 +350,13 @@ def test_another_writer_holding_the_lock_stores_nothing(tmp_path: Path) -> None:
         w.close()
 
 
-class LongFault(FaultyResetManager):
+class LongFault(ResetManager):
     """A buffer step failing with a long message, so the audit row needs a new page."""
 
+    armed = False
+
     def buffer_after_reset(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fault == "long":
+        if self.armed:
             raise RuntimeError("buffer step failed: " + "x" * 20_000)
         return super().buffer_after_reset(*args, **kwargs)
 
@@ -364,15 +366,15 @@ def test_disk_full_at_the_audit_insert_after_a_failed_reset(tmp_path: Path) -> N
     db = tmp_path / "ws.db"
     w = World(db)
     try:
-        w.manager = LongFault(w.config)
-        w.p.manager = w.manager
+        manager = LongFault(w.config)
+        w.p.manager = manager
         before = snapshot(db)
         conn = w.store.connection
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
-        w.manager.fault = "long"
+        manager.armed = True
 
         with pytest.raises(StorageFullError, match="storage full"):
             w.p.process_one(TRIGGERS[ResetType.HARD])
@@ -385,7 +387,7 @@ def test_disk_full_at_the_audit_insert_after_a_failed_reset(tmp_path: Path) -> N
         assert snapshot(db) == before
 
         conn.execute("PRAGMA max_page_count = 1073741823")
-        w.manager.fault = None
+        manager.armed = False
         assert w.p.process_one(TRIGGERS[ResetType.HARD]).reset_outcome is ResetOutcome.COMMITTED
         assert comparable(snapshot(db)) == fault_free_reference(tmp_path, [TRIGGERS[ResetType.HARD]])
     finally:

@@ -58,6 +58,7 @@ class UnitOfWork:
     def empty(self) -> bool:
         return not (
             self.states or self.results or self.audits or self.recoveries or self.position
+            or self.readings or self.replaced_readings or self.last_good
         )
 
 

@@ -93,15 +93,7 @@ class SQLiteStore:
     def _configure(self, busy_timeout_ms: int, allow_unsafe: bool) -> None:
         c = self._conn
         c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        c.execute("PRAGMA synchronous = FULL")
-        sync = c.execute("PRAGMA synchronous").fetchone()[0]
-        c.execute("PRAGMA foreign_keys = ON")
-        if (str(mode).lower() != "wal" or int(sync) != 2) and not allow_unsafe:
-            raise StoreOpenError(
-                f"durability settings not in force (journal_mode={mode}, synchronous={sync}); "
-                "WAL + synchronous=FULL are required"
-            )
+        # Recognise a foreign file before anything (journal_mode = WAL) writes to it.
         app_id = c.execute("PRAGMA application_id").fetchone()[0]
         has_tables = c.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
@@ -111,6 +103,15 @@ class SQLiteStore:
         elif app_id != APPLICATION_ID:
             raise StoreOpenError(
                 f"{self.path} is a SQLite database of another application; refusing to use it"
+            )
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        c.execute("PRAGMA synchronous = FULL")
+        sync = c.execute("PRAGMA synchronous").fetchone()[0]
+        c.execute("PRAGMA foreign_keys = ON")
+        if (str(mode).lower() != "wal" or int(sync) != 2) and not allow_unsafe:
+            raise StoreOpenError(
+                f"durability settings not in force (journal_mode={mode}, synchronous={sync}); "
+                "WAL + synchronous=FULL are required"
             )
 
     def _migrate(self) -> None:
