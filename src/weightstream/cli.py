@@ -348,6 +348,20 @@ def synth(
     console.print(f"wrote {rows} rows to {out}" + (f" and truth to {truth}" if truth else ""))
 
 
+@app.command("config")
+def show_config(
+    config: ConfigOpt = None,
+    db: DbOpt = Path("weightstream.db"),
+) -> None:
+    """Print the effective configuration (file + environment + defaults) as TOML.
+
+    Example: WEIGHTSTREAM_RESETS__HARD_GAP_DAYS=21 weightstream config > my.toml
+    """
+    from weightstream.config import to_toml
+
+    sys.stdout.write(to_toml(_config(config)))
+
+
 def main() -> None:
     app()
 
