@@ -753,11 +753,13 @@ SEARCH_SPACE: dict[tuple[str, str], list[Any]] = {
     ("rules", "gate_sigma"): [3.5, 4.0, 4.5, 5.0],
     ("rules", "adapting_gate_sigma"): [5.0, 6.0, 7.0],
     ("rules", "max_rate_kg_per_day"): [0.5, 1.0, 1.5],
-    ("rules", "rate_slack_kg"): [2.0, 3.0, 4.0],
+    ("rules", "rate_slack_kg"): [3.0, 4.0, 5.0, 6.0],
+    ("resets", "soft_threshold_kg"): [3.0, 5.0, 8.0],
     ("resets", "initial.q_multiplier"): [1.0, 3.0, 10.0],
     ("resets", "initial.initial_var_multiplier"): [2.0, 4.0, 8.0],
     ("resets", "hard.q_multiplier"): [1.0, 5.0, 10.0],
     ("resets", "hard.initial_var_multiplier"): [4.0, 10.0, 20.0],
+    ("resets", "soft.q_multiplier"): [1.0, 3.0],
 }
 
 

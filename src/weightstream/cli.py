@@ -51,7 +51,7 @@ def _config(path: Path | None, db: Path | None = None) -> Config:
     return _guard(lambda: load_config(path))
 
 
-def _open_store(db: Path, config: Config, *, create: bool) -> Any:
+def _open_store(db: Path, config: Config, *, create: bool, observer: Any = None) -> Any:
     from weightstream.store.sqlite import SQLiteStore
 
     return _guard(
@@ -60,6 +60,7 @@ def _open_store(db: Path, config: Config, *, create: bool) -> Any:
             create=create,
             busy_timeout_ms=config.store.busy_timeout_ms,
             allow_unsafe_durability=config.store.allow_unsafe_durability,
+            observer=observer,
         )
     )
 
@@ -108,7 +109,7 @@ def process(
     metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
     observer = Observers([metrics, LogObserver()])
     server = metrics.serve(metrics_port) if metrics_port else None
-    store = _open_store(db, cfg, create=True)
+    store = _open_store(db, cfg, create=True, observer=observer)
     try:
         summary = _guard(
             lambda: _run_with_progress(
@@ -122,6 +123,7 @@ def process(
         store.close()
         if server is not None:
             server.shutdown()
+            server.server_close()
     if metrics_file is not None:
         metrics.write_textfile(metrics_file)
     if json_summary:
