@@ -60,8 +60,10 @@ class CliResult:
 
 def run_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> CliResult:
     """Run ``python -m weightstream.cli ARGS`` in a child process (not a terminal)."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
-    env = {k: v for k, v in env.items() if not k.startswith("WEIGHTSTREAM_")}
+    # No COLUMNS: rich then wraps at 80, which is what a one-line error message must survive.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("WEIGHTSTREAM_") and k not in ("COLUMNS", "LINES")}
+    env["PYTHONHASHSEED"] = "0"
     proc = subprocess.run(
         [sys.executable, "-m", "weightstream.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=120, check=False,

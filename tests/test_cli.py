@@ -10,7 +10,6 @@ import json
 import random
 import shutil
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +121,7 @@ def test_outlier_kinds_are_rejected_with_a_specific_reason(first_results, synth_
 
 
 def test_clean_rows_are_accepted_and_pounds_converted_exactly(first_results, synth_export):
-    """Clean rows are almost all accepted; correctly labelled pounds are accepted at x 0.45359237."""
+    """Clean rows are almost all accepted; labelled pounds are accepted at x 0.45359237."""
     truth = synth_export.truth_rows()
     with synth_export.path.open(newline="", encoding="utf-8") as handle:
         export_rows = list(csv.DictReader(handle))
@@ -497,7 +496,9 @@ def test_every_command_help_has_an_example():
     from weightstream.cli import app
 
     runner = CliRunner()
-    for command in ("process", "state", "resets", "recover", "synth"):
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"process", "state", "resets", "recover", "synth"} <= set(commands), commands
+    for command in commands:
         res = runner.invoke(app, [command, "--help"])
         assert res.exit_code == 0, (command, res.output)
         assert "Example" in res.output, command

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
@@ -29,7 +30,7 @@ from weightstream.processor import Batch, Processor
 from weightstream.replay import apply_rebuild, rebuild_user, replay
 from weightstream.resets.validator import StateValidator
 from weightstream.store.sqlite import SQLiteStore
-from weightstream.testing import T0, FakeClock, MemoryStore, measurement
+from weightstream.testing import T0, FakeClock, measurement
 
 CFG = Config()
 VALIDATOR = StateValidator()
@@ -177,12 +178,12 @@ def user_readings(user: str, base: float, n: int = 10) -> list[Measurement]:
     return out
 
 
-def raw_rows(db: Path, user: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every stored row of ``user``, as sqlite returns them."""
+def raw_rows(db: Path, user: str) -> dict[str, list[str]]:
+    """Every stored row of ``user``, as the repr of what sqlite returns (exact for floats)."""
     with sqlite3.connect(db) as raw:
         out = {
-            table: raw.execute(f"SELECT * FROM {table} WHERE user_id = ? ORDER BY 1",
-                               (user,)).fetchall()
+            table: [repr(row) for row in raw.execute(
+                f"SELECT * FROM {table} WHERE user_id = ? ORDER BY 1", (user,))]
             for table in ("user_states", "last_good_states", "readings", "reset_audit",
                           "recovery_attempts")
         }
@@ -199,13 +200,21 @@ def corrupt(db: Path, user: str, how: str) -> None:
     raw.close()
 
 
-@pytest.fixture
-def three_users(tmp_path: Path) -> Path:
-    db = tmp_path / "e2.db"
+@pytest.fixture(scope="module")
+def three_users_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("e2") / "template.db"
     store = open_store(db)
     readings = [*user_readings("a", 80.0), *user_readings("b", 95.0), *user_readings("c", 60.0)]
     process_live(store, readings, CFG, 1)
-    store.close()
+    store.close()  # the last connection closing checkpoints the WAL into the file
+    return db
+
+
+@pytest.fixture
+def three_users(three_users_template: Path, tmp_path: Path) -> Path:
+    """A database of users a, b, c with ten readings each (a copy per test)."""
+    db = tmp_path / "e2.db"
+    shutil.copyfile(three_users_template, db)
     return db
 
 
@@ -305,6 +314,8 @@ def test_self_heal_racing_a_writer_loses_nothing(three_users: Path) -> None:
     state = healer_store.load_state("a")
     assert state is not None and VALIDATOR.user_state_problems(state) == []
     assert state.accepted_count == expected_after("a", 80.0, [first, second]).accepted_count
+    keys = [r.measurement.reading_id for r in healer_store.history("a")]
+    assert keys.count(first.reading_id) == keys.count(second.reading_id) == 1
     healer_store.close()
     writer_store.close()
 
@@ -348,6 +359,10 @@ def test_recover_shows_and_fixes_a_corrupt_user(three_users: Path) -> None:
     store.close()
     code, out = recover(three_users, "a")
     assert code == 0 and "equals" in out, out
+    healed = raw_rows(three_users, "a")
+    code, out = recover(three_users, "a", "--apply")  # nothing left to apply
+    assert code == 0 and "applied" not in out, out
+    assert raw_rows(three_users, "a") == healed
 
 
 def test_recover_unknown_user_is_an_error(three_users: Path) -> None:

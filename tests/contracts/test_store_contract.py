@@ -6,6 +6,8 @@ connection on the same file), so it is what is really stored, not the writer's v
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import random
 import sqlite3
@@ -251,8 +253,10 @@ user_states = st.builds(
 def test_state_round_trips_exactly(backend: Backend, store: StateStore, s: UserState, taken):
     """Any valid UserState (buffers, adaptation, None fields) reads back == what was written."""
     stored = store.load_state(s.user_id)
+    before = stored.version if stored else 0
+    s = dataclasses.replace(s, version=before + s.version)  # versions only move forward
     unit = UnitOfWork()
-    unit.put_state(s, stored.version if stored else 0)
+    unit.put_state(s, before)
     unit.last_good[s.user_id] = (s, taken)
     store.commit(unit)
     assert store.load_state(s.user_id) == s
@@ -805,3 +809,46 @@ def test_sqlite_constraints_refuse_invalid_state(sqlite_backend: Backend, bad: d
     with pytest.raises(StorageError):
         s.commit(lg)
     assert sqlite_backend.reopen().last_good("u1") is None
+
+
+# -- versions, rows and replacements the stores must refuse ------------------------------------
+
+
+def test_version_that_does_not_move_forward_conflicts(backend: Backend, store: StateStore):
+    """A state whose version is not above the one it replaces is refused (I4), nothing stored."""
+    store.commit(full_unit("u1", version=3, expected=0))
+    backwards = full_unit("u1", version=2, expected=3, position=9, first_row=10, d=10.0)
+    with pytest.raises(ConflictError):
+        store.commit(backwards)
+    assert_nothing_of(backwards, fresh(backend))
+    assert fresh(backend).load_state("u1").version == 3  # type: ignore[union-attr]
+
+
+def test_unknown_user_with_a_nonzero_expected_version_conflicts(
+    backend: Backend, store: StateStore
+):
+    """A unit that believes a user exists (expected version 4) when none is stored is refused."""
+    unit = full_unit("ghost", version=5, expected=4)
+    with pytest.raises(ConflictError):
+        store.commit(unit)
+    assert fresh(backend).load_state("ghost") is None
+    assert_nothing_of(unit, fresh(backend))
+
+
+def test_second_result_for_the_same_input_row_conflicts(backend: Backend, store: StateStore):
+    """Each (input, row) has one result: a second unit writing row 1 again stores nothing."""
+    store.commit(full_unit("u1", version=1, expected=0))
+    again = full_unit("u2", version=1, expected=0, position=9, first_row=1, d=20.0)
+    with pytest.raises(ConflictError):
+        store.commit(again)
+    assert fresh(backend).load_state("u2") is None
+
+
+def test_replacing_a_reading_that_is_not_stored_conflicts(backend: Backend, store: StateStore):
+    """A re-issued result for an unknown reading fails the whole unit."""
+    m, r = reading("u1", 0.0, 80.0)
+    unit = full_unit("u1", version=1, expected=0)
+    unit.replaced_readings.append((m, r))
+    with pytest.raises(ConflictError):
+        store.commit(unit)
+    assert fresh(backend).load_state("u1") is None

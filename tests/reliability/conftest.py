@@ -220,7 +220,7 @@ def process_cmd(w: Workload, db: Path, out: Path, input: Path | None = None) -> 
 
 
 def fault_points(stderr: str) -> dict[str, int]:
-    """Parse the ``WEIGHTSTREAM_FAULT_POINTS {json}`` line a ``WEIGHTSTREAM_FAULT=list`` run prints."""
+    """Parse the ``WEIGHTSTREAM_FAULT_POINTS {json}`` line of a ``WEIGHTSTREAM_FAULT=list`` run."""
     for line in stderr.splitlines():
         if line.startswith("WEIGHTSTREAM_FAULT_POINTS "):
             return dict(json.loads(line.split(" ", 1)[1]))

@@ -4,7 +4,8 @@ Each case runs ``weightstream process`` in a child with ``WEIGHTSTREAM_FAULT=poi
 death by SIGKILL, checks the half-finished store (committed prefix only), reruns without the
 fault and compares everything with one uninterrupted run into a fresh database. Crash points
 and hit counts come from one ``WEIGHTSTREAM_FAULT=list`` run; k in {1, 2, middle, last} plus
-20 seeded random (point, k) pairs (counter-based, never timers). Cases run two at a time.
+20 seeded random (point, k) pairs (counter-based, never timers), plus 6 seeded cases killed a
+second time while recovering (A4). Cases run two at a time.
 
 Reproduce the random part with ``CRASH_MATRIX_SEED=<printed seed>``.
 """
@@ -30,6 +31,7 @@ from weightstream.store.sqlite import SQLiteStore
 pytestmark = pytest.mark.crash
 
 RANDOM_CASES = 20
+DOUBLE_CASES = 6
 MIN_CASES = 60
 WORKERS = 2
 
@@ -55,6 +57,16 @@ def random_cases(
     return rng.sample(pool, min(n, len(pool)))
 
 
+def double_cases(listing: dict[str, int], n: int, seed: int) -> list[tuple[str, int, str]]:
+    """``n`` seeded (point, k, point2:k2): a second kill while the rerun recovers (A4)."""
+    rng = random.Random(seed + 1)
+    every = [(p, k) for p, hits in sorted(listing.items()) for k in range(1, hits + 1)]
+    group_points = sorted(p for p in listing if p.startswith(("store.", "pipeline.before")))
+    return [
+        (*rng.choice(every), f"{rng.choice(group_points)}:{rng.randint(1, 2)}") for _ in range(n)
+    ]
+
+
 def committed_prefix_problems(h: Any, w: Any, db: Path) -> list[str]:
     """After a kill: the store holds whole groups only (results == position, sound file)."""
     if not db.exists():
@@ -76,15 +88,23 @@ def committed_prefix_problems(h: Any, w: Any, db: Path) -> list[str]:
 
 
 def run_case(
-    h: Any, cli: Any, w: Any, reference: Any, point: str, k: int, tag: str, **extra_env: str
+    h: Any,
+    cli: Any,
+    w: Any,
+    reference: Any,
+    point: str,
+    k: int,
+    tag: str,
+    again: str | None = None,
+    **extra_env: str,
 ) -> tuple[str, list[str]]:
-    """Kill at (point, k), rerun to completion, compare; returns (case, problems)."""
-    case = f"{point}:{k}"
+    """Kill at (point, k) [and at ``again`` during recovery], rerun, compare; (case, problems)."""
+    case = f"{point}:{k}" + (f"+{again}" if again else "")
     d = w.root / "cases" / tag / case.replace(":", "@")
     d.mkdir(parents=True)
     db, out = d / "weightstream.db", d / "results.csv"
     cmd = h.process_cmd(w, db, out)
-    crashed = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=case, **extra_env))
+    crashed = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=f"{point}:{k}", **extra_env))
     problems = []
     if crashed.returncode != -signal.SIGKILL:
         problems.append(
@@ -92,6 +112,11 @@ def run_case(
             f"{crashed.stderr[-500:]}"
         )
     problems += committed_prefix_problems(h, w, db)
+    if again:  # A4: crash again while recovering (the rerun may also finish before the point)
+        recovering = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=again, **extra_env))
+        if recovering.returncode not in (-signal.SIGKILL, 0):
+            problems.append(f"recovery run exited {recovering.returncode}")
+        problems += committed_prefix_problems(h, w, db)
     rerun = cli.run(*cmd, env=h.child_env(**extra_env))
     if rerun.returncode != 0:
         problems.append(f"rerun exited {rerun.returncode}: {rerun.stderr[-500:]}")
@@ -107,15 +132,15 @@ def run_cases(
     cli: Any,
     w: Any,
     reference: Any,
-    cases: list[tuple[str, int]],
+    cases: list[tuple[str, int]] | list[tuple[str, int, str | None]],
     tag: str,
     **extra_env: str,
 ) -> dict[str, list[str]]:
     """Run cases two at a time; map each case to its problems."""
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [
-            pool.submit(run_case, h, cli, w, reference, p, k, tag, **extra_env)
-            for p, k in cases
+            pool.submit(run_case, h, cli, w, reference, *c[:2], tag, *c[2:], **extra_env)
+            for c in cases
         ]
         return dict(f.result() for f in futures)
 
@@ -141,14 +166,17 @@ def test_crash_matrix(
     print(f"CRASH_MATRIX_SEED={seed}")
     fixed = deterministic_cases(fault_listing)
     randomised = random_cases(fault_listing, fixed, RANDOM_CASES, seed)
-    print(f"{len(fixed)} deterministic + {len(randomised)} random cases: {fixed + randomised}")
+    doubled = double_cases(fault_listing, DOUBLE_CASES, seed)
+    print(f"{len(fixed)} deterministic + {len(randomised)} random + {len(doubled)} double "
+          f"cases: {fixed + randomised + doubled}")
     assert len(fixed) + len(randomised) >= MIN_CASES
     started = time.perf_counter()
     outcome = run_cases(harness, cli_pool, workload, reference, fixed, "matrix")
     outcome.update(
         run_cases(harness, cli_pool, workload, reference, randomised, f"random-{seed}")
     )
-    print(f"{len(fixed) + len(randomised)} crash cases in {time.perf_counter() - started:.1f} s")
+    outcome.update(run_cases(harness, cli_pool, workload, reference, doubled, f"double-{seed}"))
+    print(f"{len(outcome)} crash cases in {time.perf_counter() - started:.1f} s")
     failed = {case: problems for case, problems in outcome.items() if problems}
     assert not failed, f"seed {seed}: " + "\n".join(f"{c}: {p}" for c, p in failed.items())
 

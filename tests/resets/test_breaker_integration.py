@@ -90,7 +90,7 @@ def baseline(p: Processor, t: Timeline, n: int = 4) -> None:
 
 @pytest.mark.parametrize("threshold", [1, 3, 5])
 def test_breaker_opens_exactly_at_the_failure_threshold(threshold: int) -> None:
-    """Failed resets 1..threshold-1 leave the breaker CLOSED; failure number `threshold` opens it."""
+    """Failed resets 1..threshold-1 leave the breaker CLOSED; failure `threshold` opens it."""
     p, manager, _ = setup(config(threshold))
     t = Timeline()
     baseline(p, t)

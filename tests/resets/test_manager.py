@@ -325,10 +325,11 @@ def test_adaptation_always_ends(rtype: ResetType, offsets: list[float], ordered:
         if i >= boost.adaptation_readings or d >= boost.adaptation_days:
             assert a == NOT_ADAPTING
         if a.is_adapting:
-            assert 1.0 < a.adaptation_factor <= boost.q_multiplier
+            # >= 1, not > 1: just before adaptation_days the boost can round to exactly 1.
+            assert 1.0 <= a.adaptation_factor <= boost.q_multiplier
             assert a.measurements_since_reset == i
             if ordered:
-                assert a.adaptation_factor < previous
+                assert a.adaptation_factor <= previous
             previous = a.adaptation_factor
         else:
             ended = True
@@ -369,7 +370,7 @@ def test_adaptation_always_ends_for_any_boost(
         if i >= readings or d >= days:
             assert a == NOT_ADAPTING
         if a.is_adapting:
-            assert 1.0 < a.adaptation_factor <= qmult
+            assert 1.0 <= a.adaptation_factor <= qmult
     if len(offsets) >= readings or d >= days:
         assert a.is_adapting is False and a.adaptation_factor == 1.0
 

@@ -298,7 +298,7 @@ STATEMENTS = [
     "BEGIN IMMEDIATE",
     "INSERT INTO readings",
     "INSERT INTO results",
-    "INSERT INTO user_states",
+    "UPDATE user_states",
     "INSERT OR REPLACE INTO last_good_states",
     "INSERT INTO reset_audit",
     "COMMIT",
@@ -381,7 +381,7 @@ def test_disk_full_at_the_audit_insert_after_a_failed_reset(tmp_path: Path) -> N
         conn.set_trace_callback(None)
 
         writes = [s.split("(")[0].strip() for s in statements
-                  if s.startswith("INSERT")]
+                  if s.startswith(("INSERT", "UPDATE"))]
         assert writes[-1] == "INSERT INTO reset_audit"  # the one that hit the limit
         assert len(writes) >= 4 and statements[-1] == "ROLLBACK"
         assert snapshot(db) == before

@@ -37,6 +37,7 @@ class MemoryStore:
         self._content: set[str] = set()
         self._by_user: dict[str, list[tuple[int, int, str]]] = {}
         self._results: dict[str | None, list[Result]] = {}
+        self._result_rows: set[tuple[str | None, int]] = set()
         self._audits: list[ResetAudit] = []
         self._recoveries: list[RecoveryAttempt] = []
         self._positions: dict[str, int] = {}
@@ -48,11 +49,24 @@ class MemoryStore:
             self._apply(unit)
 
     def _check(self, unit: UnitOfWork) -> None:
-        for uid in unit.states:
+        for uid, state in unit.states.items():
             stored = self._states.get(uid)
-            expected = unit.expected_versions.get(uid, 0)
+            expected = unit.expected_versions.get(uid, state.version - 1)
             if (stored.version if stored else 0) != expected:
                 raise ConflictError("user state changed under this unit", user_id=uid)
+            if state.version <= expected:
+                raise ConflictError("state version does not move forward", user_id=uid)
+        for m, _ in unit.replaced_readings:
+            if m.reading_id not in self._readings:
+                raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
+        rows: set[tuple[str | None, int]] = set()
+        for input_id, r in unit.results:
+            if r.row is None:
+                continue
+            key = (input_id, r.row)
+            if key in rows or key in self._result_rows:
+                raise ConflictError(f"result for row {r.row} already stored")
+            rows.add(key)
         ids: set[str] = set()
         contents: set[str] = set()
         for m, _ in unit.readings:
@@ -80,6 +94,8 @@ class MemoryStore:
             self._readings[m.reading_id] = (m, r, seq)
         for input_id, r in unit.results:
             self._results.setdefault(input_id, []).append(r)
+            if r.row is not None:
+                self._result_rows.add((input_id, r.row))
         self._states.update(unit.states)
         self._last_good.update(unit.last_good)
         self._audits.extend(unit.audits)

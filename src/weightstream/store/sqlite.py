@@ -1,12 +1,14 @@
 """The embedded default store: SQLite through the standard library's ``sqlite3``.
 
-Durability and locking, in the order they are set at open:
+Opening, in this order:
 
-1. ``busy_timeout`` first, so that everything after waits for a lock instead of failing;
-2. ``journal_mode=WAL`` and ``synchronous=FULL``, read back and *required* (a weaker mode is
-   refused with :class:`StoreOpenError` unless ``allow_unsafe_durability`` is configured);
-3. the file is checked to be ours (SQLite header and ``application_id``); a corrupt or foreign
-   file is refused and never written to, and a missing file is only created when asked.
+1. the file is checked to be ours (SQLite header, then ``application_id``) before anything is
+   written to it; a corrupt or foreign file is refused and never modified, and a missing file
+   is only created when asked;
+2. ``busy_timeout`` first among the settings, so everything after waits for a lock instead of
+   failing;
+3. ``journal_mode=WAL`` and ``synchronous=FULL``, read back and *required* (a weaker mode is
+   refused with :class:`StoreOpenError` unless ``allow_unsafe_durability`` is configured).
 
 Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` owned by :meth:`SQLiteStore.commit`
 (a deferred transaction that later upgrades to a write lock fails at once with "database is
@@ -47,7 +49,7 @@ _CHUNK = 500  # host parameters per IN (...) query
 
 _STATE_COLS = ", ".join(codec.STATE_COLUMNS)
 _STATE_MARKS = ", ".join("?" * len(codec.STATE_COLUMNS))
-_STATE_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in codec.STATE_COLUMNS[1:])
+_STATE_SETS = ", ".join(f"{c} = ?" for c in codec.STATE_COLUMNS[1:])
 _READING_COLS = ", ".join(codec.READING_COLUMNS)
 _RESULT_COLS = ", ".join(codec.RESULT_COLUMNS)
 _AUDIT_COLS = (
@@ -182,12 +184,14 @@ class SQLiteStore:
             )
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
-            c.execute(
+            cur = c.execute(
                 "UPDATE readings SET verdict = ?, reason = ?, message = ?, filtered_weight = ?, "
                 "trend_kg_week = ?, std_kg = ?, reset_type = ?, reset_outcome = ?, quality = ? "
                 "WHERE key = ?",
                 (*row[8:], m.reading_id),
             )
+            if cur.rowcount != 1:
+                raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         faults.crash_point("store.after_results")
         if unit.results:
             c.executemany(
@@ -196,20 +200,31 @@ class SQLiteStore:
                 [codec.result_to_row(input_id, r) for input_id, r in unit.results],
             )
         if unit.states:
-            cur = c.executemany(
-                f"INSERT INTO user_states ({_STATE_COLS}) VALUES ({_STATE_MARKS}) "
-                f"ON CONFLICT (user_id) DO UPDATE SET {_STATE_UPDATES} "
-                "WHERE user_states.version = ?",
-                [
-                    (*codec.state_to_row(s), unit.expected_versions.get(uid, s.version - 1))
-                    for uid, s in unit.states.items()
-                ],
-            )
-            # Fresh users insert (1 change); known ones update only from the expected version.
-            if cur.rowcount != len(unit.states):
-                raise ConflictError(
-                    f"{len(unit.states) - cur.rowcount} user state(s) changed under this unit"
+            fresh, known = [], []
+            for uid, state in unit.states.items():
+                expected = unit.expected_versions.get(uid, state.version - 1)
+                if state.version <= expected:
+                    raise ConflictError("state version does not move forward", user_id=uid)
+                row = codec.state_to_row(state)
+                if expected == 0:
+                    fresh.append(row)
+                else:
+                    known.append((*row[1:], uid, expected))
+            # A fresh user inserts (a row already there is a UNIQUE violation -> conflict);
+            # a known one updates only from the version this unit was computed on.
+            if fresh:
+                c.executemany(
+                    f"INSERT INTO user_states ({_STATE_COLS}) VALUES ({_STATE_MARKS})", fresh
                 )
+            if known:
+                cur = c.executemany(
+                    f"UPDATE user_states SET {_STATE_SETS} WHERE user_id = ? AND version = ?",
+                    known,
+                )
+                if cur.rowcount != len(known):
+                    raise ConflictError(
+                        f"{len(known) - cur.rowcount} user state(s) changed under this unit"
+                    )
             faults.crash_point("store.after_state")
         if unit.last_good:
             c.executemany(
