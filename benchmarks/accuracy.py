@@ -3,7 +3,8 @@
 Run by hand (2 cores, a minute or two)::
 
     .venv/bin/python benchmarks/accuracy.py --seed-set report
-    .venv/bin/python benchmarks/accuracy.py --seed-set report --config benchmarks/tuned_defaults.toml
+    .venv/bin/python benchmarks/accuracy.py --seed-set report \
+        --config benchmarks/tuned_defaults.toml
     .venv/bin/python benchmarks/accuracy.py --seed-set tune --json /tmp/acc.json
     .venv/bin/python benchmarks/accuracy.py --seed-set tune --search     # coordinate search
 

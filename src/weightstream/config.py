@@ -173,7 +173,11 @@ class ResetConfig(_Section):
     buffer_size: int = Field(default=20, ge=1, le=1000)
 
     def boost(self, reset_type: str) -> ResetBoost:
-        return {"initial": self.initial, "hard": self.hard, "soft": self.soft}[str(reset_type)]
+        name = str(reset_type)
+        if name not in ("initial", "hard", "soft"):
+            raise KeyError(name)
+        boost: ResetBoost = getattr(self, name)
+        return boost
 
 
 class BreakerConfig(_Section):

@@ -276,18 +276,22 @@ class Processor:
         if rejection is not None:
             return self._reject(base, m, sink, rejection.reason, rejection.message, predicted)
         upd = kalman.update(xp, Pp, z, r)
-        new = replace(
-            base,
-            kalman=KalmanState(x=upd.x, P=upd.P, timestamp=m.timestamp),
+        k_new = KalmanState(x=upd.x, P=upd.P, timestamp=m.timestamp)
+        # Direct construction, not dataclasses.replace: this line runs once per reading.
+        new = UserState(
+            user_id=base.user_id,
+            kalman=k_new,
             adaptation=self.manager.advance(base.adaptation, m.timestamp),
             buffer=self.manager.push(base.buffer, _entry(m)),
             rejected=(),
             last_accepted_at=m.timestamp,
             last_event_at=_later(base.last_event_at, m.timestamp),
+            last_reset_at=base.last_reset_at,
+            last_reset_type=base.last_reset_type,
             accepted_count=base.accepted_count + 1,
             version=base.version + 1,
         )
-        result = self._result(m, Verdict.ACCEPTED, Reason.OK, "", new.kalman, ctx)
+        result = self._result(m, Verdict.ACCEPTED, Reason.OK, "", k_new, ctx, sink.row)
         self._persist_plain(base, new, m, result, sink)
         return result
 
@@ -309,7 +313,7 @@ class Processor:
         shown = None
         if predicted is not None:
             shown = KalmanState(x=predicted[0], P=predicted[1], timestamp=m.timestamp)
-        result = self._result(m, Verdict.REJECTED, reason, message, shown, None)
+        result = self._result(m, Verdict.REJECTED, reason, message, shown, None, sink.row)
         self._persist_plain(base, new, m, result, sink)
         return result
 
@@ -453,8 +457,8 @@ class Processor:
         buffer: tuple[BufferedReading, ...],
         reset_type: ResetType,
     ) -> UserState:
-        return replace(
-            base,
+        return UserState(
+            user_id=base.user_id,
             kalman=k,
             adaptation=adaptation,  # type: ignore[arg-type]
             buffer=buffer,
@@ -470,8 +474,10 @@ class Processor:
     def _reset_result(
         self, m: Measurement, new: UserState, reset_type: ResetType, outcome: ResetOutcome
     ) -> Result:
-        result = self._result(m, Verdict.ACCEPTED, Reason.OK, "", new.kalman, None)
-        return replace(result, reset_type=reset_type, reset_outcome=outcome)
+        return self._result(
+            m, Verdict.ACCEPTED, Reason.OK, "", new.kalman, None, None,
+            reset_type=reset_type, reset_outcome=outcome,
+        )
 
     def _fallback(
         self,
@@ -569,6 +575,10 @@ class Processor:
         message: str,
         k: KalmanState | None,
         ctx: RuleContext | None,
+        row: int | None = None,
+        *,
+        reset_type: ResetType | None = None,
+        reset_outcome: ResetOutcome | None = None,
     ) -> Result:
         components = self._quality(m, ctx)
         quality = (
@@ -586,8 +596,11 @@ class Processor:
             filtered_weight=k.x[0] if k else None,
             trend_kg_week=k.x[1] * 7.0 if k else None,
             std_kg=k.weight_std if k else None,
+            reset_type=reset_type,
+            reset_outcome=reset_outcome,
             quality=quality,
             quality_components=components,
+            row=row,
         )
 
     def _quality(
@@ -614,6 +627,11 @@ class _Sink:
 
     def current(self, user_id: str) -> UserState | None:
         return self._batch.current(user_id)
+
+    @property
+    def row(self) -> int | None:
+        """The input row of the reading being processed (None for library calls)."""
+        return self._batch._row
 
     def last_good(self, user_id: str) -> UserState | None:
         return self._batch.last_good(user_id)
@@ -776,7 +794,7 @@ class Batch:
         last_good: bool,
     ) -> tuple[int, int, int]:
         mark = self.mark()
-        if self._row is not None:
+        if self._row is not None and result.row != self._row:
             result = replace(result, row=self._row)
         self.unit.readings.append((m, result))
         self.unit.results.append((self.input_id, result))
@@ -875,8 +893,7 @@ def _reading_hook(observer: Observer, duration: float) -> Callable[[Any], None]:
 
 
 def _committed_audit(txn: ResetTransaction) -> ResetAudit:
-    audit = txn.audit()
-    return replace(audit, outcome="committed")
+    return txn.audit(outcome="committed")
 
 
 def _entry(m: Measurement) -> BufferedReading:

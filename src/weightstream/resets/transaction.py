@@ -216,14 +216,16 @@ class ResetTransaction:
             return self._duration
         return self.clock.monotonic() - self._started
 
-    def audit(self, *, fallback: ResetOutcome | None = None) -> ResetAudit:
-        """The persisted record of this transaction."""
+    def audit(
+        self, *, fallback: ResetOutcome | None = None, outcome: str | None = None
+    ) -> ResetAudit:
+        """The persisted record of this transaction (``outcome`` overrides the current one)."""
         return ResetAudit(
             user_id=self.user_id,
             reading_id=self.reading_id,
             reset_type=self.reset_type,
             trigger=self.trigger,
-            outcome=self.outcome or "rolled_back",
+            outcome=outcome or self.outcome or "rolled_back",
             failed_operation=self.failed_operation.value if self.failed_operation else None,
             reason=self.failure_reason,
             duration_s=self.duration_s,

@@ -44,17 +44,19 @@ def kalman_snapshot(
 ) -> dict[str, Any]:
     """The matrices a Kalman checkpoint validates: x, P, F (one day), H, Q (one day), R."""
     n = len(state.x)
-    F = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
-    if n >= 2:
-        F[0][1] = 1.0
-    return {
-        "x": state.x,
-        "P": state.P,
-        "F": F,
-        "H": [[1.0] + [0.0] * (n - 1)],
-        "Q": q,
-        "R": [[r]],
-    }
+    if n == 2:
+        F: Any = _F2
+        H: Any = _H2
+    else:
+        F = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+        if n >= 2:
+            F[0][1] = 1.0
+        H = [[1.0] + [0.0] * (n - 1)]
+    return {"x": state.x, "P": state.P, "F": F, "H": H, "Q": q, "R": ((r,),)}
+
+
+_F2 = ((1.0, 1.0), (0.0, 1.0))
+_H2 = ((1.0, 0.0),)
 
 
 def adaptation_snapshot(state: AdaptationState, reading_time: datetime) -> dict[str, Any]:
@@ -126,6 +128,8 @@ class StateValidator:
         missing = [k for k in ("x", "P", "F", "H", "Q", "R") if k not in state]
         if missing:
             return [f"missing Kalman component {k}" for k in missing]
+        if self._fast_kalman_ok(state):
+            return []
         x = _vector(state["x"])
         if x is None or not x:
             return ["x is not a vector"]
@@ -154,8 +158,51 @@ class StateValidator:
             out.append("measurement noise R is not positive")
         return out
 
+    def _fast_kalman_ok(self, s: Mapping[str, Any]) -> bool:
+        """True only if the 2-state checkpoint passes every check; else the full path decides.
+
+        The general path converts to lists and names each fault; this one runs per reset, so
+        it only answers "certainly valid" (a False here is not a verdict).
+        """
+        try:
+            (w, v), ((p00, p01), (p10, p11)), (f0, f1), (h,), (q0, q1), (r,) = (
+                s["x"], s["P"], s["F"], s["H"], s["Q"], s["R"]
+            )
+            values = (w, v, p00, p01, p10, p11, *f0, *f1, *h, *q0, *q1, *r)
+            if len(f0) != 2 or len(f1) != 2 or len(h) != 2 or len(q0) != 2 or len(q1) != 2:
+                return False
+            if len(r) != 1 or not all(map(math.isfinite, values)):
+                return False
+        except (TypeError, ValueError):
+            return False
+        return bool(
+            self.min_weight_kg <= w <= self.max_weight_kg
+            and abs(v) <= self.max_abs_trend
+            and p00 > 0.0
+            and p11 > 0.0
+            and p01 == p10
+            and p00 * p11 - p01 * p10 > 0.0
+            and q0[0] > 0.0
+            and q1[1] > 0.0
+            and r[0] > 0.0
+        )
+
     def kalman_state_problems(self, state: KalmanState) -> list[str]:
         """Checks on a bare :class:`KalmanState` (x, P and its time)."""
+        try:
+            (w, v), ((p00, p01), (p10, p11)) = state.x, state.P
+            if (
+                math.isfinite(w + v + p00 + p01 + p10 + p11)
+                and self.min_weight_kg <= w <= self.max_weight_kg
+                and abs(v) <= self.max_abs_trend
+                and p00 > 0.0
+                and p11 > 0.0
+                and p01 == p10
+                and p00 * p11 - p01 * p10 > 0.0
+            ):
+                return []
+        except (TypeError, ValueError):
+            pass
         x = _vector(state.x)
         P = _matrix(state.P)
         if x is None or len(x) != 2:

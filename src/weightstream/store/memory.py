@@ -63,15 +63,20 @@ class MemoryStore:
         for input_id, r in unit.results:
             if r.row is None:
                 continue
-            key = (input_id, r.row)
-            if key in rows or key in self._result_rows:
+            slot = (input_id, r.row)
+            if slot in rows or slot in self._result_rows:
                 raise ConflictError(f"result for row {r.row} already stored")
-            rows.add(key)
+            rows.add(slot)
         ids: set[str] = set()
         contents: set[str] = set()
         for m, _ in unit.readings:
             key, content = m.reading_id, m.content_key
-            if key in ids or key in self._readings or content in contents or content in self._content:
+            if (
+                key in ids
+                or key in self._readings
+                or content in contents
+                or content in self._content
+            ):
                 raise ConflictError("reading already stored", reading_id=key)
             ids.add(key)
             contents.add(content)
