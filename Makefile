@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: demo test venv lint typecheck bench clean
+.PHONY: demo test venv lint typecheck bench clean example-config
 
 $(BIN)/weightstream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ typecheck: venv
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
+
+# Regenerate the shipped example configuration after changing a default.
+example-config: venv
+	{ head -n 3 weightstream.example.toml; echo; $(BIN)/weightstream config; } > weightstream.example.toml.tmp
+	mv weightstream.example.toml.tmp weightstream.example.toml

@@ -209,8 +209,7 @@ def test_implausible_reading_after_gap_does_not_become_baseline(value, reason):
     assert good.filtered_weight == pytest.approx(81.0)
 
 
-@pytest.mark.parametrize("first", [80.0 / LB_KG, 125.0, 29.0],
-                         ids=["pounds-as-kg", "other-person", "bmi"])
+@pytest.mark.parametrize("first", [125.0, 29.0], ids=["other-person", "bmi"])
 def test_wrong_first_reading_recovers_after_consistent_readings(first):
     """A wrong first reading is overruled: three consistent real readings reset the filter."""
     p = _processor()
@@ -222,6 +221,16 @@ def test_wrong_first_reading_recovers_after_consistent_readings(first):
     assert all(v == (Verdict.ACCEPTED, None) for v in verdicts[3:]), verdicts
     est = p.estimate("u1")
     assert est is not None and abs(est.weight_kg - 80.7) < 1.0
+
+
+def test_pounds_first_reading_is_overruled_by_the_next_reading():
+    """A first reading in pounds labelled kg is corrected by the very next reading (x 1/2.2046)."""
+    p = _processor()
+    assert p.process_one(measurement(80.0 / LB_KG, 0)).reset_type is ResetType.INITIAL
+    results = [p.process_one(measurement(80.0 + 0.1 * i, 1 + i)) for i in range(6)]
+    assert results[0].verdict is Verdict.ACCEPTED and results[0].reset_type is ResetType.HARD
+    assert all(r.verdict is Verdict.ACCEPTED and r.reset_type is None for r in results[1:])
+    assert p.estimate("u1").weight_kg == pytest.approx(80.5, abs=1.0)
 
 
 def test_consistent_pounds_after_a_good_history_are_still_refused():

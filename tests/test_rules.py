@@ -131,21 +131,24 @@ def test_rate_of_change_limit_grows_with_days():
     assert reason(rate_of_change(ctx(90.0, last=80.0, days=2.0))) is Reason.RATE_OF_CHANGE
 
 
+SLACK3 = RuleConfig(rate_slack_kg=3.0)
+
+
 def test_rate_of_change_follows_the_trend():
     """The allowed window is centred on last accepted + trend * days."""
     # trend -0.5 kg/day over 2 days: centre 79, allowed +-6.
-    assert rate_of_change(ctx(72.9, last=80.0, days=2.0, trend=-0.5)) is not None
-    assert rate_of_change(ctx(73.1, last=80.0, days=2.0, trend=-0.5)) is None
-    assert rate_of_change(ctx(85.1, last=80.0, days=2.0, trend=-0.5)) is not None
-    assert rate_of_change(ctx(84.9, last=80.0, days=2.0, trend=-0.5)) is None
+    assert rate_of_change(ctx(72.9, last=80.0, days=2.0, trend=-0.5, config=SLACK3)) is not None
+    assert rate_of_change(ctx(73.1, last=80.0, days=2.0, trend=-0.5, config=SLACK3)) is None
+    assert rate_of_change(ctx(85.1, last=80.0, days=2.0, trend=-0.5, config=SLACK3)) is not None
+    assert rate_of_change(ctx(84.9, last=80.0, days=2.0, trend=-0.5, config=SLACK3)) is None
 
 
 def test_rate_of_change_without_history_or_with_negative_days():
     """No last accepted weight: no opinion; a negative gap counts as zero days."""
     no_history = replace(ctx(200.0), last_accepted_kg=None)
     assert rate_of_change(no_history) is None
-    assert rate_of_change(ctx(83.1, last=80.0, days=-5.0)) is not None
-    assert rate_of_change(ctx(82.9, last=80.0, days=-5.0)) is None
+    assert rate_of_change(ctx(83.1, last=80.0, days=-5.0, config=SLACK3)) is not None
+    assert rate_of_change(ctx(82.9, last=80.0, days=-5.0, config=SLACK3)) is None
 
 
 # -- innovation gate (G5) -------------------------------------------------------------------

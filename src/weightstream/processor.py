@@ -62,13 +62,21 @@ from weightstream.resets.validator import (
     kalman_snapshot,
     persist_snapshot,
 )
-from weightstream.rules import RuleContext, default_rules, first_rejection, reset_rules
+from weightstream.rules import (
+    LB_PER_KG,
+    RuleContext,
+    default_rules,
+    first_rejection,
+    reset_rules,
+)
 from weightstream.store.base import StateStore, UnitOfWork
 
 __all__ = ["Processor", "Batch", "Estimate"]
 
 _DAY = 86_400.0
-_REJECTED_KEPT = 5
+_REJECTED_KEPT = 20
+STREAK_TRIGGER = "consistent rejected readings"
+POUND_TRIGGER = "baseline looked like pounds sent as kg"
 _log = logging.getLogger(__name__)
 
 
@@ -213,6 +221,8 @@ class Processor:
         )
         if decision is None and base.rejected and predicted is not None:
             decision = self._streak_reset(base, m)
+        if decision is None and predicted is not None:
+            decision = self._pound_baseline(base, m, predicted[0][0])
         if decision is not None:
             rejection = self._reset_rejection(base, m, decision)
             if rejection is not None:
@@ -222,24 +232,50 @@ class Processor:
         return self._filter(base, m, sink, predicted)
 
     def _streak_reset(self, base: UserState, m: Measurement) -> ResetDecision | None:
-        """Two earlier rejections and this reading agree: the filter, not they, is wrong."""
-        recent = base.rejected[-2:]
-        if len(recent) < 2:
+        """Consecutive rejections that agree with this reading: the filter, not they, is wrong.
+
+        A young filter (fewer than ``rules.established_readings`` accepted) gives way after
+        ``rules.streak_new_user`` readings (a wrong first reading); an established one only
+        after ``rules.streak_established``, longer than a burst of another person's readings.
+        """
+        cfg = self.config.rules
+        young = base.accepted_count < cfg.established_readings
+        needed = (cfg.streak_new_user if young else cfg.streak_established) - 1
+        recent = base.rejected[-needed:]
+        if len(recent) < needed:
             return None
         values = [b.weight_kg for b in recent] + [m.weight_kg]
-        spread = self.config.resets.soft_threshold_kg
-        if max(values) - min(values) > spread:
+        if max(values) - min(values) > self.config.resets.soft_threshold_kg:
             return None
-        if (m.timestamp - recent[0].timestamp).total_seconds() > 14 * _DAY:
+        if (m.timestamp - recent[0].timestamp).total_seconds() > cfg.streak_window_days * _DAY:
             return None
-        return ResetDecision(ResetType.HARD, "three consistent rejected readings")
+        return ResetDecision(ResetType.HARD, STREAK_TRIGGER)
+
+    def _pound_baseline(
+        self, base: UserState, m: Measurement, expected: float
+    ) -> ResetDecision | None:
+        """A young filter whose readings come in at expected / 2.2046: the baseline was pounds.
+
+        Pounds sent as kilograms is the common unit error in exports; "kilograms converted
+        twice" is rare. So while the filter rests on few readings, a reading that would be
+        rejected as the latter restarts the filter at it instead (the streak rule would get
+        there too, but only after rejecting two good readings).
+        """
+        if base.accepted_count >= self.config.rules.established_readings:
+            return None
+        tol = self.config.rules.unit_error_tolerance
+        if abs(m.weight_kg * LB_PER_KG / expected - 1.0) > tol:
+            return None
+        return ResetDecision(ResetType.HARD, POUND_TRIGGER)
 
     def _reset_rejection(self, base: UserState, m: Measurement, decision: ResetDecision):  # type: ignore[no-untyped-def]
         if base.kalman is None or base.buffer == ():
             return None
         last = base.buffer[-1]
         rules = self._reset_rules
-        if decision.trigger.startswith("three consistent"):
+        if decision.trigger == POUND_TRIGGER:
+            rules = rules[1:2]  # the reading is the correction; only the BMI check applies
+        elif decision.trigger == STREAK_TRIGGER:
             rules = rules[:2]  # unit error and BMI still apply; the jump is the point
             if m.weight_kg < last.weight_kg:
                 # Consistent readings ~1/2.2046 of the baseline: the baseline was the unit error.
