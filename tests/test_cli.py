@@ -315,6 +315,7 @@ def test_missing_required_column_exits_66_naming_it(tmp_path, cli):
     assert res.returncode == 66
     line = _one_line(res.stderr)
     assert "weight" in line and "missing" in line
+    assert not (tmp_path / "ws.db").exists()  # refused before any database is created
 
 
 def test_empty_file_exits_65(tmp_path, cli_fast):
@@ -324,6 +325,7 @@ def test_empty_file_exits_65(tmp_path, cli_fast):
     res = cli_fast("process", path, "--db", tmp_path / "ws.db")
     assert res.returncode == 65
     assert "empty" in _one_line(res.stderr)
+    assert not (tmp_path / "ws.db").exists()
 
 
 def test_header_only_file_is_a_no_op(tmp_path, cli_fast):

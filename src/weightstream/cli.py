@@ -106,6 +106,9 @@ def process(
     if not input.is_file():
         err.print(f"[bold red]error:[/] no such input file: {input}")
         raise typer.Exit(66)
+    from weightstream.ingest import open_csv
+
+    _guard(lambda: open_csv(input, mapping or None))  # a bad header fails before any db exists
     metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
     observer = Observers([metrics, LogObserver()])
     server = metrics.serve(metrics_port) if metrics_port else None

@@ -7,7 +7,6 @@ connection on the same file), so it is what is really stored, not the writer's v
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import random
 import sqlite3
