@@ -101,18 +101,9 @@ DAY = 86_400.0
 STALE_DAYS = 14.0
 LAG_BURN_IN_DAYS = 7.0
 TREND_BURN_IN_DAYS = 14.0
+# Every synth scenario, the pure ones first and "mixed" last.
 BENCH_SCENARIOS: tuple[str, ...] = (
-    "steady_loss",
-    "plateau",
-    "loss_regain",
-    "gap_level_change",
-    "dense_daily",
-    "sparse_weekly",
-    "noisy_integration",
-    "lb_as_kg",
-    "bmi_values",
-    "outlier_bursts",
-    "manual_disagree",
+    *(name for name in synth.SCENARIOS if name != "mixed"),
     "mixed",
 )
 _SEED_BASE = {"tune": 10_000, "report": 20_000}
