@@ -14,7 +14,8 @@ random walk of ``q_w`` kg^2/day plus a trend random walk of ``q_v`` (kg/day)^2/d
 into the level. The update uses the Joseph form, ``P+ = (I-KH) P (I-KH)^T + K R K^T``, which
 keeps P positive definite under rounding, then symmetrises.
 
-Plain floats on a 2x2 are ~10x faster than numpy here (``benchmarks/kalman_micro.py``);
+Plain floats on a 2x2 are ~18x faster than numpy here (3.6 vs 67 us per predict+update,
+``benchmarks/kalman_micro.py``);
 ``tests/test_kalman.py`` checks these functions against a straightforward numpy matrix
 implementation to 1e-9. No I/O, no clock, no logging.
 """
