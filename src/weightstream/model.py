@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 __all__ = [
@@ -118,8 +118,6 @@ def from_micros(micros: int) -> datetime:
     >>> from_micros(1000005).isoformat()
     '1970-01-01T00:00:01.000005+00:00'
     """
-    from datetime import timedelta
-
     return EPOCH + timedelta(microseconds=micros)
 
 

@@ -11,7 +11,9 @@
    rerun resumes at the committed position and gives the same results. A group that meets a
    concurrent writer (busy, conflict) is redone from fresh state, a bounded number of times.
 4. The results file (one row per input row, in input order) is written from the store after the
-   last group, to a temporary file renamed into place: old or new, never torn.
+   last group, to a temporary file renamed into place: old or new, never torn. A store that
+   offers :class:`~weightstream.store.base.ResultRows` hands out ready rows (no ``Result``
+   objects are built for a million rows); any other store is read as ``Result`` values.
 """
 
 from __future__ import annotations
@@ -20,19 +22,22 @@ import csv
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 
 from weightstream import faults
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
 from weightstream.errors import ConflictError, StoreBusyError
-from weightstream.ingest import MalformedRow, RowProblem, file_digest, open_csv, to_measurement
-from weightstream.model import Measurement, Result, Verdict, to_micros
+from weightstream.ingest import MalformedRow, RowProblem, file_digest, open_csv
+from weightstream.ingest.rows import measurement_of, parse_row
+from weightstream.model import Measurement, Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
-from weightstream.store.base import StateStore
+from weightstream.store.base import ResultRows, StateStore
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
@@ -67,18 +72,23 @@ class RunSummary:
 
     def count(self, r: Result) -> None:
         """Count one stored result into the summary."""
+        self.count_row(_result_row(r))
+
+    def count_row(self, row: tuple[object, ...]) -> None:
+        """Count one results-file row (:data:`RESULT_FIELDS` order) into the summary."""
+        _, _, user_id, verdict, reason, *_, reset_type, reset_outcome, _ = row
         self.rows += 1
-        self.verdicts[r.verdict.value] += 1
-        if r.verdict is Verdict.REJECTED:
-            self.rejected[r.reason] += 1
-        elif r.verdict is Verdict.INVALID:
-            self.invalid[r.reason] += 1
-        if r.reset_type is not None:
-            self.resets[r.reset_type.value] += 1
-        if r.reset_outcome is not None:
-            self.reset_outcomes[r.reset_outcome.value] += 1
-        if r.user_id:
-            self.user_ids.add(r.user_id)
+        self.verdicts[str(verdict)] += 1
+        if verdict == Verdict.REJECTED:
+            self.rejected[str(reason)] += 1
+        elif verdict == Verdict.INVALID:
+            self.invalid[str(reason)] += 1
+        if reset_type:
+            self.resets[str(reset_type)] += 1
+        if reset_outcome:
+            self.reset_outcomes[str(reset_outcome)] += 1
+        if user_id:
+            self.user_ids.add(str(user_id))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -101,7 +111,13 @@ class RunSummary:
         }
 
 
-Entry = tuple[int, Measurement | None, RowProblem | None]
+# One row of the processing order, compact while the whole file is held (a million rows must
+# fit well under 500 MB): an invalid row as (line, problem); a valid one as one flat tuple,
+# (line, *parsed fields), its user, unit and source strings shared. Its Measurement (and
+# content hash) is built only when its group is processed.
+Invalid = tuple[int, RowProblem]
+Valid = tuple[int, str | None, str, datetime, float, str, float, str]
+Entry = Invalid | Valid
 
 
 def _load(path: Path, config: Config, column_map: Mapping[str, str] | None, clock: Clock) -> list[Entry]:
@@ -109,18 +125,27 @@ def _load(path: Path, config: Config, column_map: Mapping[str, str] | None, cloc
     source = open_csv(path, column_map)
     now = clock.now()
     invalid: list[Entry] = []
-    valid: list[tuple[str, int, int, Measurement]] = []
+    valid: list[Valid] = []
+    strings: dict[str, str] = {}
+    share = strings.setdefault
     for raw in source:
         if isinstance(raw, MalformedRow):
-            invalid.append((raw.line, None, raw.problem))
+            invalid.append((raw.line, raw.problem))
             continue
-        item = to_measurement(raw, config=config, now=now)
+        item = parse_row(raw, config=config, now=now)
         if isinstance(item, RowProblem):
-            invalid.append((raw.line, None, item))
+            invalid.append((raw.line, item))
         else:
-            valid.append((item.user_id, to_micros(item.timestamp), raw.line, item))
-    valid.sort(key=lambda t: (t[0], t[1], t[2]))
-    return invalid + [(line, m, None) for _, _, line, m in valid]
+            ident, user, when, value, unit, weight_kg, src = item
+            valid.append((raw.line, ident, share(user, user), when, value, share(unit, unit),
+                          weight_kg, share(src, src)))
+    # Order by (user, event time, line) without building a key tuple per row: ``valid`` is in
+    # line order and sorts are stable, so by time, then by user, gives exactly that order
+    # (aware datetimes order as their microseconds do).
+    valid.sort(key=itemgetter(3))
+    valid.sort(key=itemgetter(2))
+    invalid.extend(valid)
+    return invalid
 
 
 def _invalid_result(line: int, problem: RowProblem) -> Result:
@@ -165,8 +190,8 @@ def process_file(
         write_results(store, input_id, Path(out), summary=summary)
         faults.crash_point("pipeline.results_written")
     else:
-        for r in store.results_for_input(input_id):
-            summary.count(r)
+        for row in _result_rows(store, input_id):
+            summary.count_row(row)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -179,16 +204,19 @@ def _commit_group(
     end: int,
     summary: RunSummary,
 ) -> None:
+    group: list[tuple[int, Measurement | RowProblem]] = [
+        entry if len(entry) == 2 else (entry[0], measurement_of(entry[1:]))
+        for entry in entries[start:end]
+    ]
     for attempt in range(_RETRIES + 1):
         batch = Batch(processor, input_id)
         try:
-            batch.prefetch(m for _, m, _ in entries[start:end] if m is not None)
-            for line, m, problem in entries[start:end]:
-                if m is None:
-                    assert problem is not None
-                    batch.add_result(_invalid_result(line, problem))
+            batch.prefetch(m for _, m in group if isinstance(m, Measurement))
+            for line, item in group:
+                if isinstance(item, RowProblem):
+                    batch.add_result(_invalid_result(line, item))
                 else:
-                    batch.process(m, row=line)
+                    batch.process(item, row=line)
             faults.crash_point("pipeline.before_commit")
             batch.commit(position=(input_id, end))
             return
@@ -213,11 +241,11 @@ def write_results(
         with tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(RESULT_FIELDS)
-            for r in store.results_for_input(input_id):
-                writer.writerow(_result_row(r))
+            for row in _result_rows(store, input_id):
+                writer.writerow(row)
                 count += 1
                 if summary is not None:
-                    summary.count(r)
+                    summary.count_row(row)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out)
@@ -232,16 +260,23 @@ def write_results(
     return count
 
 
+def _result_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...]]:
+    """The input's results as results-file rows: straight from the store if it can."""
+    if isinstance(store, ResultRows):
+        return store.iter_result_rows(input_id)
+    return (_result_row(r) for r in store.results_for_input(input_id))
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
-def _result_row(r: Result) -> list[object]:
-    return [
+def _result_row(r: Result) -> tuple[object, ...]:
+    return (
         r.row, r.reading_id or "", r.user_id or "", str(r.verdict), r.reason, r.message,
         r.timestamp.isoformat() if r.timestamp else "", r.source or "", _fmt(r.weight_kg),
         _fmt(r.filtered_weight), _fmt(r.trend_kg_week), _fmt(r.std_kg),
         r.reset_type or "", r.reset_outcome or "", _fmt(r.quality),
-    ]
+    )
 
 

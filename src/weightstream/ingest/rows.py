@@ -37,12 +37,18 @@ from weightstream.ingest.timestamps import parse_timestamp
 from weightstream.ingest.units import to_kg
 from weightstream.model import Measurement, Reason, content_key
 
-__all__ = ["to_measurement", "UNKNOWN_SOURCE"]
+__all__ = ["to_measurement", "parse_row", "measurement_of", "ParsedRow", "UNKNOWN_SOURCE"]
 
 #: The source of a row whose source is absent, empty or null.
 UNKNOWN_SOURCE: Final = "unknown"
 
 _MISSING_USER: Final = RowProblem(Reason.MISSING_USER, "user_id", "user id is empty or null")
+
+
+#: The fields of a valid row, before it becomes a Measurement: (id or None, user, time, value,
+#: unit, weight_kg, source). ``id`` is None when the row has none (the reading id is then the
+#: content key). Kept as a plain tuple so a whole file of them is cheap to hold and sort.
+ParsedRow = tuple[str | None, str, datetime, float, str, float, str]
 
 
 def to_measurement(
@@ -61,6 +67,30 @@ def to_measurement(
     >>> to_measurement(bad, config=Config(), now=datetime(2025, 3, 1, tzinfo=UTC)).reason.value
     'unit_is_bmi'
     """
+    fields = parse_row(raw, config=config, now=now)
+    if isinstance(fields, RowProblem):
+        return fields
+    return measurement_of(fields)
+
+
+def measurement_of(fields: ParsedRow) -> Measurement:
+    """The :class:`Measurement` of a parsed row (its content key computed here, once)."""
+    ident, user, when, value, unit, weight_kg, source = fields
+    content = content_key(user, when, value, unit, source)
+    return Measurement(
+        reading_id=ident or content,
+        user_id=user,
+        timestamp=when,
+        value=value,
+        unit=unit,
+        weight_kg=weight_kg,
+        source=source,
+        content_key=content,
+    )
+
+
+def parse_row(raw: RawRow | MalformedRow, *, config: Config, now: datetime) -> ParsedRow | RowProblem:
+    """The checks of :func:`to_measurement`, returning the fields instead of a Measurement."""
     if isinstance(raw, MalformedRow):
         return raw.problem
     user = raw.user_id.strip(ASCII_WHITESPACE)
@@ -80,16 +110,7 @@ def to_measurement(
     if not limits.min_weight_kg <= weight_kg <= limits.max_weight_kg:
         return _out_of_range(limits.min_weight_kg, limits.max_weight_kg)
     source = _text_or(raw.source, UNKNOWN_SOURCE)
-    reading_id = _text_or(raw.id, "") or content_key(user, when, value, unit, source)
-    return Measurement(
-        reading_id=reading_id,
-        user_id=user,
-        timestamp=when,
-        value=value,
-        unit=unit,
-        weight_kg=weight_kg,
-        source=source,
-    )
+    return (_text_or(raw.id, "") or None, user, when, value, unit, weight_kg, source)
 
 
 def _text_or(text: str | None, default: str) -> str:

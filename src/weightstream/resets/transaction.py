@@ -151,7 +151,11 @@ class ResetTransaction:
 
     def validate_checkpoint(self, operation: ResetOperation) -> bool:
         """Validate the latest checkpoint of ``operation``; a failure dooms the transaction."""
-        checkpoint = next((c for c in reversed(self.checkpoints) if c.operation == operation), None)
+        checks = self.checkpoints
+        if checks and checks[-1].operation == operation:  # the usual case: just saved
+            checkpoint: TransactionCheckpoint | None = checks[-1]
+        else:
+            checkpoint = next((c for c in reversed(checks) if c.operation == operation), None)
         if checkpoint is None:
             problems: list[str] = [f"no checkpoint for {operation.value}"]
         else:

@@ -39,6 +39,16 @@ class ResetOperation(StrEnum):
     STATE_PERSIST = "state_persist"
 
 
+#: The check method of each operation (looked up per call, so an override still applies).
+_CHECKS = {
+    ResetOperation.KALMAN_RESET: "_kalman",
+    ResetOperation.ADAPTATION_CREATE: "_adaptation",
+    ResetOperation.BUFFER_UPDATE: "_buffer",
+    ResetOperation.STATE_PERSIST: "_persist",
+}
+_RESET_TYPES = frozenset(ResetType)
+
+
 def kalman_snapshot(
     state: KalmanState, q: Sequence[Sequence[float]], r: float
 ) -> dict[str, Any]:
@@ -103,18 +113,13 @@ class StateValidator:
 
     def problems(self, state: Any, operation: ResetOperation | str) -> list[str]:
         """Every fault of ``state`` as the result of ``operation`` (empty: valid)."""
-        checks = {
-            ResetOperation.KALMAN_RESET: self._kalman,
-            ResetOperation.ADAPTATION_CREATE: self._adaptation,
-            ResetOperation.BUFFER_UPDATE: self._buffer,
-            ResetOperation.STATE_PERSIST: self._persist,
-        }
         try:
-            check = checks[ResetOperation(operation)]
+            op = operation if isinstance(operation, ResetOperation) else ResetOperation(operation)
         except ValueError:
             return [f"no validator for operation {operation!r}"]
+        check = getattr(self, _CHECKS[op])
         try:
-            return check(state)
+            return check(state)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - a validator must answer, not crash
             return [f"state unreadable for {operation}: {type(exc).__name__}"]
 
@@ -243,7 +248,7 @@ class StateValidator:
         if not isinstance(count, int) or count < 0:
             out.append("negative readings-since-reset count")
         reset_type = state["reset_type"]
-        if reset_type is not None and reset_type not in set(ResetType):
+        if reset_type is not None and reset_type not in _RESET_TYPES:
             out.append("unknown reset type")
         if state["is_adapting"] and (reset_type is None or state["adaptation_start"] is None):
             out.append("adapting without a reset type and start")

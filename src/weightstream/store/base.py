@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from weightstream.model import Measurement, RecoveryAttempt, ResetAudit, Result, UserState
 
-__all__ = ["UnitOfWork", "HistoryRow", "StateStore"]
+__all__ = ["UnitOfWork", "HistoryRow", "StateStore", "ResultRows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,4 +126,21 @@ class StateStore(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+        ...
+
+
+@runtime_checkable
+class ResultRows(Protocol):
+    """Optional fast path of a store: an input's results as flat rows, not ``Result`` values.
+
+    Writing a results file of a million rows from ``Result`` objects spends most of its time
+    building them; a store that can hand out its rows directly implements this. Each row is
+    a tuple in :data:`weightstream.pipeline.RESULT_FIELDS` order, holding exactly what the
+    results file shows (``""`` for an absent text, the ISO time as text, floats as floats),
+    so ``csv.writer`` writes it unchanged. Stores without it are read through
+    :meth:`StateStore.results_for_input`.
+    """
+
+    def iter_result_rows(self, input_id: str) -> Iterator[tuple[Any, ...]]:
+        """The input's results as results-file rows, by row number."""
         ...

@@ -2,12 +2,15 @@
 
 Times are integer microseconds since the epoch (no float rounding); floats are stored as
 IEEE doubles, so a state read back is equal, bit for bit, to the one written. The buffer is a
-compact JSON array (``repr`` of a float round-trips exactly through ``json``).
+compact JSON array (``repr`` of a float round-trips exactly through ``json``). A result's
+quality components are JSON text, written by a hand-made encoder in the common case (see
+``_components_json``) that gives exactly ``json.dumps``'s text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +46,7 @@ __all__ = [
     "row_to_recovery",
     "us",
     "dt",
+    "iso",
 ]
 
 
@@ -52,6 +56,11 @@ def us(when: datetime | None) -> int | None:
 
 def dt(micros: int | None) -> datetime | None:
     return None if micros is None else from_micros(micros)
+
+
+def iso(micros: int | None) -> str:
+    """The results file's time text: ``datetime.isoformat()`` of the stored time, or ``""``."""
+    return "" if micros is None else from_micros(micros).isoformat()
 
 
 STATE_COLUMNS = (
@@ -172,8 +181,26 @@ def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
         input_id, r.row, r.reading_id, r.user_id, str(r.verdict), str(r.reason), r.message,
         us(r.timestamp), r.source, r.weight_kg, r.filtered_weight, r.trend_kg_week, r.std_kg,
         _s(r.reset_type), _s(r.reset_outcome), r.quality,
-        json.dumps(r.quality_components) if r.quality_components else None,
+        _components_json(r.quality_components) if r.quality_components else None,
     )
+
+
+_PLAIN_NAMES = frozenset({"innovation", "rate", "source"})
+
+
+def _components_json(components: tuple[tuple[str, float], ...]) -> str:
+    """``json.dumps(components)``, hand-written for the usual case because it runs per result.
+
+    For the processor's own component names and finite floats the text is the same as
+    ``json.dumps`` gives (``json`` writes a float as ``float.__repr__``); anything else goes
+    through ``json.dumps`` itself.
+    """
+    parts = []
+    for name, value in components:
+        if name not in _PLAIN_NAMES or type(value) is not float or not math.isfinite(value):
+            return json.dumps(components)
+        parts.append(f'["{name}", {value!r}]')
+    return "[" + ", ".join(parts) + "]"
 
 
 def row_to_result(row: tuple[Any, ...] | Any) -> Result:

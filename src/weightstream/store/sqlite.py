@@ -352,6 +352,26 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise _typed(exc) from None
 
+    def iter_result_rows(self, input_id: str) -> Iterator[tuple[Any, ...]]:
+        """The input's results as results-file rows, by row (the ``ResultRows`` fast path).
+
+        Absent texts come back as ``""`` from SQL and floats as stored, so only the time needs
+        converting; no ``Result`` is built.
+        """
+        iso = codec.iso
+        try:
+            cur = self._conn.execute(
+                "SELECT row, coalesce(reading_id, ''), coalesce(user_id, ''), verdict, reason, "
+                "message, ts, coalesce(source, ''), weight_kg, filtered_weight, trend_kg_week, "
+                "std_kg, coalesce(reset_type, ''), coalesce(reset_outcome, ''), quality "
+                "FROM results WHERE input_id = ? ORDER BY row",
+                (input_id,),
+            )
+            for row in cur:
+                yield (*row[:6], iso(row[6]), *row[7:])
+        except sqlite3.Error as exc:
+            raise _typed(exc) from None
+
     def audits(self, user_id: str | None = None, outcome: str | None = None) -> list[ResetAudit]:
         sql = f"SELECT {_AUDIT_COLS} FROM reset_audit WHERE 1 = 1"
         params: list[Any] = []
