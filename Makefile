@@ -29,6 +29,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src benchmarks
 
 typecheck: venv
 	$(BIN)/mypy --strict src/weightstream

@@ -235,8 +235,7 @@ class PlainKalman:
             upd = kalman.update(self.x, self.P, kg, r)
             self.x, self.P = upd.x, upd.P
             return
-        x, P = kalman.predict(self.x, self.P, max(0.0, t - self.t), self.f.q_weight,
-                              self.f.q_trend)
+        x, P = kalman.predict(self.x, self.P, max(0.0, t - self.t), self.f.q_weight, self.f.q_trend)
         upd = kalman.update(x, P, kg, r)
         self.x, self.P, self.t = upd.x, upd.P, t
 
@@ -301,8 +300,9 @@ def _truth_days(text: str) -> float:
     return _days(datetime.fromisoformat(text).replace(tzinfo=UTC))
 
 
-def prepare(scenario: str, seed: int, users: int, per_user: int,
-            config: Config | None = None) -> Prepared:
+def prepare(
+    scenario: str, seed: int, users: int, per_user: int, config: Config | None = None
+) -> Prepared:
     """Generate, parse and sort one scenario's export."""
     config = config or Config()
     data = synth.generate(users, per_user, seed, scenario=scenario)
@@ -312,8 +312,15 @@ def prepare(scenario: str, seed: int, users: int, per_user: int,
         u.truth_t.append(_truth_days(tr.effective))
         u.truth_w.append(tr.true_weight_kg)
         u.truth_v.append(tr.true_trend_kg_week)
-        raw = RawRow(pos + 2, row.user_id, row.effective, row.weight, row.unit,
-                     row.source_type, row.id or None)
+        raw = RawRow(
+            pos + 2,
+            row.user_id,
+            row.effective,
+            row.weight,
+            row.unit,
+            row.source_type,
+            row.id or None,
+        )
         m = to_measurement(raw, config=config, now=NOW)
         if isinstance(m, Measurement):
             u.readings.append(Reading(_days(m.timestamp), m, tr, pos))
@@ -509,8 +516,7 @@ class Counts:
             "false_rejection": self.valid_rejected / self.valid if self.valid else None,
             "valid": self.valid,
             "invalid_accepted": self.invalid_accepted,
-            "acceptance": {s: round(a / n, 4) for s, (a, n) in sorted(self.by_source.items())
-                           if n},
+            "acceptance": {s: round(a / n, 4) for s, (a, n) in sorted(self.by_source.items()) if n},
             "verdicts": dict(sorted(self.verdicts.items())),
         }
 
@@ -557,8 +563,9 @@ def method_names() -> list[str]:
     return names
 
 
-def run_scenario(scenario: str, seed: int, users: int, per_user: int, config: Config,
-                 baselines: bool = True) -> ScenarioResult:
+def run_scenario(
+    scenario: str, seed: int, users: int, per_user: int, config: Config, baselines: bool = True
+) -> ScenarioResult:
     started = time.perf_counter()
     prep = prepare(scenario, seed, users, per_user, config)
     accs: dict[str, Acc] = defaultdict(Acc)
@@ -592,8 +599,11 @@ def run_benchmark(
     baselines: bool = True,
 ) -> dict[str, Any]:
     """Run every scenario; return the figures per scenario and overall (JSON-ready)."""
-    tasks = [(s, seed_for(seed_set, s, k), users, per_user, config, baselines)
-             for k in range(replicates) for s in scenarios]
+    tasks = [
+        (s, seed_for(seed_set, s, k), users, per_user, config, baselines)
+        for k in range(replicates)
+        for s in scenarios
+    ]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = list(pool.map(_run_one, tasks))
@@ -627,13 +637,18 @@ def _summarise(accs: dict[str, Acc], counts: Counts) -> dict[str, Any]:
     out: dict[str, Any] = {"methods": methods, "weightstream": counts.figures()}
     ws = methods["weightstream"]["rmse"]
     for feed in ("today", "oracle"):
-        cands = [(f["rmse"], k) for k, f in methods.items()
-                 if k.endswith("/" + feed) and not k.startswith("running_mean")
-                 and f["rmse"] is not None]
+        cands = [
+            (f["rmse"], k)
+            for k, f in methods.items()
+            if k.endswith("/" + feed) and not k.startswith("running_mean") and f["rmse"] is not None
+        ]
         if cands:
             best, name = min(cands)
-            out[f"best_{feed}"] = {"method": name, "rmse": best,
-                                   "ratio": ws / best if ws is not None and best else None}
+            out[f"best_{feed}"] = {
+                "method": name,
+                "rmse": best,
+                "ratio": ws / best if ws is not None and best else None,
+            }
     return out
 
 
@@ -648,11 +663,15 @@ def _f(x: Any, fmt: str = "{:.3f}") -> str:
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     sc = report["scenarios"]
-    lines.append(f"seed set {report['seed_set']}, {report['users']} users x "
-                 f"{report['per_user']} rows per scenario, {report['seconds']} s CPU")
-    head = (f"{'scenario':<18} {'ws rmse':>7} {'@acc':>6} {'daily':>6} {'lag d':>6} "
-            f"{'trend':>6} {'recall':>7} {'falsrej':>7} {'best today':>24} {'ratio':>5} "
-            f"{'best oracle':>25} {'ratio':>5}")
+    lines.append(
+        f"seed set {report['seed_set']}, {report['users']} users x "
+        f"{report['per_user']} rows per scenario, {report['seconds']} s CPU"
+    )
+    head = (
+        f"{'scenario':<18} {'ws rmse':>7} {'@acc':>6} {'daily':>6} {'lag d':>6} "
+        f"{'trend':>6} {'recall':>7} {'falsrej':>7} {'best today':>24} {'ratio':>5} "
+        f"{'best oracle':>25} {'ratio':>5}"
+    )
     lines += [head, "-" * len(head)]
     for name, s in sc.items():
         w = s["methods"]["weightstream"]
@@ -677,25 +696,32 @@ def format_report(report: dict[str, Any]) -> str:
         short = {c: c[:9] for c in cols}
         lines.append(f"{'method':<22}" + "".join(f"{short[c]:>10}" for c in cols))
         for n in names:
-            lines.append(f"{n:<22}" + "".join(
-                f"{_f(sc[c]['methods'][n]['rmse'], '{:.3f}'):>10}" for c in cols))
+            lines.append(
+                f"{n:<22}"
+                + "".join(f"{_f(sc[c]['methods'][n]['rmse'], '{:.3f}'):>10}" for c in cols)
+            )
         lines.append("")
         lines.append("Lag on steady_loss (days) / trend RMSE (kg/week), by method")
         s = sc.get("steady_loss")
         if s:
             for n in names:
                 f = s["methods"][n]
-                lines.append(f"{n:<22}{_f(f['lag_days'], '{:.2f}'):>8}"
-                             f"{_f(f['trend_rmse'], '{:.3f}'):>8}"
-                             f"{_f(f['rmse_daily'], '{:.3f}'):>8}")
+                lines.append(
+                    f"{n:<22}{_f(f['lag_days'], '{:.2f}'):>8}"
+                    f"{_f(f['trend_rmse'], '{:.3f}'):>8}"
+                    f"{_f(f['rmse_daily'], '{:.3f}'):>8}"
+                )
     acc = sc["overall"]["weightstream"]["acceptance"]
     lines.append("")
-    lines.append("weightstream acceptance by source (all scenarios): "
-                 + ", ".join(f"{k.replace('https://', '')} {v:.1%}" for k, v in acc.items()))
-    lines.append("weightstream verdicts (all scenarios): "
-                 + ", ".join(f"{k} {v}" for k, v in sc["overall"]["weightstream"]
-                             ["verdicts"].items())
-                 + f"; invalid rows accepted {sc['overall']['weightstream']['invalid_accepted']}")
+    lines.append(
+        "weightstream acceptance by source (all scenarios): "
+        + ", ".join(f"{k.replace('https://', '')} {v:.1%}" for k, v in acc.items())
+    )
+    lines.append(
+        "weightstream verdicts (all scenarios): "
+        + ", ".join(f"{k} {v}" for k, v in sc["overall"]["weightstream"]["verdicts"].items())
+        + f"; invalid rows accepted {sc['overall']['weightstream']['invalid_accepted']}"
+    )
     lines.append("")
     lines += targets(report)
     return "\n".join(lines)
@@ -706,25 +732,47 @@ def targets(report: dict[str, Any]) -> list[str]:
     o = report["scenarios"]["overall"]
     ws = o["methods"]["weightstream"]
     c = o["weightstream"]
-    lag = report["scenarios"].get("steady_loss", {}).get("methods", {}).get(
-        "weightstream", {}).get("lag_days")
+    lag = (
+        report["scenarios"]
+        .get("steady_loss", {})
+        .get("methods", {})
+        .get("weightstream", {})
+        .get("lag_days")
+    )
     bt, bo = o.get("best_today", {}), o.get("best_oracle", {})
     rows = [
-        ("RMSE <= 0.6 x best baseline as used today (overall)",
-         bt.get("ratio") is not None and bt["ratio"] <= 0.6, _f(bt.get("ratio"), "{:.2f}")),
-        ("RMSE below the best oracle-fed baseline (overall)",
-         bo.get("ratio") is not None and bo["ratio"] < 1.0, _f(bo.get("ratio"), "{:.2f}")),
-        ("lag on steady_loss <= 1 day", lag is not None and abs(lag) <= 1.0,
-         _f(lag, "{:.2f} d")),
-        ("outlier recall >= 95%", (c["outlier_recall"] or 0) >= 0.95,
-         _f(c["outlier_recall"], "{:.1%}")),
-        ("false rejections <= 1%", (c["false_rejection"] or 0) <= 0.01,
-         _f(c["false_rejection"], "{:.2%}")),
+        (
+            "RMSE <= 0.6 x best baseline as used today (overall)",
+            bt.get("ratio") is not None and bt["ratio"] <= 0.6,
+            _f(bt.get("ratio"), "{:.2f}"),
+        ),
+        (
+            "RMSE below the best oracle-fed baseline (overall)",
+            bo.get("ratio") is not None and bo["ratio"] < 1.0,
+            _f(bo.get("ratio"), "{:.2f}"),
+        ),
+        ("lag on steady_loss <= 1 day", lag is not None and abs(lag) <= 1.0, _f(lag, "{:.2f} d")),
+        (
+            "outlier recall >= 95%",
+            (c["outlier_recall"] or 0) >= 0.95,
+            _f(c["outlier_recall"], "{:.1%}"),
+        ),
+        (
+            "false rejections <= 1%",
+            (c["false_rejection"] or 0) <= 0.01,
+            _f(c["false_rejection"], "{:.2%}"),
+        ),
     ]
-    per_today = [n for n, s in report["scenarios"].items()
-                 if n != "overall" and (s.get("best_today", {}).get("ratio") or 9) > 0.6]
-    per_oracle = [n for n, s in report["scenarios"].items()
-                  if n != "overall" and (s.get("best_oracle", {}).get("ratio") or 9) >= 1.0]
+    per_today = [
+        n
+        for n, s in report["scenarios"].items()
+        if n != "overall" and (s.get("best_today", {}).get("ratio") or 9) > 0.6
+    ]
+    per_oracle = [
+        n
+        for n, s in report["scenarios"].items()
+        if n != "overall" and (s.get("best_oracle", {}).get("ratio") or 9) >= 1.0
+    ]
     out = ["Targets:"]
     out += [f"  [{'MET' if ok else 'NOT MET'}] {label}: {value}" for label, ok, value in rows]
     out.append(f"  scenarios above 0.6 x best today: {', '.join(per_today) or 'none'}")
@@ -781,16 +829,24 @@ def objective(report: dict[str, Any]) -> float:
     return score
 
 
-def search(config: Config, *, users: int, per_user: int, jobs: int, rounds: int = 2,
-           log: Callable[[str], None] = print) -> tuple[Config, dict[tuple[str, str], Any]]:
+def search(
+    config: Config,
+    *,
+    users: int,
+    per_user: int,
+    jobs: int,
+    rounds: int = 2,
+    log: Callable[[str], None] = print,
+) -> tuple[Config, dict[tuple[str, str], Any]]:
     """Coordinate search over :data:`SEARCH_SPACE` on the tune seeds."""
     cache: dict[str, float] = {}
 
     def score(cfg: Config) -> float:
         key = cfg.model_dump_json()
         if key not in cache:
-            rep = run_benchmark(cfg, seed_set="tune", users=users, per_user=per_user,
-                                jobs=jobs, baselines=False)
+            rep = run_benchmark(
+                cfg, seed_set="tune", users=users, per_user=per_user, jobs=jobs, baselines=False
+            )
             cache[key] = objective(rep)
         return cache[key]
 
@@ -823,8 +879,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=",".join(BENCH_SCENARIOS))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument("--search", action="store_true",
-                        help="coordinate search of the defaults on the tune seeds")
+    parser.add_argument(
+        "--search", action="store_true", help="coordinate search of the defaults on the tune seeds"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config) if args.config else Config()
     if args.search:
@@ -833,8 +890,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     report = run_benchmark(
-        config, seed_set=args.seed_set, scenarios=args.scenarios.split(","), users=args.users,
-        per_user=args.per_user, replicates=args.replicates, jobs=args.jobs,
+        config,
+        seed_set=args.seed_set,
+        scenarios=args.scenarios.split(","),
+        users=args.users,
+        per_user=args.per_user,
+        replicates=args.replicates,
+        jobs=args.jobs,
     )
     report["config"] = str(args.config) if args.config else "defaults"
     report["wall_seconds"] = round(time.perf_counter() - started, 1)

@@ -13,8 +13,9 @@ import numpy as np
 from weightstream import kalman
 
 
-def numpy_step(x: np.ndarray, P: np.ndarray, dt: float, qw: float, qt: float, z: float,
-               r: float) -> tuple[np.ndarray, np.ndarray]:
+def numpy_step(
+    x: np.ndarray, P: np.ndarray, dt: float, qw: float, qt: float, z: float, r: float
+) -> tuple[np.ndarray, np.ndarray]:
     F = np.array([[1.0, dt], [0.0, 1.0]])
     Q = qw * np.array([[dt, 0.0], [0.0, 0.0]]) + qt * np.array(
         [[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]]
@@ -30,8 +31,9 @@ def numpy_step(x: np.ndarray, P: np.ndarray, dt: float, qw: float, qt: float, z:
     return x, (P + P.T) / 2
 
 
-def float_step(x: kalman.Vec, P: kalman.Mat, dt: float, qw: float, qt: float, z: float,
-               r: float) -> tuple[kalman.Vec, kalman.Mat]:
+def float_step(
+    x: kalman.Vec, P: kalman.Mat, dt: float, qw: float, qt: float, z: float, r: float
+) -> tuple[kalman.Vec, kalman.Mat]:
     xp, Pp = kalman.predict(x, P, dt, qw, qt)
     u = kalman.update(xp, Pp, z, r)
     return u.x, u.P
@@ -46,8 +48,9 @@ def main() -> None:
     n = 100_000
     t_float = min(timeit.repeat(lambda: float_step(x0, P0, *args), number=n, repeat=5)) / n
     x_np, P_np = np.array(x0), np.array(P0)
-    t_numpy = min(timeit.repeat(lambda: numpy_step(x_np, P_np, *args), number=n // 10,
-                                repeat=5)) / (n // 10)
+    t_numpy = min(
+        timeit.repeat(lambda: numpy_step(x_np, P_np, *args), number=n // 10, repeat=5)
+    ) / (n // 10)
     print(f"plain floats: {t_float * 1e6:.2f} us per predict+update")
     print(f"numpy 2x2:    {t_numpy * 1e6:.2f} us per predict+update")
     print(f"floats are {t_numpy / t_float:.1f}x faster")

@@ -36,12 +36,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         export = Path(tmp) / "export.csv"
         subprocess.run(
-            [sys.executable, "-m", "weightstream.cli", "synth", "--users", str(args.users),
-             "--per-user", str(args.per_user), "--seed", str(args.seed), "--out", str(export)],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "weightstream.cli",
+                "synth",
+                "--users",
+                str(args.users),
+                "--per-user",
+                str(args.per_user),
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(export),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
-        config = Config() if args.group is None else Config(
-            processing={"commit_group_size": args.group}
+        config = (
+            Config() if args.group is None else Config(processing={"commit_group_size": args.group})
         )
         store = SQLiteStore(Path(tmp) / "bench.db")
         started = time.perf_counter()
@@ -49,14 +62,19 @@ def main() -> None:
         seconds = time.perf_counter() - started
         store.close()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({
-            "rows": summary.rows,
-            "seconds": round(seconds, 2),
-            "readings_per_second": round(summary.rows / seconds),
-            "peak_rss_mb": round(peak_mb, 1),
-            "accepted": summary.verdicts["accepted"],
-            "group_size": config.processing.commit_group_size,
-        }, indent=1))
+        print(
+            json.dumps(
+                {
+                    "rows": summary.rows,
+                    "seconds": round(seconds, 2),
+                    "readings_per_second": round(summary.rows / seconds),
+                    "peak_rss_mb": round(peak_mb, 1),
+                    "accepted": summary.verdicts["accepted"],
+                    "group_size": config.processing.commit_group_size,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def process(
     config: ConfigOpt = None,
     column: Annotated[
         list[str] | None,
-        typer.Option("--column", help="Map a column explicitly: canonical=header "
-                     "(canonical: user_id, timestamp, weight, unit, source, id)."),
+        typer.Option(
+            "--column",
+            help="Map a column explicitly: canonical=header "
+            "(canonical: user_id, timestamp, weight, unit, source, id).",
+        ),
     ] = None,
     metrics_file: Annotated[
         Path | None, typer.Option("--metrics-file", help="Write Prometheus text here after.")
@@ -82,7 +85,9 @@ def process(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve /metrics during the run.")
     ] = None,
-    json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_summary: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON.")
+    ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
 ) -> None:
     """Process an export: one result per input row; resumable; nothing counted twice.
@@ -117,8 +122,13 @@ def process(
         summary = _guard(
             lambda: _run_with_progress(
                 lambda progress: process_file(
-                    input, store, cfg, out=out, column_map=mapping or None,
-                    observer=observer, progress=progress,
+                    input,
+                    store,
+                    cfg,
+                    out=out,
+                    column_map=mapping or None,
+                    observer=observer,
+                    progress=progress,
                 )
             )
         )
@@ -151,8 +161,18 @@ def _run_with_progress(run: Callable[[Any], T]) -> T:
 
 def _print_summary(s: dict[str, Any]) -> None:
     table = Table(title="weightstream summary", show_header=False)
-    for key in ("rows", "processed_now", "resumed_from", "accepted", "rejected", "invalid",
-                "duplicate", "late", "users", "seconds"):
+    for key in (
+        "rows",
+        "processed_now",
+        "resumed_from",
+        "accepted",
+        "rejected",
+        "invalid",
+        "duplicate",
+        "late",
+        "users",
+        "seconds",
+    ):
         table.add_row(key, str(s[key]))
     for group in ("rejected_by_reason", "invalid_by_reason", "resets_by_type", "reset_outcomes"):
         for name, count in sorted(s[group].items()):
@@ -183,8 +203,10 @@ def state(
             table.add_row("weight (kg)", f"{st.kalman.x[0]:.2f} ± {st.kalman.weight_std:.2f}")
             table.add_row("trend (kg/week)", f"{st.kalman.x[1] * 7:+.3f}")
             table.add_row("as of", st.kalman.timestamp.isoformat())
-        table.add_row("adapting", f"{st.adaptation.is_adapting} "
-                      f"(factor {st.adaptation.adaptation_factor:.2f})")
+        table.add_row(
+            "adapting",
+            f"{st.adaptation.is_adapting} (factor {st.adaptation.adaptation_factor:.2f})",
+        )
         table.add_row("last reset", f"{st.last_reset_type} at {st.last_reset_at}")
         table.add_row("accepted readings", str(st.accepted_count))
         table.add_row("version", str(st.version))
@@ -195,8 +217,14 @@ def state(
             hist.add_column(col)
         for row in rows:
             m, r = row.measurement, row.result
-            hist.add_row(m.timestamp.isoformat(), m.source, f"{m.weight_kg:.2f}", str(r.verdict),
-                         r.reason, "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}")
+            hist.add_row(
+                m.timestamp.isoformat(),
+                m.source,
+                f"{m.weight_kg:.2f}",
+                str(r.verdict),
+                r.reason,
+                "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}",
+            )
         console.print(hist)
     finally:
         store.close()
@@ -224,21 +252,40 @@ def resets(
     finally:
         store.close()
     if json_out:
-        console.print_json(json.dumps([
-            {"user_id": a.user_id, "reading_id": a.reading_id, "type": str(a.reset_type),
-             "trigger": a.trigger, "outcome": a.outcome, "fallback": a.fallback,
-             "failed_operation": a.failed_operation, "reason": a.reason,
-             "duration_ms": a.duration_s * 1000, "at": a.at.isoformat()}
-            for a in audits
-        ]))
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "user_id": a.user_id,
+                        "reading_id": a.reading_id,
+                        "type": str(a.reset_type),
+                        "trigger": a.trigger,
+                        "outcome": a.outcome,
+                        "fallback": a.fallback,
+                        "failed_operation": a.failed_operation,
+                        "reason": a.reason,
+                        "duration_ms": a.duration_s * 1000,
+                        "at": a.at.isoformat(),
+                    }
+                    for a in audits
+                ]
+            )
+        )
         return
     table = Table(title=f"{len(audits)} reset transactions")
     for col in ("at", "user", "type", "trigger", "outcome", "fallback", "failed op", "ms"):
         table.add_column(col)
     for a in audits:
-        table.add_row(a.at.isoformat(timespec="seconds"), a.user_id, str(a.reset_type),
-                      a.trigger, a.outcome, str(a.fallback or ""), a.failed_operation or "",
-                      f"{a.duration_s * 1000:.3f}")
+        table.add_row(
+            a.at.isoformat(timespec="seconds"),
+            a.user_id,
+            str(a.reset_type),
+            a.trigger,
+            a.outcome,
+            str(a.fallback or ""),
+            a.failed_operation or "",
+            f"{a.duration_s * 1000:.3f}",
+        )
     console.print(table)
 
 
@@ -278,9 +325,11 @@ def stats(
     if json_out:
         console.print_json(json.dumps(result.as_dict()))
         return
-    table = Table(title=f"reset success metrics ({result.attempted} transactions, "
-                        f"{result.breaker_refused} refused by the breaker, "
-                        f"{result.recovery_attempts} recovery attempts)")
+    table = Table(
+        title=f"reset success metrics ({result.attempted} transactions, "
+        f"{result.breaker_refused} refused by the breaker, "
+        f"{result.recovery_attempts} recovery attempts)"
+    )
     for col in ("metric", "value", "target", "status"):
         table.add_column(col)
     for f in result.figures():
@@ -315,10 +364,12 @@ def recover(
             err.print(f"no stored readings for user {user_id}")
             raise typer.Exit(1)
         diffs = rebuild.differences()
-        console.print(f"replayed {rebuild.readings} readings; "
-                      f"{len(rebuild.changed)} results would change")
-        console.print("rebuilt state equals live state" if not diffs
-                      else "differs in: " + ", ".join(diffs))
+        console.print(
+            f"replayed {rebuild.readings} readings; {len(rebuild.changed)} results would change"
+        )
+        console.print(
+            "rebuilt state equals live state" if not diffs else "differs in: " + ", ".join(diffs)
+        )
         if apply and (diffs or rebuild.changed):
             stored = _guard(lambda: apply_rebuild(store, rebuild))
             console.print(f"applied: state version {stored.version if stored else '-'}")
@@ -345,11 +396,14 @@ def synth(
     from weightstream import synth as synthmod
 
     if scenario not in synthmod.SCENARIOS:
-        err.print(f"[bold red]error:[/] unknown scenario {scenario!r}; "
-                  f"one of {', '.join(synthmod.SCENARIOS)}")
+        err.print(
+            f"[bold red]error:[/] unknown scenario {scenario!r}; "
+            f"one of {', '.join(synthmod.SCENARIOS)}"
+        )
         raise typer.Exit(64)
-    rows = synthmod.write_stream(users, per_user, seed, out, truth, scenario=scenario,
-                                 ids=not no_ids)
+    rows = synthmod.write_stream(
+        users, per_user, seed, out, truth, scenario=scenario, ids=not no_ids
+    )
     console.print(f"wrote {rows} rows to {out}" + (f" and truth to {truth}" if truth else ""))
 
 

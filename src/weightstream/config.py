@@ -173,16 +173,25 @@ class ResetConfig(_Section):
     soft_cooldown_days: NonNegative = 3.0
     transactional: bool = True
     initial: ResetBoost = ResetBoost(
-        initial_var_multiplier=4.0, q_multiplier=10.0, adaptation_readings=10,
-        adaptation_days=10.0, decay_readings=3.0,
+        initial_var_multiplier=4.0,
+        q_multiplier=10.0,
+        adaptation_readings=10,
+        adaptation_days=10.0,
+        decay_readings=3.0,
     )
     hard: ResetBoost = ResetBoost(
-        initial_var_multiplier=4.0, q_multiplier=5.0, adaptation_readings=8,
-        adaptation_days=7.0, decay_readings=2.5,
+        initial_var_multiplier=4.0,
+        q_multiplier=5.0,
+        adaptation_readings=8,
+        adaptation_days=7.0,
+        decay_readings=2.5,
     )
     soft: ResetBoost = ResetBoost(
-        initial_var_multiplier=2.0, q_multiplier=3.0, adaptation_readings=6,
-        adaptation_days=5.0, decay_readings=2.0,
+        initial_var_multiplier=2.0,
+        q_multiplier=3.0,
+        adaptation_readings=6,
+        adaptation_days=5.0,
+        decay_readings=2.0,
     )
     buffer_size: int = Field(default=20, ge=1, le=1000)
 

@@ -42,8 +42,20 @@ from weightstream.store.base import ResultRows, StateStore
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
 RESULT_FIELDS = (
-    "row", "reading_id", "user_id", "verdict", "reason", "message", "timestamp", "source",
-    "weight_kg", "filtered_weight", "trend_kg_week", "std_kg", "reset_type", "reset_outcome",
+    "row",
+    "reading_id",
+    "user_id",
+    "verdict",
+    "reason",
+    "message",
+    "timestamp",
+    "source",
+    "weight_kg",
+    "filtered_weight",
+    "trend_kg_week",
+    "std_kg",
+    "reset_type",
+    "reset_outcome",
     "quality",
 )
 _RETRIES = 8
@@ -120,7 +132,9 @@ Valid = tuple[int, str | None, str, datetime, float, str, float, str]
 Entry = Invalid | Valid
 
 
-def _load(path: Path, config: Config, column_map: Mapping[str, str] | None, clock: Clock) -> list[Entry]:
+def _load(
+    path: Path, config: Config, column_map: Mapping[str, str] | None, clock: Clock
+) -> list[Entry]:
     """Parse every row; return them in processing order."""
     source = open_csv(path, column_map)
     now = clock.now()
@@ -137,8 +151,18 @@ def _load(path: Path, config: Config, column_map: Mapping[str, str] | None, cloc
             invalid.append((raw.line, item))
         else:
             ident, user, when, value, unit, weight_kg, src = item
-            valid.append((raw.line, ident, share(user, user), when, value, share(unit, unit),
-                          weight_kg, share(src, src)))
+            valid.append(
+                (
+                    raw.line,
+                    ident,
+                    share(user, user),
+                    when,
+                    value,
+                    share(unit, unit),
+                    weight_kg,
+                    share(src, src),
+                )
+            )
     # Order by (user, event time, line) without building a key tuple per row: ``valid`` is in
     # line order and sorts are stable, so by time, then by user, gives exactly that order
     # (aware datetimes order as their microseconds do).
@@ -150,8 +174,12 @@ def _load(path: Path, config: Config, column_map: Mapping[str, str] | None, cloc
 
 def _invalid_result(line: int, problem: RowProblem) -> Result:
     return Result(
-        reading_id=None, user_id=None, verdict=Verdict.INVALID, reason=str(problem.reason),
-        message=f"line {line}: {problem.field}: {problem.message}", row=line,
+        reading_id=None,
+        user_id=None,
+        verdict=Verdict.INVALID,
+        reason=str(problem.reason),
+        message=f"line {line}: {problem.field}: {problem.message}",
+        row=line,
     )
 
 
@@ -273,10 +301,19 @@ def _fmt(value: float | None) -> str:
 
 def _result_row(r: Result) -> tuple[object, ...]:
     return (
-        r.row, r.reading_id or "", r.user_id or "", str(r.verdict), r.reason, r.message,
-        r.timestamp.isoformat() if r.timestamp else "", r.source or "", _fmt(r.weight_kg),
-        _fmt(r.filtered_weight), _fmt(r.trend_kg_week), _fmt(r.std_kg),
-        r.reset_type or "", r.reset_outcome or "", _fmt(r.quality),
+        r.row,
+        r.reading_id or "",
+        r.user_id or "",
+        str(r.verdict),
+        r.reason,
+        r.message,
+        r.timestamp.isoformat() if r.timestamp else "",
+        r.source or "",
+        _fmt(r.weight_kg),
+        _fmt(r.filtered_weight),
+        _fmt(r.trend_kg_week),
+        _fmt(r.std_kg),
+        r.reset_type or "",
+        r.reset_outcome or "",
+        _fmt(r.quality),
     )
-
-

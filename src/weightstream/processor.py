@@ -37,6 +37,7 @@ from weightstream.errors import (
     StorageError,
 )
 from weightstream.model import (
+    AdaptationState,
     BufferedReading,
     KalmanState,
     Measurement,
@@ -64,6 +65,7 @@ from weightstream.resets.validator import (
 )
 from weightstream.rules import (
     LB_PER_KG,
+    Rejection,
     RuleContext,
     default_rules,
     first_rejection,
@@ -184,7 +186,9 @@ class Processor:
             from weightstream.replay import apply_rebuild, rebuild_user
 
             _log.warning("user %s: %s; rebuilding from history", state.user_id, exc.message)
-            rebuilt = apply_rebuild(self.store, rebuild_user(self.store, state.user_id, self.config))
+            rebuilt = apply_rebuild(
+                self.store, rebuild_user(self.store, state.user_id, self.config)
+            )
             if rebuilt is None:
                 raise
             self.check_loaded(rebuilt)
@@ -268,7 +272,9 @@ class Processor:
             return None
         return ResetDecision(ResetType.HARD, POUND_TRIGGER)
 
-    def _reset_rejection(self, base: UserState, m: Measurement, decision: ResetDecision):  # type: ignore[no-untyped-def]
+    def _reset_rejection(
+        self, base: UserState, m: Measurement, decision: ResetDecision
+    ) -> Rejection | None:
         if base.kalman is None or base.buffer == ():
             return None
         last = base.buffer[-1]
@@ -282,10 +288,16 @@ class Processor:
                 rules = rules[1:2]
         days = (m.timestamp - last.timestamp).total_seconds() / _DAY
         ctx = RuleContext(
-            weight_kg=m.weight_kg, timestamp=m.timestamp, expected_kg=last.weight_kg,
-            innovation=m.weight_kg - last.weight_kg, innovation_var=1.0,
-            last_accepted_kg=last.weight_kg, days_since_accepted=days,
-            trend_kg_per_day=0.0, adapting=True, config=self.config.rules,
+            weight_kg=m.weight_kg,
+            timestamp=m.timestamp,
+            expected_kg=last.weight_kg,
+            innovation=m.weight_kg - last.weight_kg,
+            innovation_var=1.0,
+            last_accepted_kg=last.weight_kg,
+            days_since_accepted=days,
+            trend_kg_per_day=0.0,
+            adapting=True,
+            config=self.config.rules,
         )
         return first_rejection(rules, ctx)
 
@@ -303,10 +315,16 @@ class Processor:
         last = base.buffer[-1] if base.buffer else None
         days = (m.timestamp - last.timestamp).total_seconds() / _DAY if last else 0.0
         ctx = RuleContext(
-            weight_kg=z, timestamp=m.timestamp, expected_kg=xp[0], innovation=y,
-            innovation_var=s, last_accepted_kg=last.weight_kg if last else None,
-            days_since_accepted=days, trend_kg_per_day=xp[1],
-            adapting=base.adaptation.is_adapting, config=self.config.rules,
+            weight_kg=z,
+            timestamp=m.timestamp,
+            expected_kg=xp[0],
+            innovation=y,
+            innovation_var=s,
+            last_accepted_kg=last.weight_kg if last else None,
+            days_since_accepted=days,
+            trend_kg_per_day=xp[1],
+            adapting=base.adaptation.is_adapting,
+            config=self.config.rules,
         )
         rejection = first_rejection(self._rules, ctx)
         if rejection is not None:
@@ -365,11 +383,16 @@ class Processor:
         if problems:
             # A filter step that would persist an invalid state: keep the old one, say why.
             result = replace(
-                result, verdict=Verdict.REJECTED, reason=Reason.RESET_FAILED,
+                result,
+                verdict=Verdict.REJECTED,
+                reason=Reason.RESET_FAILED,
                 message="state failed validation: " + "; ".join(problems),
             )
-            new = replace(base, last_event_at=_later(base.last_event_at, m.timestamp),
-                          version=base.version + 1)
+            new = replace(
+                base,
+                last_event_at=_later(base.last_event_at, m.timestamp),
+                version=base.version + 1,
+            )
             if self.validator.user_state_problems(new):
                 sink.stage(None, m, result)
                 return
@@ -426,8 +449,9 @@ class Processor:
             k = self.manager.apply_reset(base.kalman, reset_type, m)
             txn.require_valid(
                 ResetOperation.KALMAN_RESET,
-                kalman_snapshot(k, self.manager.reset_noise(reset_type),
-                                self.manager.measurement_var(m.source)),
+                kalman_snapshot(
+                    k, self.manager.reset_noise(reset_type), self.manager.measurement_var(m.source)
+                ),
             )
             faults.crash_point("reset.adaptation")
             adaptation = self.manager.create_adaptation_state(reset_type, m.timestamp)
@@ -489,14 +513,14 @@ class Processor:
         base: UserState,
         m: Measurement,
         k: KalmanState,
-        adaptation: object,
+        adaptation: AdaptationState,
         buffer: tuple[BufferedReading, ...],
         reset_type: ResetType,
     ) -> UserState:
         return UserState(
             user_id=base.user_id,
             kalman=k,
-            adaptation=adaptation,  # type: ignore[arg-type]
+            adaptation=adaptation,
             buffer=buffer,
             rejected=(),
             last_accepted_at=m.timestamp,
@@ -511,8 +535,15 @@ class Processor:
         self, m: Measurement, new: UserState, reset_type: ResetType, outcome: ResetOutcome
     ) -> Result:
         return self._result(
-            m, Verdict.ACCEPTED, Reason.OK, "", new.kalman, None, None,
-            reset_type=reset_type, reset_outcome=outcome,
+            m,
+            Verdict.ACCEPTED,
+            Reason.OK,
+            "",
+            new.kalman,
+            None,
+            None,
+            reset_type=reset_type,
+            reset_outcome=outcome,
         )
 
     def _fallback(
@@ -528,9 +559,13 @@ class Processor:
         attempts: list[RecoveryAttempt] = []
         recovered: RecoveredState | None = None
         good = sink.last_good(m.user_id)
-        if good is not None and not self.validator.user_state_problems(good):
+        if (
+            good is not None
+            and good.kalman is not None
+            and not self.validator.user_state_problems(good)
+        ):
             recovered = RecoveredState(
-                good.kalman, good.adaptation, ResetOutcome.FALLBACK_LAST_GOOD  # type: ignore[arg-type]
+                good.kalman, good.adaptation, ResetOutcome.FALLBACK_LAST_GOOD
             )
         else:
             recovered, attempts = self.recovery.recover(m.user_id, m, base)
@@ -574,8 +609,9 @@ class Processor:
             base,
             kalman=recovered.kalman,
             adaptation=recovered.adaptation,
-            buffer=self.manager.push(() if decision.reset_type is not ResetType.SOFT
-                                     else base.buffer, _entry(m)),
+            buffer=self.manager.push(
+                () if decision.reset_type is not ResetType.SOFT else base.buffer, _entry(m)
+            ),
             rejected=(),
             last_accepted_at=m.timestamp,
             last_event_at=_later(base.last_event_at, m.timestamp),
@@ -589,12 +625,22 @@ class Processor:
         )
         if problems:
             result = replace(
-                self._result(m, Verdict.REJECTED, Reason.RESET_FAILED,
-                             "reset failed and no valid fallback state", base.kalman, None),
-                reset_type=decision.reset_type, reset_outcome=ResetOutcome.FAILED,
+                self._result(
+                    m,
+                    Verdict.REJECTED,
+                    Reason.RESET_FAILED,
+                    "reset failed and no valid fallback state",
+                    base.kalman,
+                    None,
+                ),
+                reset_type=decision.reset_type,
+                reset_outcome=ResetOutcome.FAILED,
             )
-            kept = replace(base, last_event_at=_later(base.last_event_at, m.timestamp),
-                           version=base.version + 1)
+            kept = replace(
+                base,
+                last_event_at=_later(base.last_event_at, m.timestamp),
+                version=base.version + 1,
+            )
             sink.stage(kept if not self.validator.user_state_problems(kept) else None, m, result)
             return result
         result = self._reset_result(m, new, decision.reset_type, recovered.outcome)
@@ -617,9 +663,7 @@ class Processor:
         reset_outcome: ResetOutcome | None = None,
     ) -> Result:
         components = self._quality(m, ctx)
-        quality = (
-            0.6 * components[0][1] + 0.25 * components[1][1] + 0.15 * components[2][1]
-        )
+        quality = 0.6 * components[0][1] + 0.25 * components[1][1] + 0.15 * components[2][1]
         return Result(
             reading_id=m.reading_id,
             user_id=m.user_id,
@@ -639,9 +683,7 @@ class Processor:
             row=row,
         )
 
-    def _quality(
-        self, m: Measurement, ctx: RuleContext | None
-    ) -> tuple[tuple[str, float], ...]:
+    def _quality(self, m: Measurement, ctx: RuleContext | None) -> tuple[tuple[str, float], ...]:
         """Descriptive quality in [0, 1]: how well the reading fits (not used to decide)."""
         source = min(1.0, 1.0 / self.config.sources.multiplier(m.source))
         if ctx is None:
@@ -692,9 +734,7 @@ class _Sink:
     def replace_result(self, mark: tuple[int, int, int], result: Result) -> None:
         self._batch.replace_result(mark, result)
 
-    def add_records(
-        self, audits: list[ResetAudit], recoveries: list[RecoveryAttempt]
-    ) -> None:
+    def add_records(self, audits: list[ResetAudit], recoveries: list[RecoveryAttempt]) -> None:
         self._batch.unit.audits.extend(audits)
         self._batch.unit.recoveries.extend(recoveries)
 
@@ -774,7 +814,11 @@ class Batch:
             self.unit.results.append((self.input_id, dup))  # process() reports it, once
             return dup
         state = self.current(m.user_id)
-        if state is not None and state.last_event_at is not None and m.timestamp < state.last_event_at:
+        if (
+            state is not None
+            and state.last_event_at is not None
+            and m.timestamp < state.last_event_at
+        ):
             late = self._late(m, state)
             if late is not None:
                 return late
@@ -787,17 +831,29 @@ class Batch:
             return None
         reason = Reason.DUPLICATE_KEY if key_seen else Reason.DUPLICATE_CONTENT
         return Result(
-            reading_id=m.reading_id, user_id=m.user_id, verdict=Verdict.DUPLICATE,
-            reason=reason, message="already processed", row=self._row,
-            timestamp=m.timestamp, source=m.source, weight_kg=m.weight_kg,
+            reading_id=m.reading_id,
+            user_id=m.user_id,
+            verdict=Verdict.DUPLICATE,
+            reason=reason,
+            message="already processed",
+            row=self._row,
+            timestamp=m.timestamp,
+            source=m.source,
+            weight_kg=m.weight_kg,
         )
 
     def _late(self, m: Measurement, state: UserState) -> Result | None:
         if self.p.config.processing.late_policy == "reject_late":
             result = Result(
-                reading_id=m.reading_id, user_id=m.user_id, verdict=Verdict.LATE,
-                reason=Reason.LATE_READING, message="older than the user's last reading",
-                row=self._row, timestamp=m.timestamp, source=m.source, weight_kg=m.weight_kg,
+                reading_id=m.reading_id,
+                user_id=m.user_id,
+                verdict=Verdict.LATE,
+                reason=Reason.LATE_READING,
+                message="older than the user's last reading",
+                row=self._row,
+                timestamp=m.timestamp,
+                source=m.source,
+                weight_kg=m.weight_kg,
             )
             self.stage(None, m, result, audits=[], last_good=False)
             return result
@@ -942,4 +998,3 @@ def _later(a: datetime | None, b: datetime) -> datetime:
 
 def _mat(P: tuple[tuple[float, ...], ...]) -> kalman.Mat:
     return ((P[0][0], P[0][1]), (P[1][0], P[1][1]))
-

@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["replay", "rebuild_user", "replay_late", "Rebuild", "apply_rebuild"]
 
 
-def replay(
-    readings: list[Measurement], config: Config
-) -> tuple[UserState | None, list[Result]]:
+def replay(readings: list[Measurement], config: Config) -> tuple[UserState | None, list[Result]]:
     """Process ``readings`` (already ordered) from an empty state; the final state, results."""
     from weightstream.processor import Processor
 
@@ -109,8 +107,9 @@ def replay_late(batch: Batch, m: Measurement, state: UserState) -> Result:
         for i, (sm, sr) in enumerate(batch.unit.readings)
         if sm.user_id == user and sr.verdict is not Verdict.LATE
     ]
-    ordered = sorted([*stored, *staged, (to_micros(m.timestamp), 2, 0, m, None)],
-                     key=lambda t: t[:3])
+    ordered = sorted(
+        [*stored, *staged, (to_micros(m.timestamp), 2, 0, m, None)], key=lambda t: t[:3]
+    )
     final, results = replay([t[3] for t in ordered], batch.p.config)
     assert final is not None
     mine: Result | None = None

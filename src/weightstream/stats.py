@@ -100,22 +100,55 @@ class Stats:
     def figures(self) -> list[Figure]:
         """The plan's success metrics, each beside its target."""
         return [
-            Figure("transaction success rate", self.transaction_success_rate, "%", "> 99.5%",
-                   _status(self.transaction_success_rate,
-                           lambda v: v > TRANSACTION_SUCCESS_TARGET)),
-            Figure("rollback rate", self.rollback_rate, "%", "alert > 0.5%",
-                   _status(self.rollback_rate, lambda v: v <= 0.005)),
-            Figure("recovery success rate", self.recovery_success_rate, "%", "> 95%",
-                   _status(self.recovery_success_rate, lambda v: v > RECOVERY_SUCCESS_TARGET)),
-            Figure("rollback success rate", self.rollback_success_rate, "%", "100%",
-                   _status(self.rollback_success_rate, lambda v: v >= ROLLBACK_SUCCESS_TARGET)),
-            Figure("breaker opens per day", self.breaker_opens_per_day, "/day", "< 1 per day",
-                   _status(self.breaker_opens_per_day,
-                           lambda v: v < BREAKER_OPENS_PER_DAY_TARGET)),
-            Figure("reset duration p50", self.reset_p50_ms, "ms", "< 5 ms",
-                   _status(self.reset_p50_ms, lambda v: v < RESET_DURATION_TARGET_MS)),
-            Figure("reset duration p99", self.reset_p99_ms, "ms", "< 5 ms",
-                   _status(self.reset_p99_ms, lambda v: v < RESET_DURATION_TARGET_MS)),
+            Figure(
+                "transaction success rate",
+                self.transaction_success_rate,
+                "%",
+                "> 99.5%",
+                _status(self.transaction_success_rate, lambda v: v > TRANSACTION_SUCCESS_TARGET),
+            ),
+            Figure(
+                "rollback rate",
+                self.rollback_rate,
+                "%",
+                "alert > 0.5%",
+                _status(self.rollback_rate, lambda v: v <= 0.005),
+            ),
+            Figure(
+                "recovery success rate",
+                self.recovery_success_rate,
+                "%",
+                "> 95%",
+                _status(self.recovery_success_rate, lambda v: v > RECOVERY_SUCCESS_TARGET),
+            ),
+            Figure(
+                "rollback success rate",
+                self.rollback_success_rate,
+                "%",
+                "100%",
+                _status(self.rollback_success_rate, lambda v: v >= ROLLBACK_SUCCESS_TARGET),
+            ),
+            Figure(
+                "breaker opens per day",
+                self.breaker_opens_per_day,
+                "/day",
+                "< 1 per day",
+                _status(self.breaker_opens_per_day, lambda v: v < BREAKER_OPENS_PER_DAY_TARGET),
+            ),
+            Figure(
+                "reset duration p50",
+                self.reset_p50_ms,
+                "ms",
+                "< 5 ms",
+                _status(self.reset_p50_ms, lambda v: v < RESET_DURATION_TARGET_MS),
+            ),
+            Figure(
+                "reset duration p99",
+                self.reset_p99_ms,
+                "ms",
+                "< 5 ms",
+                _status(self.reset_p99_ms, lambda v: v < RESET_DURATION_TARGET_MS),
+            ),
         ]
 
     def as_dict(self) -> dict[str, Any]:

@@ -93,17 +93,17 @@ FAULTS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "adaptation_raises": ("adaptation", None),
     "adaptation_factor_high": ("adaptation", lambda a: replace(a, adaptation_factor=1000.0)),
     "adaptation_factor_low": ("adaptation", lambda a: replace(a, adaptation_factor=0.5)),
-    "adaptation_negative_count": (
-        "adaptation", lambda a: replace(a, measurements_since_reset=-1)
-    ),
+    "adaptation_negative_count": ("adaptation", lambda a: replace(a, measurements_since_reset=-1)),
     "buffer_raises": ("buffer", None),
     "buffer_oversized": (
         "buffer",
-        lambda b: tuple(BufferedReading(b[-1].timestamp, b[-1].weight_kg, "x")
-                        for _ in range(5000)),
+        lambda b: tuple(
+            BufferedReading(b[-1].timestamp, b[-1].weight_kg, "x") for _ in range(5000)
+        ),
     ),
     "buffer_nan": (
-        "buffer", lambda b: (*b[:-1], BufferedReading(b[-1].timestamp, float("nan"), "x"))
+        "buffer",
+        lambda b: (*b[:-1], BufferedReading(b[-1].timestamp, float("nan"), "x")),
     ),
 }
 
@@ -142,7 +142,9 @@ class FaultyResetManager(ResetManager):
         corrupt = self._fire("noise")
         return corrupt(out) if callable(corrupt) else out
 
-    def create_adaptation_state(self, reset_type: ResetType, timestamp: datetime) -> AdaptationState:
+    def create_adaptation_state(
+        self, reset_type: ResetType, timestamp: datetime
+    ) -> AdaptationState:
         out = super().create_adaptation_state(reset_type, timestamp)
         corrupt = self._fire("adaptation")
         return corrupt(out) if callable(corrupt) else out

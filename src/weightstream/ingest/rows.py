@@ -89,7 +89,9 @@ def measurement_of(fields: ParsedRow) -> Measurement:
     )
 
 
-def parse_row(raw: RawRow | MalformedRow, *, config: Config, now: datetime) -> ParsedRow | RowProblem:
+def parse_row(
+    raw: RawRow | MalformedRow, *, config: Config, now: datetime
+) -> ParsedRow | RowProblem:
     """The checks of :func:`to_measurement`, returning the fields instead of a Measurement."""
     if isinstance(raw, MalformedRow):
         return raw.problem

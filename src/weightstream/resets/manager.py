@@ -125,7 +125,9 @@ class ResetManager:
         boost = self._r.boost(reset_type).q_multiplier
         return kalman.process_noise(1.0, self._f.q_weight * boost, self._f.q_trend * boost)
 
-    def create_adaptation_state(self, reset_type: ResetType, timestamp: datetime) -> AdaptationState:
+    def create_adaptation_state(
+        self, reset_type: ResetType, timestamp: datetime
+    ) -> AdaptationState:
         """Adaptation at the start: the full boost of this reset type."""
         return AdaptationState(
             is_adapting=True,

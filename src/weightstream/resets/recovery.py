@@ -108,9 +108,7 @@ class ResetRecoveryService:
 
     # -- strategies ---------------------------------------------------------------------------
 
-    def _from_history(
-        self, user_id: str, m: Measurement
-    ) -> tuple[RecoveredState | None, str]:
+    def _from_history(self, user_id: str, m: Measurement) -> tuple[RecoveredState | None, str]:
         start = m.timestamp - timedelta(days=self.window_days)
         rows = self.store.accepted_between(user_id, start, m.timestamp)
         if len(rows) < self.min_readings:
@@ -133,9 +131,7 @@ class ResetRecoveryService:
             f"{len(rows)} readings"
         )
 
-    def _interpolate(
-        self, user_id: str, m: Measurement
-    ) -> tuple[RecoveredState | None, str]:
+    def _interpolate(self, user_id: str, m: Measurement) -> tuple[RecoveredState | None, str]:
         before, after = self.store.nearest_accepted(user_id, m.timestamp)
         if before is None or after is None:
             return None, "no accepted readings on both sides"
@@ -183,4 +179,3 @@ def _theil_sen(times: list[float], weights: list[float]) -> float:
         if times[j] != times[i]
     ]
     return statistics.median(slopes) if slopes else 0.0
-

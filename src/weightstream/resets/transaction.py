@@ -168,7 +168,9 @@ class ResetTransaction:
             self.failure_reason = f"validation failed for {operation.value}: {'; '.join(problems)}"
             _log.warning(
                 "reset validation failed user=%s operation=%s: %s",
-                self.user_id, operation.value, "; ".join(problems),
+                self.user_id,
+                operation.value,
+                "; ".join(problems),
             )
         return not problems
 

@@ -49,9 +49,7 @@ _CHECKS = {
 _RESET_TYPES = frozenset(ResetType)
 
 
-def kalman_snapshot(
-    state: KalmanState, q: Sequence[Sequence[float]], r: float
-) -> dict[str, Any]:
+def kalman_snapshot(state: KalmanState, q: Sequence[Sequence[float]], r: float) -> dict[str, Any]:
     """The matrices a Kalman checkpoint validates: x, P, F (one day), H, Q (one day), R."""
     n = len(state.x)
     if n == 2:
@@ -171,7 +169,12 @@ class StateValidator:
         """
         try:
             (w, v), ((p00, p01), (p10, p11)), (f0, f1), (h,), (q0, q1), (r,) = (
-                s["x"], s["P"], s["F"], s["H"], s["Q"], s["R"]
+                s["x"],
+                s["P"],
+                s["F"],
+                s["H"],
+                s["Q"],
+                s["R"],
             )
             values = (w, v, p00, p01, p10, p11, *f0, *f1, *h, *q0, *q1, *r)
             if len(f0) != 2 or len(f1) != 2 or len(h) != 2 or len(q0) != 2 or len(q1) != 2:
@@ -234,8 +237,11 @@ class StateValidator:
         if isinstance(state, AdaptationState):
             state = adaptation_snapshot(state, state.adaptation_start or datetime.max)
         required = (
-            "is_adapting", "adaptation_start", "adaptation_factor",
-            "measurements_since_reset", "reset_type",
+            "is_adapting",
+            "adaptation_start",
+            "adaptation_factor",
+            "measurements_since_reset",
+            "reset_type",
         )
         missing = [k for k in required if k not in state]
         if missing:
@@ -287,9 +293,8 @@ class StateValidator:
             return ["no new user state to persist"]
         out = self.user_state_problems(new)
         expected = 1 if old is None else old.version + 1
-        if old is not None or new.version != 1:
-            if new.version != expected:
-                out.append("state version does not go up by exactly one")
+        if new.version != expected:
+            out.append("state version does not go up by exactly one")
         if old is not None:
             if old.user_id != new.user_id:
                 out.append("state belongs to another user")
@@ -333,9 +338,14 @@ class StateValidator:
         if new.buffer and not math.isfinite(new.buffer[-1].weight_kg):
             return False
         return not (
-            (old.last_event_at is not None and (new.last_event_at or old.last_event_at) < old.last_event_at)
-            or (old.last_accepted_at is not None
-                and (new.last_accepted_at or old.last_accepted_at) < old.last_accepted_at)
+            (
+                old.last_event_at is not None
+                and (new.last_event_at or old.last_event_at) < old.last_event_at
+            )
+            or (
+                old.last_accepted_at is not None
+                and (new.last_accepted_at or old.last_accepted_at) < old.last_accepted_at
+            )
         )
 
     def user_state_problems(self, state: UserState) -> list[str]:

@@ -57,8 +57,14 @@ class UnitOfWork:
     @property
     def empty(self) -> bool:
         return not (
-            self.states or self.results or self.audits or self.recoveries or self.position
-            or self.readings or self.replaced_readings or self.last_good
+            self.states
+            or self.results
+            or self.audits
+            or self.recoveries
+            or self.position
+            or self.readings
+            or self.replaced_readings
+            or self.last_good
         )
 
 
@@ -110,9 +116,7 @@ class StateStore(Protocol):
         """Stored results of an input, by row number."""
         ...
 
-    def audits(
-        self, user_id: str | None = None, outcome: str | None = None
-    ) -> list[ResetAudit]:
+    def audits(self, user_id: str | None = None, outcome: str | None = None) -> list[ResetAudit]:
         """Reset audit records, oldest first."""
         ...
 

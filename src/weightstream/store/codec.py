@@ -64,9 +64,28 @@ def iso(micros: int | None) -> str:
 
 
 STATE_COLUMNS = (
-    "user_id", "version", "has_kalman", "x0", "x1", "p00", "p01", "p10", "p11", "kalman_ts",
-    "adapting", "adapt_start", "adapt_factor", "adapt_n", "adapt_type", "buffer", "rejected",
-    "last_accepted", "last_event", "last_reset", "last_reset_type", "accepted_count",
+    "user_id",
+    "version",
+    "has_kalman",
+    "x0",
+    "x1",
+    "p00",
+    "p01",
+    "p10",
+    "p11",
+    "kalman_ts",
+    "adapting",
+    "adapt_start",
+    "adapt_factor",
+    "adapt_n",
+    "adapt_type",
+    "buffer",
+    "rejected",
+    "last_accepted",
+    "last_event",
+    "last_reset",
+    "last_reset_type",
+    "accepted_count",
 )
 
 
@@ -78,10 +97,19 @@ def state_to_row(state: UserState) -> tuple[Any, ...]:
     else:
         kal = (1, k.x[0], k.x[1], k.P[0][0], k.P[0][1], k.P[1][0], k.P[1][1], us(k.timestamp))
     return (
-        state.user_id, state.version, *kal,
-        int(a.is_adapting), us(a.adaptation_start), a.adaptation_factor,
-        a.measurements_since_reset, None if a.reset_type is None else str(a.reset_type),
-        _pack(state.buffer), _pack(state.rejected), us(state.last_accepted_at), us(state.last_event_at), us(state.last_reset_at),
+        state.user_id,
+        state.version,
+        *kal,
+        int(a.is_adapting),
+        us(a.adaptation_start),
+        a.adaptation_factor,
+        a.measurements_since_reset,
+        None if a.reset_type is None else str(a.reset_type),
+        _pack(state.buffer),
+        _pack(state.rejected),
+        us(state.last_accepted_at),
+        us(state.last_event_at),
+        us(state.last_reset_at),
         None if state.last_reset_type is None else str(state.last_reset_type),
         state.accepted_count,
     )
@@ -89,9 +117,28 @@ def state_to_row(state: UserState) -> tuple[Any, ...]:
 
 def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
     (
-        user_id, version, has_kalman, x0, x1, p00, p01, p10, p11, kalman_ts,
-        adapting, adapt_start, adapt_factor, adapt_n, adapt_type, buffer, rejected,
-        last_accepted, last_event, last_reset, last_reset_type, accepted_count,
+        user_id,
+        version,
+        has_kalman,
+        x0,
+        x1,
+        p00,
+        p01,
+        p10,
+        p11,
+        kalman_ts,
+        adapting,
+        adapt_start,
+        adapt_factor,
+        adapt_n,
+        adapt_type,
+        buffer,
+        rejected,
+        last_accepted,
+        last_event,
+        last_reset,
+        last_reset_type,
+        accepted_count,
     ) = tuple(row)
     kalman = None
     if has_kalman:
@@ -137,31 +184,82 @@ def _f(value: Any) -> float:
 
 
 READING_COLUMNS = (
-    "key", "content_key", "user_id", "ts", "value", "unit", "weight_kg", "source",
-    "verdict", "reason", "message", "filtered_weight", "trend_kg_week", "std_kg",
-    "reset_type", "reset_outcome", "quality",
+    "key",
+    "content_key",
+    "user_id",
+    "ts",
+    "value",
+    "unit",
+    "weight_kg",
+    "source",
+    "verdict",
+    "reason",
+    "message",
+    "filtered_weight",
+    "trend_kg_week",
+    "std_kg",
+    "reset_type",
+    "reset_outcome",
+    "quality",
 )
 
 
 def reading_to_row(m: Measurement, r: Result) -> tuple[Any, ...]:
     return (
-        m.reading_id, m.content_key, m.user_id, to_micros(m.timestamp), m.value, m.unit,
-        m.weight_kg, m.source, str(r.verdict), str(r.reason), r.message, r.filtered_weight,
-        r.trend_kg_week, r.std_kg, _s(r.reset_type), _s(r.reset_outcome), r.quality,
+        m.reading_id,
+        m.content_key,
+        m.user_id,
+        to_micros(m.timestamp),
+        m.value,
+        m.unit,
+        m.weight_kg,
+        m.source,
+        str(r.verdict),
+        str(r.reason),
+        r.message,
+        r.filtered_weight,
+        r.trend_kg_week,
+        r.std_kg,
+        _s(r.reset_type),
+        _s(r.reset_outcome),
+        r.quality,
     )
 
 
 def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
     (
-        key, content, user_id, ts, value, unit, weight_kg, source, verdict, reason, message,
-        filtered, trend, std, reset_type, reset_outcome, quality,
+        key,
+        content,
+        user_id,
+        ts,
+        value,
+        unit,
+        weight_kg,
+        source,
+        verdict,
+        reason,
+        message,
+        filtered,
+        trend,
+        std,
+        reset_type,
+        reset_outcome,
+        quality,
     ) = tuple(row)
     when = from_micros(ts)
     m = Measurement(key, user_id, when, float(value), unit, float(weight_kg), source, content)
     r = Result(
-        reading_id=key, user_id=user_id, verdict=Verdict(verdict), reason=reason,
-        message=message, timestamp=when, source=source, weight_kg=float(weight_kg),
-        filtered_weight=filtered, trend_kg_week=trend, std_kg=std,
+        reading_id=key,
+        user_id=user_id,
+        verdict=Verdict(verdict),
+        reason=reason,
+        message=message,
+        timestamp=when,
+        source=source,
+        weight_kg=float(weight_kg),
+        filtered_weight=filtered,
+        trend_kg_week=trend,
+        std_kg=std,
         reset_type=None if reset_type is None else ResetType(reset_type),
         reset_outcome=None if reset_outcome is None else ResetOutcome(reset_outcome),
         quality=quality,
@@ -170,17 +268,44 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
 
 
 RESULT_COLUMNS = (
-    "input_id", "row", "reading_id", "user_id", "verdict", "reason", "message", "ts",
-    "source", "weight_kg", "filtered_weight", "trend_kg_week", "std_kg", "reset_type",
-    "reset_outcome", "quality", "quality_components",
+    "input_id",
+    "row",
+    "reading_id",
+    "user_id",
+    "verdict",
+    "reason",
+    "message",
+    "ts",
+    "source",
+    "weight_kg",
+    "filtered_weight",
+    "trend_kg_week",
+    "std_kg",
+    "reset_type",
+    "reset_outcome",
+    "quality",
+    "quality_components",
 )
 
 
 def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
     return (
-        input_id, r.row, r.reading_id, r.user_id, str(r.verdict), str(r.reason), r.message,
-        us(r.timestamp), r.source, r.weight_kg, r.filtered_weight, r.trend_kg_week, r.std_kg,
-        _s(r.reset_type), _s(r.reset_outcome), r.quality,
+        input_id,
+        r.row,
+        r.reading_id,
+        r.user_id,
+        str(r.verdict),
+        str(r.reason),
+        r.message,
+        us(r.timestamp),
+        r.source,
+        r.weight_kg,
+        r.filtered_weight,
+        r.trend_kg_week,
+        r.std_kg,
+        _s(r.reset_type),
+        _s(r.reset_outcome),
+        r.quality,
         _components_json(r.quality_components) if r.quality_components else None,
     )
 
@@ -205,13 +330,37 @@ def _components_json(components: tuple[tuple[str, float], ...]) -> str:
 
 def row_to_result(row: tuple[Any, ...] | Any) -> Result:
     (
-        _input, line, reading_id, user_id, verdict, reason, message, ts, source, weight_kg,
-        filtered, trend, std, reset_type, reset_outcome, quality, components,
+        _input,
+        line,
+        reading_id,
+        user_id,
+        verdict,
+        reason,
+        message,
+        ts,
+        source,
+        weight_kg,
+        filtered,
+        trend,
+        std,
+        reset_type,
+        reset_outcome,
+        quality,
+        components,
     ) = tuple(row)
     return Result(
-        reading_id=reading_id, user_id=user_id, verdict=Verdict(verdict), reason=reason,
-        message=message, row=line, timestamp=dt(ts), source=source, weight_kg=weight_kg,
-        filtered_weight=filtered, trend_kg_week=trend, std_kg=std,
+        reading_id=reading_id,
+        user_id=user_id,
+        verdict=Verdict(verdict),
+        reason=reason,
+        message=message,
+        row=line,
+        timestamp=dt(ts),
+        source=source,
+        weight_kg=weight_kg,
+        filtered_weight=filtered,
+        trend_kg_week=trend,
+        std_kg=std,
         reset_type=None if reset_type is None else ResetType(reset_type),
         reset_outcome=None if reset_outcome is None else ResetOutcome(reset_outcome),
         quality=quality,
@@ -225,21 +374,44 @@ def _s(value: object | None) -> str | None:
 
 def audit_to_row(a: ResetAudit) -> tuple[Any, ...]:
     return (
-        a.user_id, a.reading_id, str(a.reset_type), a.trigger, a.outcome, a.failed_operation,
-        a.reason, a.duration_s, to_micros(a.at), _s(a.fallback),
+        a.user_id,
+        a.reading_id,
+        str(a.reset_type),
+        a.trigger,
+        a.outcome,
+        a.failed_operation,
+        a.reason,
+        a.duration_s,
+        to_micros(a.at),
+        _s(a.fallback),
         json.dumps([[op, ok] for op, ok in a.checkpoints]),
     )
 
 
 def row_to_audit(row: tuple[Any, ...] | Any) -> ResetAudit:
     (
-        user_id, reading_id, reset_type, trigger, outcome, failed_op, reason, duration, at,
-        fallback, checkpoints,
+        user_id,
+        reading_id,
+        reset_type,
+        trigger,
+        outcome,
+        failed_op,
+        reason,
+        duration,
+        at,
+        fallback,
+        checkpoints,
     ) = tuple(row)
     return ResetAudit(
-        user_id=user_id, reading_id=reading_id, reset_type=ResetType(reset_type),
-        trigger=trigger, outcome=outcome, failed_operation=failed_op, reason=reason,
-        duration_s=duration, at=from_micros(at),
+        user_id=user_id,
+        reading_id=reading_id,
+        reset_type=ResetType(reset_type),
+        trigger=trigger,
+        outcome=outcome,
+        failed_operation=failed_op,
+        reason=reason,
+        duration_s=duration,
+        at=from_micros(at),
         fallback=None if fallback is None else ResetOutcome(fallback),
         checkpoints=tuple((op, bool(ok)) for op, ok in json.loads(checkpoints)),
     )

@@ -36,7 +36,14 @@ from weightstream.errors import (
     StoreBusyError,
     StoreOpenError,
 )
-from weightstream.model import RecoveryAttempt, ResetAudit, Result, UserState, to_micros
+from weightstream.model import (
+    RecoveryAttempt,
+    ResetAudit,
+    Result,
+    UserState,
+    from_micros,
+    to_micros,
+)
 from weightstream.observe import Observer
 from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
@@ -85,7 +92,9 @@ class SQLiteStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreOpenError(f"not a usable weightstream database: {self.path}: {exc}") from None
+            raise StoreOpenError(
+                f"not a usable weightstream database: {self.path}: {exc}"
+            ) from None
         except StoreOpenError:
             self._conn.close()
             raise
@@ -309,7 +318,7 @@ class SQLiteStore:
             "AND verdict = 'accepted' ORDER BY ts, seq",
             (user_id, to_micros(start), to_micros(end)),
         )
-        return [(codec.dt(t), w) for t, w in rows]  # type: ignore[misc]
+        return [(from_micros(t), w) for t, w in rows]
 
     def nearest_accepted(
         self, user_id: str, when: datetime
@@ -326,8 +335,8 @@ class SQLiteStore:
             (user_id, t),
         )
         return (
-            (codec.dt(before[0][0]), before[0][1]) if before else None,  # type: ignore[return-value]
-            (codec.dt(after[0][0]), after[0][1]) if after else None,
+            (from_micros(before[0][0]), before[0][1]) if before else None,
+            (from_micros(after[0][0]), after[0][1]) if after else None,
         )
 
     def last_good(self, user_id: str) -> tuple[UserState, datetime] | None:
@@ -336,7 +345,7 @@ class SQLiteStore:
         )
         if not rows:
             return None
-        return codec.row_to_state(rows[0][:-1]), codec.dt(rows[0][-1])  # type: ignore[return-value]
+        return codec.row_to_state(rows[0][:-1]), from_micros(rows[0][-1])
 
     def position(self, input_id: str) -> int:
         rows = self._query("SELECT position FROM input_positions WHERE input_id = ?", (input_id,))
@@ -438,8 +447,12 @@ def _split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
         readings=unit.readings, replaced_readings=unit.replaced_readings, results=unit.results
     )
     second = UnitOfWork(
-        states=unit.states, expected_versions=unit.expected_versions, audits=unit.audits,
-        recoveries=unit.recoveries, last_good=unit.last_good, position=unit.position,
+        states=unit.states,
+        expected_versions=unit.expected_versions,
+        audits=unit.audits,
+        recoveries=unit.recoveries,
+        last_good=unit.last_good,
+        position=unit.position,
     )
     return first, second
 
