@@ -242,3 +242,42 @@ def test_consistent_pounds_after_a_good_history_are_still_refused():
                for r in results), results
     assert p.estimate("u1").weight_kg == pytest.approx(80.0, abs=0.5)
 
+
+
+def test_process_one_redoes_a_unit_that_met_another_writer():
+    """A commit refused as a conflict is redone from fresh state; the reading is stored once."""
+    from weightstream.errors import ConflictError
+    from weightstream.testing import FaultyStore, MemoryStore
+
+    inner = MemoryStore()
+    calls = {"n": 0}
+
+    def first_only(unit):
+        calls["n"] += 1
+        return calls["n"] == 1
+
+    p = Processor(FaultyStore(inner, ConflictError("moved"), fail_when=first_only))
+    result = p.process_one(measurement(80.0, 0))
+    assert result.verdict is Verdict.ACCEPTED
+    assert [row.measurement.reading_id for row in inner.history("u1")] == [result.reading_id]
+    assert inner.load_state("u1").version == 1
+
+
+def test_reading_stored_by_the_other_writer_comes_back_duplicate():
+    """If the competing writer stored the same reading, the redo reports it as a duplicate."""
+    from weightstream.errors import ConflictError
+    from weightstream.testing import FaultyStore, MemoryStore
+
+    inner = MemoryStore()
+    other = Processor(inner)
+    m = measurement(80.0, 0)
+
+    def race(unit):
+        if not inner.history("u1"):
+            other.process_one(m)  # the other writer gets there first
+            return True
+        return False
+
+    p = Processor(FaultyStore(inner, ConflictError("moved"), fail_when=race))
+    assert p.process_one(m).verdict is Verdict.DUPLICATE
+    assert len(inner.history("u1")) == 1

@@ -32,9 +32,11 @@ from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
 from weightstream.errors import (
     CircuitOpenError,
+    ConflictError,
     ResetError,
     StateCorruptionError,
     StorageError,
+    StoreBusyError,
 )
 from weightstream.model import (
     AdaptationState,
@@ -77,6 +79,7 @@ __all__ = ["Processor", "Batch", "Estimate"]
 
 _DAY = 86_400.0
 _REJECTED_KEPT = 20
+_RETRIES = 3
 STREAK_TRIGGER = "consistent rejected readings"
 POUND_TRIGGER = "baseline looked like pounds sent as kg"
 _log = logging.getLogger(__name__)
@@ -142,9 +145,20 @@ class Processor:
     # -- public verbs -----------------------------------------------------------------------
 
     def process_one(self, m: Measurement, *, row: int | None = None) -> Result:
-        """Process one reading and commit its effects. Returns its result."""
-        batch = Batch(self, input_id=None, direct=True)
-        return batch.process(m, row=row)
+        """Process one reading and commit its effects. Returns its result.
+
+        A unit that met another writer (:class:`ConflictError`, :class:`StoreBusyError`) was
+        not stored at all, so it is redone from fresh state, up to ``_RETRIES`` times; a
+        reading that the other writer stored meanwhile then comes back as ``duplicate``.
+        """
+        for attempt in range(_RETRIES + 1):
+            try:
+                return Batch(self, input_id=None, direct=True).process(m, row=row)
+            except (ConflictError, StoreBusyError):
+                self.forget([m.user_id])
+                if attempt == _RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def process_many(self, readings: Iterable[Measurement]) -> list[Result]:
         """Process readings in the given order, one commit each (library convenience)."""
