@@ -131,6 +131,7 @@ class Processor:
             clock=clock,
             probe_timeout=b.probe_timeout_s,
             name="reset",
+            exclude=(StorageError,),  # a store outage is not a reset failure
         )
         self.breaker.add_listener(
             lambda old, new: self.observer.breaker_changed(str(old), str(new))
@@ -147,14 +148,15 @@ class Processor:
     def process_one(self, m: Measurement, *, row: int | None = None) -> Result:
         """Process one reading and commit its effects. Returns its result.
 
-        A unit that met another writer (:class:`ConflictError`, :class:`StoreBusyError`) was
-        not stored at all, so it is redone from fresh state, up to ``_RETRIES`` times; a
-        reading that the other writer stored meanwhile then comes back as ``duplicate``.
+        A unit that met another writer (:class:`ConflictError`) was not stored at all, so it is
+        redone from fresh state, up to ``_RETRIES`` times; a reading that the other writer
+        stored meanwhile then comes back as ``duplicate``. A lock held past the busy timeout
+        (:class:`StoreBusyError`) and other storage errors reach the caller unretried.
         """
         for attempt in range(_RETRIES + 1):
             try:
                 return Batch(self, input_id=None, direct=True).process(m, row=row)
-            except (ConflictError, StoreBusyError):
+            except ConflictError:
                 self.forget([m.user_id])
                 if attempt == _RETRIES:
                     raise

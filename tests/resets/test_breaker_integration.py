@@ -333,3 +333,26 @@ def test_invalid_rows_in_a_file_are_not_breaker_failures(tmp_path: Path) -> None
     assert manager.attempts == 1  # the first reading's initial reset, which succeeded
     assert p.breaker.snapshot().total_failures == 0
     assert p.breaker.state is CLOSED
+
+
+def test_a_store_outage_during_a_reset_is_not_a_breaker_failure():
+    """Disk full while persisting a reset reaches the caller as itself; the breaker counts nothing."""
+    from weightstream.errors import StorageFullError
+    from weightstream.processor import Processor
+    from weightstream.testing import FakeClock, FaultyStore, MemoryStore, measurement
+
+    inner = MemoryStore()
+    store = FaultyStore(inner, StorageFullError("storage full"), fail_when=lambda unit: bool(unit.audits))
+    store.armed = False
+    p = Processor(store, clock=FakeClock())
+    first = p.process_one(measurement(80.0, 0))
+    assert first.reset_outcome is not None
+    store.armed = True
+    for attempt in range(5):
+        with pytest.raises(StorageFullError):
+            p.process_one(measurement(80.0, 40 + attempt))  # a gap: HARD reset, cannot persist
+    assert p.breaker.failure_count == 0
+    assert str(p.breaker.state) == "closed"
+    assert inner.load_state("u1").version == 1  # nothing of the failed units stored
+    store.armed = False
+    assert p.process_one(measurement(80.0, 50)).reset_outcome.value == "committed"

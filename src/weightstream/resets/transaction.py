@@ -14,6 +14,9 @@ What the plan's sketch got wrong, and what is done here instead:
   (a ``ValueError``), and leaving it on any other exception raises
   :class:`~weightstream.errors.ResetError` chained to the cause; both name the user, the
   failing operation and why.
+* A :class:`~weightstream.errors.StorageError` (disk full, lock held, conflict) leaves the
+  block as itself after the rollback: the store failed, not the reset, so it must not count
+  against the reset circuit breaker, and the caller decides whether to retry the unit.
 * **It deep-copied mutable dicts** at every checkpoint; immutable values make a checkpoint a
   reference, so the transaction adds about 30 us per reset on a 2-core CI machine
   (``benchmarks/reset_transaction.py``; the plan's budget was 5 ms).
@@ -30,7 +33,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
-from weightstream.errors import ResetError, ResetValidationError
+from weightstream.errors import ResetError, ResetValidationError, StorageError
 from weightstream.model import ResetAudit, ResetOutcome, ResetType
 from weightstream.resets.validator import ResetOperation, StateValidator
 
@@ -114,6 +117,11 @@ class ResetTransaction:
         if exc is not None:
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: just undo
                 self.rollback(f"interrupted: {type(exc).__name__}")
+                return False
+            if isinstance(exc, StorageError):  # the store's failure, not the reset's: as is
+                self.failed_operation = self.failed_operation or self._operation_in_progress()
+                self.failure_reason = self.failure_reason or f"{type(exc).__name__}: {exc}"
+                self.rollback(self.failure_reason)
                 return False
             if self.failed_operation is None:
                 self.failed_operation = self._operation_in_progress()
