@@ -36,7 +36,6 @@ from weightstream.errors import (
     ResetError,
     StateCorruptionError,
     StorageError,
-    StoreBusyError,
 )
 from weightstream.model import (
     AdaptationState,
