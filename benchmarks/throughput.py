@@ -56,7 +56,7 @@ def main() -> None:
         config = (
             Config() if args.group is None else Config(processing={"commit_group_size": args.group})
         )
-        store = SQLiteStore(Path(tmp) / "bench.db")
+        store = SQLiteStore.from_config(config.store, Path(tmp) / "bench.db")
         started = time.perf_counter()
         summary = process_file(export, store, config, out=Path(tmp) / "results.csv")
         seconds = time.perf_counter() - started

@@ -55,13 +55,7 @@ def _open_store(db: Path, config: Config, *, create: bool, observer: Any = None)
     from weightstream.store.sqlite import SQLiteStore
 
     return _guard(
-        lambda: SQLiteStore(
-            db,
-            create=create,
-            busy_timeout_ms=config.store.busy_timeout_ms,
-            allow_unsafe_durability=config.store.allow_unsafe_durability,
-            observer=observer,
-        )
+        lambda: SQLiteStore.from_config(config.store, db, create=create, observer=observer)
     )
 
 

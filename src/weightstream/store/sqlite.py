@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from weightstream import faults
+from weightstream.config import StoreConfig
 from weightstream.errors import (
     ConflictError,
     StorageError,
@@ -75,9 +76,12 @@ class SQLiteStore:
         create: bool = True,
         busy_timeout_ms: int = 5000,
         allow_unsafe_durability: bool = False,
+        cache_mb: int = 32,
+        wal_autocheckpoint_pages: int = 10_000,
         observer: Observer | None = None,
     ) -> None:
         self.path = Path(path)
+        self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
         self._observer = observer or Observer()
         self._pid = os.getpid()
         _check_file(self.path, create=create)
@@ -99,6 +103,26 @@ class SQLiteStore:
             self._conn.close()
             raise
 
+    @classmethod
+    def from_config(
+        cls,
+        config: StoreConfig,
+        path: str | Path | None = None,
+        *,
+        create: bool = True,
+        observer: Observer | None = None,
+    ) -> SQLiteStore:
+        """A store with the configured settings (``path`` overrides ``config.path``)."""
+        return cls(
+            config.path if path is None else path,
+            create=create,
+            busy_timeout_ms=config.busy_timeout_ms,
+            allow_unsafe_durability=config.allow_unsafe_durability,
+            cache_mb=config.cache_mb,
+            wal_autocheckpoint_pages=config.wal_autocheckpoint_pages,
+            observer=observer,
+        )
+
     # -- open ---------------------------------------------------------------------------
 
     def _configure(self, busy_timeout_ms: int, allow_unsafe: bool) -> None:
@@ -115,6 +139,9 @@ class SQLiteStore:
             raise StoreOpenError(
                 f"{self.path} is a SQLite database of another application; refusing to use it"
             )
+        cache_mb, checkpoint_pages = self._tuning
+        c.execute(f"PRAGMA cache_size = {-1024 * cache_mb}")
+        c.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
         mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         c.execute("PRAGMA synchronous = FULL")
         sync = c.execute("PRAGMA synchronous").fetchone()[0]
