@@ -84,3 +84,24 @@ def test_sqlite_errors_map_to_the_typed_tree(
     """Each SQLite failure becomes the one typed error an operator can act on."""
     typed = sqlite._typed(error)
     assert type(typed) is expected
+
+
+def test_queries_on_a_closed_store_raise_a_typed_error(tmp_path: Path) -> None:
+    """A query that SQLite refuses surfaces as a StorageError, never a bare sqlite3 error."""
+    store = SQLiteStore(tmp_path / "ws.db")
+    store.close()
+    with pytest.raises(StorageError):
+        store.load_state("u1")
+    with pytest.raises(StorageError):
+        list(store.results_for_input("in.csv"))
+    with pytest.raises(StorageError):
+        list(store.iter_result_rows("in.csv"))
+
+
+def test_unit_length_counts_its_results() -> None:
+    """len(unit) is the number of result rows it will write."""
+    from weightstream.model import Result, Verdict
+
+    unit = UnitOfWork()
+    unit.results.append(("in.csv", Result(None, None, Verdict.INVALID, row=2)))
+    assert len(unit) == 1 and not unit.empty
