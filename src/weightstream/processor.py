@@ -226,7 +226,7 @@ class Processor:
 
     # -- the step ---------------------------------------------------------------------------
 
-    def _step(self, state: UserState | None, m: Measurement, sink: _Sink) -> Result:
+    def _step(self, state: UserState | None, m: Measurement, sink: Batch) -> Result:
         """Decide ``m`` against ``state``; stage the new state and result into ``sink``."""
         base = state or UserState(user_id=m.user_id)
         k = base.kalman
@@ -320,7 +320,7 @@ class Processor:
         self,
         base: UserState,
         m: Measurement,
-        sink: _Sink,
+        sink: Batch,
         predicted: tuple[kalman.Vec, kalman.Mat],
     ) -> Result:
         xp, Pp = predicted
@@ -368,7 +368,7 @@ class Processor:
         self,
         base: UserState,
         m: Measurement,
-        sink: _Sink,
+        sink: Batch,
         reason: str,
         message: str,
         predicted: tuple[kalman.Vec, kalman.Mat] | None,
@@ -387,7 +387,7 @@ class Processor:
         return result
 
     def _persist_plain(
-        self, base: UserState, new: UserState, m: Measurement, result: Result, sink: _Sink
+        self, base: UserState, new: UserState, m: Measurement, result: Result, sink: Batch
     ) -> None:
         if base.version and new.kalman is not None and self.validator.step_ok(base, new):
             sink.stage(new, m, result)
@@ -421,7 +421,7 @@ class Processor:
         base: UserState,
         m: Measurement,
         decision: ResetDecision,
-        sink: _Sink,
+        sink: Batch,
     ) -> Result:
         txn = ResetTransaction(
             m.user_id,
@@ -455,7 +455,7 @@ class Processor:
         base: UserState,
         m: Measurement,
         decision: ResetDecision,
-        sink: _Sink,
+        sink: Batch,
     ) -> Result:
         reset_type = decision.reset_type
         with txn:
@@ -500,7 +500,7 @@ class Processor:
         base: UserState,
         m: Measurement,
         decision: ResetDecision,
-        sink: _Sink,
+        sink: Batch,
     ) -> Result:
         """The plain sequence (flag ``resets.transactional = false``): no checks, no undo."""
         reset_type = decision.reset_type
@@ -568,7 +568,7 @@ class Processor:
         m: Measurement,
         decision: ResetDecision,
         txn: ResetTransaction,
-        sink: _Sink,
+        sink: Batch,
     ) -> Result:
         """Last-known-good state, else the recovery service; the reading always gets a result."""
         attempts: list[RecoveryAttempt] = []
@@ -598,7 +598,7 @@ class Processor:
         return result
 
     def _filter_fallback(
-        self, good: UserState, base: UserState, m: Measurement, sink: _Sink, how: ResetOutcome
+        self, good: UserState, base: UserState, m: Measurement, sink: Batch, how: ResetOutcome
     ) -> Result:
         k = good.kalman
         assert k is not None
@@ -617,7 +617,7 @@ class Processor:
         m: Measurement,
         recovered: RecoveredState,
         decision: ResetDecision,
-        sink: _Sink,
+        sink: Batch,
     ) -> Result:
         """Take a recovered state as the user's state at this reading."""
         new = replace(
@@ -712,54 +712,6 @@ class Processor:
         return (("innovation", innovation), ("rate", rate), ("source", source))
 
 
-class _Sink:
-    """Where a step's effects go: a batch's unit of work (and, direct, straight to commit)."""
-
-    def __init__(self, batch: Batch) -> None:
-        self._batch = batch
-
-    def current(self, user_id: str) -> UserState | None:
-        return self._batch.current(user_id)
-
-    @property
-    def row(self) -> int | None:
-        """The input row of the reading being processed (None for library calls)."""
-        return self._batch._row
-
-    def last_good(self, user_id: str) -> UserState | None:
-        return self._batch.last_good(user_id)
-
-    def mark(self) -> tuple[int, int, int]:
-        return self._batch.mark()
-
-    def stage(
-        self,
-        state: UserState | None,
-        m: Measurement,
-        result: Result,
-        *,
-        audits: list[ResetAudit] | None = None,
-        last_good: bool = False,
-    ) -> tuple[int, int, int]:
-        return self._batch.stage(state, m, result, audits=audits or [], last_good=last_good)
-
-    def unstage(self, mark: tuple[int, int, int]) -> None:
-        self._batch.unstage(mark)
-
-    def replace_result(self, mark: tuple[int, int, int], result: Result) -> None:
-        self._batch.replace_result(mark, result)
-
-    def add_records(self, audits: list[ResetAudit], recoveries: list[RecoveryAttempt]) -> None:
-        self._batch.unit.audits.extend(audits)
-        self._batch.unit.recoveries.extend(recoveries)
-
-    def flush_direct(self) -> None:
-        self._batch.flush_direct()
-
-    def after_commit(self, hook: Callable[[Any], None], value: object) -> None:
-        self._batch.pending_events.append((hook, value))
-
-
 class Batch:
     """One unit of work over many readings (group commit), or one reading (``direct``).
 
@@ -779,9 +731,22 @@ class Batch:
         self._undo_states: list[
             tuple[str, UserState | None, tuple[UserState, datetime] | None]
         ] = []
-        self._sink = _Sink(self)
         self._row: int | None = None
         self.pending_events: list[tuple[Callable[[Any], None], object]] = []
+
+    @property
+    def row(self) -> int | None:
+        """The input row of the reading being processed (None for library calls)."""
+        return self._row
+
+    def add_records(self, audits: list[ResetAudit], recoveries: list[RecoveryAttempt]) -> None:
+        """Stage audit and recovery records that belong to this unit."""
+        self.unit.audits.extend(audits)
+        self.unit.recoveries.extend(recoveries)
+
+    def after_commit(self, hook: Callable[[Any], None], value: object) -> None:
+        """Call ``hook(value)`` once this unit is durable (observers see only what is stored)."""
+        self.pending_events.append((hook, value))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -837,7 +802,7 @@ class Batch:
             late = self._late(m, state)
             if late is not None:
                 return late
-        return self.p._step(state, m, self._sink)
+        return self.p._step(state, m, self)
 
     def _duplicate(self, m: Measurement) -> Result | None:
         key_seen = m.reading_id in self.staged_keys or m.reading_id in self.known_keys
@@ -897,15 +862,15 @@ class Batch:
         m: Measurement,
         result: Result,
         *,
-        audits: list[ResetAudit],
-        last_good: bool,
+        audits: list[ResetAudit] | None = None,
+        last_good: bool = False,
     ) -> tuple[int, int, int]:
         mark = self.mark()
         if self._row is not None and result.row != self._row:
             result = replace(result, row=self._row)
         self.unit.readings.append((m, result))
         self.unit.results.append((self.input_id, result))
-        self.unit.audits.extend(audits)
+        self.unit.audits.extend(audits or ())
         self.staged_keys.add(m.reading_id)
         self.staged_keys.add(m.content_key)
         if state is not None:

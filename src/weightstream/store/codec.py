@@ -104,13 +104,13 @@ def state_to_row(state: UserState) -> tuple[Any, ...]:
         us(a.adaptation_start),
         a.adaptation_factor,
         a.measurements_since_reset,
-        None if a.reset_type is None else str(a.reset_type),
+        _s(a.reset_type),
         _pack(state.buffer),
         _pack(state.rejected),
         us(state.last_accepted_at),
         us(state.last_event_at),
         us(state.last_reset_at),
-        None if state.last_reset_type is None else str(state.last_reset_type),
+        _s(state.last_reset_type),
         state.accepted_count,
     )
 
@@ -155,14 +155,14 @@ def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
             adaptation_start=dt(adapt_start),
             adaptation_factor=_f(adapt_factor),
             measurements_since_reset=int(adapt_n),
-            reset_type=None if adapt_type is None else ResetType(adapt_type),
+            reset_type=_reset_type(adapt_type),
         ),
         buffer=_unpack(buffer),
         rejected=_unpack(rejected),
         last_accepted_at=dt(last_accepted),
         last_event_at=dt(last_event),
         last_reset_at=dt(last_reset),
-        last_reset_type=None if last_reset_type is None else ResetType(last_reset_type),
+        last_reset_type=_reset_type(last_reset_type),
         accepted_count=int(accepted_count),
         version=int(version),
     )
@@ -260,8 +260,8 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
         filtered_weight=filtered,
         trend_kg_week=trend,
         std_kg=std,
-        reset_type=None if reset_type is None else ResetType(reset_type),
-        reset_outcome=None if reset_outcome is None else ResetOutcome(reset_outcome),
+        reset_type=_reset_type(reset_type),
+        reset_outcome=_outcome(reset_outcome),
         quality=quality,
     )
     return m, r
@@ -361,8 +361,8 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         filtered_weight=filtered,
         trend_kg_week=trend,
         std_kg=std,
-        reset_type=None if reset_type is None else ResetType(reset_type),
-        reset_outcome=None if reset_outcome is None else ResetOutcome(reset_outcome),
+        reset_type=_reset_type(reset_type),
+        reset_outcome=_outcome(reset_outcome),
         quality=quality,
         quality_components=tuple((n, v) for n, v in json.loads(components)) if components else (),
     )
@@ -370,6 +370,14 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
 
 def _s(value: object | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _reset_type(value: str | None) -> ResetType | None:
+    return None if value is None else ResetType(value)
+
+
+def _outcome(value: str | None) -> ResetOutcome | None:
+    return None if value is None else ResetOutcome(value)
 
 
 def audit_to_row(a: ResetAudit) -> tuple[Any, ...]:
@@ -412,7 +420,7 @@ def row_to_audit(row: tuple[Any, ...] | Any) -> ResetAudit:
         reason=reason,
         duration_s=duration,
         at=from_micros(at),
-        fallback=None if fallback is None else ResetOutcome(fallback),
+        fallback=_outcome(fallback),
         checkpoints=tuple((op, bool(ok)) for op, ok in json.loads(checkpoints)),
     )
 
