@@ -10,11 +10,13 @@ Run by hand (2 cores, a minute or two)::
 
 Data
 ----
-Every scenario of :data:`weightstream.synth.SCENARIOS` (``mixed`` included) is generated with
-its own seed; the ``tune`` and ``report`` seed sets never share a seed (:func:`seed_for`), so
-defaults are chosen on one set and reported on the other. Rows are parsed with
-:func:`weightstream.ingest.to_measurement`; rows it refuses are ``invalid`` (the processor would
-never see them). The parsed readings are sorted by (user, event time, file position).
+Every scenario of :data:`weightstream.synth.SCENARIOS` (``mixed`` included; ``sparse_clinical``,
+a throughput cohort added after the report figures, left out so that no seed moves) is
+generated with its own seed; the ``tune`` and ``report`` seed sets never share a seed
+(:func:`seed_for`), so defaults are chosen on one set and reported on the other. Rows are
+parsed with :func:`weightstream.ingest.to_measurement`; rows it refuses are ``invalid`` (the
+processor would never see them). The parsed readings are sorted by (user, event time, file
+position).
 
 Methods
 -------
@@ -101,9 +103,10 @@ DAY = 86_400.0
 STALE_DAYS = 14.0
 LAG_BURN_IN_DAYS = 7.0
 TREND_BURN_IN_DAYS = 14.0
-# Every synth scenario, the pure ones first and "mixed" last.
+# Every synth scenario, the pure ones first and "mixed" last. sparse_clinical is left out: it
+# came after the report figures, and its index would move mixed's seed.
 BENCH_SCENARIOS: tuple[str, ...] = (
-    *(name for name in synth.SCENARIOS if name != "mixed"),
+    *(name for name in synth.SCENARIOS if name not in ("mixed", "sparse_clinical")),
     "mixed",
 )
 _SEED_BASE = {"tune": 10_000, "report": 20_000}

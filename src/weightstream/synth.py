@@ -117,7 +117,26 @@ how much of it:
 - ``bmi_values``: ``bmi_unit`` and ``bmi_as_kg`` on ``scenario_rate / 2`` of the rows each;
 - ``outlier_bursts``: max(1, round(``scenario_rate`` × readings / 4)) bursts per user;
 - ``manual_disagree``: 40% of readings manual, min(1, 4 × ``scenario_rate``) of those off
-  by 2-5 kg.
+  by 2-5 kg;
+- ``sparse_clinical``: clinic-visit histories over years, clean readings only (below).
+
+**The sparse clinical cohort** (``sparse_clinical``) is what a clinic's records look like: a
+weight at each visit, about one a month, for years (50 readings span about four years).
+
+- Sources: care-team-upload 80% (the visit's weighing), patient-upload 10%,
+  internal-questionnaire 10% (date only); visits are in the daytime (08:00-21:00).
+- Intervals: a follow-up visit 21-29 days after the last one, or, with probability
+  ``clinical_long_gap`` (default 0.13), a long interval of 30-91 days (missed visits, a
+  three-month review). A long interval is a HARD reset under the default
+  ``resets.hard_gap_days`` of 30, so a file is mostly follow-ups: about 15% of its rows
+  trigger a reset when processed with the default configuration (the first reading of each
+  user, the long intervals, and a few soft resets of manual entries; measured in
+  ``tests/test_synth.py``).
+- The true path drifts slowly: phases of 60-360 days, loss 0.05-0.5 kg/week (first phase
+  60%, later 35%), plateau -0.05..+0.05 kg/week (25%, 35%), regain 0.05-0.3 kg/week (15%,
+  30%), within the same floor and ceiling as above; no level jumps.
+- Placement: a history *ends* 1-28 days before ``start`` (it begins years before it), so
+  that no reading of a long history lies in the future.
 
 **File order**, like real exports: grouped by user (in generation order); within a user
 grouped by source (a random source order per user); within a source newest first; a
@@ -238,6 +257,7 @@ SCENARIOS: tuple[str, ...] = (
     "bmi_values",
     "outlier_bursts",
     "manual_disagree",
+    "sparse_clinical",
 )
 #: The kinds each scenario can produce (``mixed``: all of them).
 SCENARIO_KINDS: dict[str, frozenset[str]] = {
@@ -253,6 +273,7 @@ SCENARIO_KINDS: dict[str, frozenset[str]] = {
     "bmi_values": frozenset({"clean", "bmi_unit", "bmi_as_kg"}),
     "outlier_bursts": frozenset({"clean", "outlier"}),
     "manual_disagree": frozenset({"clean", "manual_off"}),
+    "sparse_clinical": frozenset({"clean"}),
 }
 
 # Per-row trouble drawn by one uniform number; duplicates, manual_off and bursts are separate.
@@ -300,6 +321,9 @@ class SynthOptions:
     duplicate_content: float = 0.006
     #: How much of its own trouble a pure scenario has (see the module docstring).
     scenario_rate: float = 0.08
+    #: Per visit interval (``sparse_clinical``): a long interval of 30-91 days instead of a
+    #: 21-29 day follow-up. 0.13 makes about 15% of rows trigger a reset (module docstring).
+    clinical_long_gap: float = 0.13
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -371,6 +395,7 @@ _CONNECTIVE_PROFILE = (
     (0.82, 0.08, 0.05, 0.05),
 )
 _MANUAL_PROFILE = ((DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM), (0.60, 0.15, 0.15, 0.10))
+_CLINIC_PROFILE = ((CARE_TEAM, PATIENT_UPLOAD, INTERNAL_Q), (0.80, 0.10, 0.10))
 
 _Profile = tuple[tuple[str, ...], tuple[float, ...]]
 
@@ -387,8 +412,8 @@ def _cumulative(weights: tuple[float, ...]) -> tuple[float, ...]:
 class _Plan:
     profiles: tuple[_Profile, ...]
     profile_cum: tuple[float, ...]
-    cadence: str  # "daily" | "dense" | "weekly"
-    path: str  # "random" | "steady_loss" | "plateau" | "loss_regain"
+    cadence: str  # "daily" | "dense" | "weekly" | "clinical"
+    path: str  # "random" | "steady_loss" | "plateau" | "loss_regain" | "clinical"
     gap_rate: float
     burst_rate: float  # per-user probability of one burst ("mixed")
     burst_scenario: bool  # outlier_bursts: max(1, round(rate × readings / 4)) bursts
@@ -431,6 +456,9 @@ def _plan(scenario: str, o: SynthOptions) -> _Plan:
     elif scenario == "manual_disagree":
         profiles = (_MANUAL_PROFILE,)
         manual_off, initial_q = min(1.0, 4 * o.scenario_rate), 0.5
+    elif scenario == "sparse_clinical":
+        profiles = (_CLINIC_PROFILE,)
+        cadence = path = "clinical"
     names = tuple(k for k in _ROW_KINDS if rates.get(k, 0.0) > 0)
     cum, total = [], 0.0
     for k in names:
@@ -565,6 +593,17 @@ def _phases(rng: random.Random, shape: str, span: float) -> Iterator[tuple[float
         yield -rng.uniform(0.5, 1.5) / week, span * rng.uniform(0.4, 0.6)
         yield rng.uniform(0.3, 1.0) / week, math.inf
     first = True
+    while shape == "clinical":
+        r = rng.random()
+        loss, flat = (0.60, 0.85) if first else (0.35, 0.70)
+        first = False
+        if r < loss:
+            rate = -rng.uniform(0.05, 0.5)
+        elif r < flat:
+            rate = rng.uniform(-0.05, 0.05)
+        else:
+            rate = rng.uniform(0.05, 0.3)
+        yield rate / week, rng.uniform(60.0, 360.0)
     while True:
         r = rng.random()
         loss, flat = (0.7, 0.9) if first else (0.45, 0.8)
@@ -694,6 +733,9 @@ def _user(
                     day += 1
             elif cadence == "weekly":
                 day += rng.randint(5, 9)
+            elif cadence == "clinical":
+                long_gap = rand() < opts.clinical_long_gap
+                day += rng.randint(30, 91) if long_gap else rng.randint(21, 29)
             else:
                 step = 1
                 while step < 14 and rand() < miss:
@@ -721,6 +763,10 @@ def _user(
             sec = int(rng.uniform(8 * 3600, 21 * 3600))
         prev_morning = not evening and src == main_source
         days[i], secs[i], srcs[i] = day, sec, src
+
+    if cadence == "clinical" and m:
+        # A clinical history ends 1-28 days before ``start``: years of visits stay in the past.
+        start_day -= days[-1] + 1 + rng.randrange(28)
 
     # The true path at each reading.
     times = [days[i] + secs[i] / 86_400 for i in range(m)]
