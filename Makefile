@@ -1,12 +1,17 @@
 # weightstream: two commands on a fresh machine.
 #   make demo   create .venv, install, synthesise a sample and process it (embedded SQLite)
-#   make test   run the test suite
+#   make test   create .venv, install the system tools the tests need (test-deps), run the suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: demo test venv lint typecheck bench clean example-config
+# System tools the tests need. Each NAME has an idempotent scripts/install-NAME that exits at once
+# when the tool is already there (root or sudo, apt-get). To add one (PostgreSQL, Chromium, ...),
+# write scripts/install-NAME and append NAME here; `make test` then installs it when missing.
+TEST_DEPS := promtool
+
+.PHONY: demo test test-deps venv lint typecheck bench clean example-config
 
 $(BIN)/weightstream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +29,11 @@ demo: venv
 	$(BIN)/weightstream process $(DEMO)/export.csv --db $(DEMO)/weightstream.db \
 		--out $(DEMO)/results.csv --metrics-file $(DEMO)/metrics.prom
 
-test: venv
+# One at a time: two apt-get runs would contend for the dpkg lock.
+test-deps:
+	@for name in $(TEST_DEPS); do bash scripts/install-$$name || exit 1; done
+
+test: venv test-deps
 	$(BIN)/python -m pytest -q
 
 lint: venv

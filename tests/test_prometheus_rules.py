@@ -27,8 +27,9 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.fail(
-            "promtool is not on PATH: run .ci/install-promtool (installs Debian's prometheus "
-            "package) and re-run; these tests must not be skipped."
+            "promtool is not on PATH: `make test` installs it (make test-deps runs "
+            "scripts/install-promtool: Debian's prometheus package); these tests must not be "
+            "skipped."
         )
     return path
 
