@@ -35,6 +35,7 @@ __all__ = [
     "content_key",
     "to_micros",
     "from_micros",
+    "order_key",
     "EPOCH",
 ]
 
@@ -66,6 +67,7 @@ class Reason(StrEnum):
     UNIT_IS_BMI = "unit_is_bmi"
     UNIT_IS_BSA = "unit_is_bsa"
     OUT_OF_RANGE = "out_of_range"
+    INCONSISTENT_WEIGHT = "inconsistent_weight"  # weight_kg is not value converted from unit
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
@@ -153,7 +155,13 @@ class Measurement:
 
     def __post_init__(self) -> None:
         if not self.content_key:
-            key = content_key(self.user_id, self.timestamp, self.value, self.unit, self.source)
+            try:
+                key = content_key(self.user_id, self.timestamp, self.value, self.unit, self.source)
+            except (TypeError, ValueError, AttributeError, OverflowError):
+                # Not a valid reading (a naive time, a text weight...): constructing it must
+                # not raise; weightstream.ingest.validate_reading says what is wrong, or
+                # normalises it (naive = UTC) and computes the key then.
+                return
             object.__setattr__(self, "content_key", key)
 
 
@@ -276,3 +284,15 @@ class RecoveryAttempt:
     succeeded: bool
     detail: str
     at: datetime
+
+
+def order_key(m: Measurement) -> tuple[int, str, str, float, str]:
+    """Where ``m`` stands in its user's processing order: event time, then its content.
+
+    Readings at the same instant (many exports carry a date without a time) are ordered by
+    source, unit, value and id, never by where they stand in a file, so the results do not
+    depend on the order of rows (invariant I14). A reading without an id of its own sorts by
+    ``""``: two such readings that tie on everything else are the same reading.
+    """
+    own_id = "" if m.reading_id == m.content_key else m.reading_id
+    return (to_micros(m.timestamp), m.source, m.unit, m.value, own_id)

@@ -1,16 +1,24 @@
 """Replaying a user's stored history: late readings, rebuilds and self-healing.
 
-One function, :func:`replay`, runs readings through a fresh
-:class:`~weightstream.processor.Processor` on an in-memory store, in event-time order (ties
-in arrival order). Everything that rebuilds state uses it, so a rebuild and live processing
-take the same path and agree bit for bit (invariant I7):
+One function, :func:`replay`, runs readings through the pure step
+(:func:`weightstream.step.step`) from an empty state, in processing order
+(:func:`~weightstream.model.order_key`: event time, then content). Everything that rebuilds
+state uses it, and live processing runs the same step, so a rebuild and live processing agree
+bit for bit (invariant I7):
 
-* :func:`replay_late`: a reading older than the user's last one (late policy ``replay``) is
-  inserted where it belongs and the user's later readings are re-decided; results then equal
-  what sorted input gives. Re-issued results update the stored readings' history (the rows of
-  earlier input files keep what they said then).
+* :func:`replay_late`: a reading that sorts before the user's last one (a later file, or the
+  same instant with content that sorts earlier) is inserted where it belongs and the user's
+  later readings are re-decided; results then equal what sorted input gives (invariant I14).
+  Re-issued results update the stored readings' history (the rows of earlier input files
+  keep what they said then).
 * :func:`rebuild_user`: ``weightstream recover USER``; and automatically for a user whose
   stored state row fails validation on load.
+
+A reset inside a replay runs the same sequence (:func:`~weightstream.resets.sequence.run_reset`)
+in a :class:`~weightstream.resets.transaction.ResetTransaction`, with chaos off and no
+circuit breaker (a replay is not a live attempt that can be retried later). If a replayed
+reset fails validation, the replay falls back to its own last-known-good state, else to the
+conservative state; it does not query the store's history as the live recovery service does.
 
 Readings marked ``late`` (policy ``reject_late``) are kept but never replayed.
 """
@@ -22,25 +30,78 @@ from typing import TYPE_CHECKING
 
 from weightstream import faults
 from weightstream.config import Config
-from weightstream.model import Measurement, Result, UserState, Verdict, to_micros
+from weightstream.errors import ResetError
+from weightstream.model import (
+    Measurement,
+    Result,
+    UserState,
+    Verdict,
+    order_key,
+)
+from weightstream.resets.recovery import RecoveredState
+from weightstream.resets.sequence import checks_for, run_reset
+from weightstream.resets.transaction import ResetTransaction
+from weightstream.step import Policy, ResetPlan, Step, adopt, from_last_good, step
 from weightstream.store.base import StateStore, UnitOfWork
-from weightstream.store.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from weightstream.processor import Batch
+    from weightstream.batch import Batch
 
 __all__ = ["replay", "rebuild_user", "replay_late", "Rebuild", "apply_rebuild"]
 
 
-def replay(readings: list[Measurement], config: Config) -> tuple[UserState | None, list[Result]]:
-    """Process ``readings`` (already ordered) from an empty state; the final state, results."""
-    from weightstream.processor import Processor
+def replay(
+    readings: list[Measurement], config: Config, *, policy: Policy | None = None
+) -> tuple[UserState | None, list[Result]]:
+    """Decide ``readings`` (already in processing order) from an empty state.
 
-    processor = Processor(MemoryStore(), config)
+    Returns the final state and one result per reading.
+    """
+    policy = policy or Policy(config)
+    state: UserState | None = None
+    last_good: UserState | None = None
+    results: list[Result] = []
     with faults.no_chaos():
-        results = [processor.process_one(m) for m in readings]
-    user = readings[0].user_id if readings else None
-    return (processor.store.load_state(user) if user else None), results
+        for m in readings:
+            s = step(state, m, policy)
+            if s.reset is not None:
+                s = _reset(s.reset, m, policy, last_good)
+            if s.state is not None:
+                state = s.state
+                if s.last_good:
+                    last_good = s.state
+            assert s.result is not None
+            results.append(s.result)
+    return state, results
+
+
+def _reset(plan: ResetPlan, m: Measurement, policy: Policy, good: UserState | None) -> Step:
+    txn = ResetTransaction(
+        m.user_id,
+        reading_id=m.reading_id,
+        reset_type=plan.decision.reset_type,
+        trigger=plan.decision.trigger,
+        validator=policy.validator,
+        checked=policy.config.resets.transactional,
+    )
+    check = checks_for(txn, policy.config.resets.transactional)
+    try:
+        with txn:
+            new, result = run_reset(plan, m, policy, check)
+        return Step(new, result, last_good=True)
+    except ResetError:
+        pass
+    if good is not None and not policy.validator.user_state_problems(good):
+        return from_last_good(good, plan.base, m, policy)
+    conservative = _conservative(m, policy)
+    return adopt(plan.base, m, conservative, plan.decision.reset_type, policy)
+
+
+def _conservative(m: Measurement, policy: Policy) -> RecoveredState:
+    from weightstream.resets.recovery import ResetRecoveryService
+    from weightstream.store.memory import MemoryStore
+
+    return ResetRecoveryService(MemoryStore(), policy.manager).conservative(m)
 
 
 @dataclass(frozen=True)
@@ -73,6 +134,10 @@ class Rebuild:
 def rebuild_user(store: StateStore, user_id: str, config: Config) -> Rebuild:
     """Replay every stored reading of ``user_id``; compare with the live state. Writes nothing."""
     rows = [r for r in store.history(user_id) if r.result.verdict is not Verdict.LATE]
+    if config.processing.late_policy == "replay":
+        # Same-instant readings in content order, as live processing replays them; under
+        # ``reject_late`` they were taken in arrival order, which is the history's own order.
+        rows.sort(key=lambda r: (order_key(r.measurement), r.seq))
     rebuilt, results = replay([r.measurement for r in rows], config)
     changed = [
         (row.measurement, new)
@@ -98,19 +163,17 @@ def replay_late(batch: Batch, m: Measurement, state: UserState) -> Result:
     """Insert late reading ``m`` into its user's history and re-decide what follows it."""
     user = m.user_id
     stored = [
-        (to_micros(r.measurement.timestamp), 0, r.seq, r.measurement, r.result)
+        (order_key(r.measurement), 0, r.seq, r.measurement, r.result)
         for r in batch.p.store.history(user)
         if r.result.verdict is not Verdict.LATE
     ]
     staged = [
-        (to_micros(sm.timestamp), 1, i, sm, sr)
+        (order_key(sm), 1, i, sm, sr)
         for i, (sm, sr) in enumerate(batch.unit.readings)
         if sm.user_id == user and sr.verdict is not Verdict.LATE
     ]
-    ordered = sorted(
-        [*stored, *staged, (to_micros(m.timestamp), 2, 0, m, None)], key=lambda t: t[:3]
-    )
-    final, results = replay([t[3] for t in ordered], batch.p.config)
+    ordered = sorted([*stored, *staged, (order_key(m), 2, 0, m, None)], key=lambda t: t[:3])
+    final, results = replay([t[3] for t in ordered], batch.p.config, policy=batch.p.policy)
     assert final is not None
     mine: Result | None = None
     for (_, group, index, old_m, old_r), new_r in zip(ordered, results, strict=True):
@@ -122,7 +185,7 @@ def replay_late(batch: Batch, m: Measurement, state: UserState) -> Result:
             batch.restate(index, new_r)
     assert mine is not None
     final = replace(final, version=state.version + 1)
-    batch.stage(final, m, mine, audits=[], last_good=True)
+    batch.stage(final, m, mine, last_good=True)
     return mine
 
 

@@ -30,6 +30,11 @@ __all__ = [
     "innovation_gate",
     "default_rules",
     "reset_rules",
+    "ORDINARY_RULES",
+    "RESET_RULES",
+    "POUND_CORRECTION_RULES",
+    "STREAK_UP_RULES",
+    "STREAK_DOWN_RULES",
     "first_rejection",
     "LB_PER_KG",
 ]
@@ -106,7 +111,7 @@ def innovation_gate(ctx: RuleContext) -> Rejection | None:
 
 def default_rules() -> tuple[Rule, ...]:
     """Rules for an ordinary reading, most specific first."""
-    return (unit_error, bmi_value, rate_of_change, innovation_gate)
+    return ORDINARY_RULES
 
 
 def reset_rules() -> tuple[Rule, ...]:
@@ -123,6 +128,18 @@ def _reset_jump(ctx: RuleContext) -> Rejection | None:
     if abs(ctx.weight_kg / ctx.expected_kg - 1.0) > limit:
         return Rejection(Reason.IMPLAUSIBLE_RESET, "too far from the last accepted weight to reset")
     return None
+
+
+#: An ordinary reading against the prediction, most specific first.
+ORDINARY_RULES: tuple[Rule, ...] = (unit_error, bmi_value, rate_of_change, innovation_gate)
+#: A reset-triggering reading (gap, manual entry) against the last accepted weight.
+RESET_RULES: tuple[Rule, ...] = (unit_error, bmi_value, _reset_jump)
+#: A pound-baseline correction: the reading is the correction, only the BMI check applies.
+POUND_CORRECTION_RULES: tuple[Rule, ...] = (bmi_value,)
+#: A streak above the baseline: unit error and BMI still apply; the jump is the point.
+STREAK_UP_RULES: tuple[Rule, ...] = (unit_error, bmi_value)
+#: A streak ~1/2.2046 below the baseline: the baseline was the unit error; only BMI applies.
+STREAK_DOWN_RULES: tuple[Rule, ...] = (bmi_value,)
 
 
 def first_rejection(rules: Sequence[Rule], ctx: RuleContext) -> Rejection | None:

@@ -83,8 +83,12 @@ class ResetTransaction:
         clock: Clock = SYSTEM_CLOCK,
         verify_restored: Callable[[], bool] | None = None,
         on_rollback_verified: Callable[[str, bool], None] | None = None,
+        checked: bool = True,
     ) -> None:
         self.user_id = user_id
+        # Unchecked (the flag ``resets.transactional = false``): no checkpoints are taken, so
+        # a failure cannot be pinned to a step and the audit names none.
+        self.checked = checked
         self.reading_id = reading_id
         self.reset_type = reset_type
         self.trigger = trigger
@@ -119,11 +123,12 @@ class ResetTransaction:
                 self.rollback(f"interrupted: {type(exc).__name__}")
                 return False
             if isinstance(exc, StorageError):  # the store's failure, not the reset's: as is
-                self.failed_operation = self.failed_operation or self._operation_in_progress()
+                if self.checked:
+                    self.failed_operation = self.failed_operation or self._operation_in_progress()
                 self.failure_reason = self.failure_reason or f"{type(exc).__name__}: {exc}"
                 self.rollback(self.failure_reason)
                 return False
-            if self.failed_operation is None:
+            if self.failed_operation is None and self.checked:
                 self.failed_operation = self._operation_in_progress()
             if self.failure_reason is None:
                 self.failure_reason = f"{type(exc).__name__}: {exc}"

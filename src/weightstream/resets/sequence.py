@@ -1,0 +1,132 @@
+"""The reset sequence, written once.
+
+Kalman reset, then adaptation, then the buffer, then the whole new state: each operation
+computes a new frozen value from the last, and ``check`` is called after each with a thunk of
+its checkpoint. Under the plan's feature flag (``resets.transactional``) that is the only
+difference: the transactional shell passes
+:meth:`~weightstream.resets.transaction.ResetTransaction.require_valid`, which validates the
+checkpoint and raises on a failure; the plain shell passes :func:`unchecked`, which builds
+nothing. Nothing here writes: the caller stages the returned state and result and commits them
+in one store transaction.
+
+Crash points and chaos (:mod:`weightstream.faults`) mark each operation so that the crash
+matrix and the chaos tests can fail a reset at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from weightstream import faults
+from weightstream.step import Policy, ResetPlan, make_result
+from weightstream.model import (
+    AdaptationState,
+    BufferedReading,
+    KalmanState,
+    Measurement,
+    Reason,
+    ResetOutcome,
+    ResetType,
+    Result,
+    UserState,
+    Verdict,
+)
+from weightstream.resets.transaction import ResetTransaction
+from weightstream.resets.validator import (
+    ResetOperation,
+    adaptation_snapshot,
+    buffer_snapshot,
+    kalman_snapshot,
+    persist_snapshot,
+)
+
+__all__ = ["Check", "run_reset", "reset_state", "unchecked", "checks_for"]
+
+#: ``check(operation, snapshot)``: validate what ``operation`` produced (or do nothing).
+Check = Callable[[ResetOperation, Callable[[], Any]], None]
+
+
+def unchecked(operation: ResetOperation, snapshot: Callable[[], Any]) -> None:
+    """The plain sequence's check: none (the flag ``resets.transactional = false``)."""
+
+
+def reset_state(
+    base: UserState,
+    m: Measurement,
+    k: KalmanState,
+    adaptation: AdaptationState,
+    buffer: tuple[BufferedReading, ...],
+    reset_type: ResetType,
+) -> UserState:
+    """The user's whole state after a reset at reading ``m``, from the operations' results."""
+    last_event = base.last_event_at
+    return UserState(
+        user_id=base.user_id,
+        kalman=k,
+        adaptation=adaptation,
+        buffer=buffer,
+        rejected=(),
+        last_accepted_at=m.timestamp,
+        last_event_at=m.timestamp if last_event is None or m.timestamp > last_event else last_event,
+        last_reset_at=m.timestamp,
+        last_reset_type=reset_type,
+        accepted_count=base.accepted_count + 1,
+        version=base.version + 1,
+    )
+
+
+def checks_for(txn: ResetTransaction, transactional: bool) -> Check:
+    """The check a shell passes: ``txn``'s validation, or none under the feature flag."""
+    if not transactional:
+        return unchecked
+    return lambda operation, snapshot: txn.require_valid(operation, snapshot())
+
+
+def run_reset(
+    plan: ResetPlan, m: Measurement, policy: Policy, check: Check
+) -> tuple[UserState, Result]:
+    """Run the reset of ``plan`` for reading ``m``.
+
+    Returns the user's whole new state and the reading's result (outcome ``committed``).
+    """
+    manager = policy.manager
+    base = plan.base
+    reset_type = plan.decision.reset_type
+    faults.crash_point("reset.kalman")
+    faults.chaos("reset")
+    k = manager.apply_reset(base.kalman, reset_type, m)
+    check(
+        ResetOperation.KALMAN_RESET,
+        lambda: kalman_snapshot(
+            k, manager.reset_noise(reset_type), manager.measurement_var(m.source)
+        ),
+    )
+    faults.crash_point("reset.adaptation")
+    adaptation = manager.create_adaptation_state(reset_type, m.timestamp)
+    check(ResetOperation.ADAPTATION_CREATE, lambda: adaptation_snapshot(adaptation, m.timestamp))
+    faults.crash_point("reset.buffer")
+    buffer = manager.buffer_after_reset(base.buffer, reset_type, m)
+    check(
+        ResetOperation.BUFFER_UPDATE,
+        lambda: buffer_snapshot(buffer, policy.config.resets.buffer_size),
+    )
+    new = reset_state(base, m, k, adaptation, buffer, reset_type)
+    check(
+        ResetOperation.STATE_PERSIST,
+        lambda: persist_snapshot(base if base.version else None, new),
+    )
+    faults.crash_point("reset.persist")
+    faults.chaos("persist")
+    result = make_result(
+        policy,
+        m,
+        Verdict.ACCEPTED,
+        Reason.OK,
+        "",
+        new.kalman,
+        None,
+        reset_type=reset_type,
+        reset_outcome=ResetOutcome.COMMITTED,
+    )
+    return new, result

@@ -1,0 +1,126 @@
+"""When a reading restarts its user's filter: the reset triggers, and the checks a trigger must pass.
+
+Four triggers, tried in order (thresholds in :class:`~weightstream.config.ResetConfig` and
+:class:`~weightstream.config.RuleConfig`):
+
+* the manager's own (:meth:`~weightstream.resets.manager.ResetManager.decide`): ``INITIAL``
+  for a user with no filter, ``HARD`` after a long gap, ``SOFT`` for a manual entry far from
+  the prediction;
+* a **streak**: consecutive rejected readings that agree with this one (the filter, not
+  they, is wrong);
+* a **pound baseline**: a young filter whose readings come in at its value / 2.2046 (its
+  baseline was pounds sent as kilograms).
+
+A reset-triggering reading is never taken unchecked (the reference system made an outlier
+after a long gap the new baseline): :func:`reset_rejection` runs the trigger's named rule set
+from :mod:`weightstream.rules` against the last accepted weight.
+
+Pure functions of values: no store, no clock.
+"""
+
+from __future__ import annotations
+
+from weightstream.config import Config
+from weightstream.model import Measurement, ResetType, UserState
+from weightstream.resets.manager import ResetDecision, ResetManager
+from weightstream.rules import (
+    LB_PER_KG,
+    POUND_CORRECTION_RULES,
+    RESET_RULES,
+    STREAK_DOWN_RULES,
+    STREAK_UP_RULES,
+    Rejection,
+    RuleContext,
+    first_rejection,
+)
+
+__all__ = ["decide", "reset_rejection", "STREAK_TRIGGER", "POUND_TRIGGER"]
+
+STREAK_TRIGGER = "consistent rejected readings"
+POUND_TRIGGER = "baseline looked like pounds sent as kg"
+_DAY = 86_400.0
+
+
+def decide(
+    manager: ResetManager,
+    state: UserState | None,
+    m: Measurement,
+    predicted_weight: float | None,
+) -> ResetDecision | None:
+    """The reset ``m`` triggers for ``state`` (None: an ordinary filter step)."""
+    has_filter = state is not None and state.kalman is not None
+    decision = manager.decide(state if has_filter else None, m, predicted_weight)
+    if decision is not None or state is None or predicted_weight is None:
+        return decision
+    if state.rejected:
+        decision = _streak(manager.config, state, m)
+    if decision is None:
+        decision = _pound_baseline(manager.config, state, m, predicted_weight)
+    return decision
+
+
+def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | None:
+    """Consecutive rejections that agree with this reading: the filter, not they, is wrong.
+
+    A young filter (fewer than ``rules.established_readings`` accepted) gives way after
+    ``rules.streak_new_user`` readings (a wrong first reading); an established one only after
+    ``rules.streak_established``, longer than a burst of another person's readings.
+    """
+    cfg = config.rules
+    young = base.accepted_count < cfg.established_readings
+    needed = (cfg.streak_new_user if young else cfg.streak_established) - 1
+    recent = base.rejected[-needed:]
+    if len(recent) < needed:
+        return None
+    values = [b.weight_kg for b in recent] + [m.weight_kg]
+    if max(values) - min(values) > config.resets.soft_threshold_kg:
+        return None
+    if (m.timestamp - recent[0].timestamp).total_seconds() > cfg.streak_window_days * _DAY:
+        return None
+    return ResetDecision(ResetType.HARD, STREAK_TRIGGER)
+
+
+def _pound_baseline(
+    config: Config, base: UserState, m: Measurement, expected: float
+) -> ResetDecision | None:
+    """A young filter whose readings come in at expected / 2.2046: the baseline was pounds.
+
+    Pounds sent as kilograms is the common unit error in exports; "kilograms converted
+    twice" is rare. So while the filter rests on few readings, a reading that would be
+    rejected as the latter restarts the filter at it instead (the streak rule would get
+    there too, but only after rejecting two good readings).
+    """
+    if base.accepted_count >= config.rules.established_readings:
+        return None
+    if abs(m.weight_kg * LB_PER_KG / expected - 1.0) > config.rules.unit_error_tolerance:
+        return None
+    return ResetDecision(ResetType.HARD, POUND_TRIGGER)
+
+
+def reset_rejection(
+    config: Config, base: UserState, m: Measurement, decision: ResetDecision
+) -> Rejection | None:
+    """Why the reading that triggers ``decision`` may not become the new baseline, if it may not."""
+    if base.kalman is None or base.buffer == ():
+        return None
+    last = base.buffer[-1]
+    rules = RESET_RULES
+    if decision.trigger == POUND_TRIGGER:
+        rules = POUND_CORRECTION_RULES
+    elif decision.trigger == STREAK_TRIGGER:
+        # Consistent readings ~1/2.2046 of the baseline: the baseline was the unit error.
+        rules = STREAK_DOWN_RULES if m.weight_kg < last.weight_kg else STREAK_UP_RULES
+    days = (m.timestamp - last.timestamp).total_seconds() / _DAY
+    ctx = RuleContext(
+        weight_kg=m.weight_kg,
+        timestamp=m.timestamp,
+        expected_kg=last.weight_kg,
+        innovation=m.weight_kg - last.weight_kg,
+        innovation_var=1.0,
+        last_accepted_kg=last.weight_kg,
+        days_since_accepted=days,
+        trend_kg_per_day=0.0,
+        adapting=True,
+        config=config.rules,
+    )
+    return first_rejection(rules, ctx)

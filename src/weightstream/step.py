@@ -1,0 +1,350 @@
+"""One reading against one user's state: every decision about it, as a pure function.
+
+``step(state, m, policy) -> Step`` holds everything weightstream decides about a reading that
+is not a duplicate and not late: predict, reset triggers (:mod:`weightstream.resets.triggers`)
+and the checks a triggering reading must pass, the outlier rules, the Kalman update,
+adaptation and the bounded buffer, the validation of the state it would store, and the
+reading's :class:`~weightstream.model.Result`. It takes values and returns values: no store,
+no batch, no clock, no I/O. Every way in (``process_one``, the file engine, replay and
+rebuild) calls it, so they cannot disagree.
+
+A reset is decided here but not run here: it runs as a transaction behind the circuit
+breaker, whose state outlives one reading. The step returns it as a :class:`ResetPlan`, and
+the shell runs the one reset sequence, :func:`weightstream.resets.sequence.run_reset`.
+
+The common path (an accepted or rejected ordinary reading) builds exactly one new
+``UserState``, one ``KalmanState`` and one ``Result``; it runs once per reading, so it is
+written without ``dataclasses.replace`` and with locals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from weightstream import kalman
+from weightstream.config import Config
+from weightstream.model import (
+    BufferedReading,
+    KalmanState,
+    Measurement,
+    Reason,
+    ResetOutcome,
+    ResetType,
+    Result,
+    UserState,
+    Verdict,
+)
+from weightstream.resets import triggers
+from weightstream.resets.manager import ResetDecision, ResetManager
+from weightstream.resets.recovery import RecoveredState
+from weightstream.resets.validator import ResetOperation, StateValidator, persist_snapshot
+from weightstream.rules import ORDINARY_RULES, RuleContext, first_rejection
+
+__all__ = [
+    "Policy",
+    "Step",
+    "ResetPlan",
+    "step",
+    "filter_step",
+    "adopt",
+    "from_last_good",
+    "make_result",
+    "predict",
+]
+
+_DAY = 86_400.0
+_REJECTED_KEPT = 20
+#: A filter state predicted to a reading's time: (x, P).
+Prediction = tuple[kalman.Vec, kalman.Mat]
+
+
+class Policy:
+    """What a step needs besides the state and the reading: the configuration, built once."""
+
+    __slots__ = ("config", "manager", "validator", "_source_quality")
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        manager: ResetManager | None = None,
+        validator: StateValidator | None = None,
+    ) -> None:
+        self.config = config
+        self.manager = manager or ResetManager(config)
+        v = config.validation
+        self.validator = validator or StateValidator(
+            min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg
+        )
+        self._source_quality: dict[str, float] = {}
+
+    def source_quality(self, source: str) -> float:
+        q = self._source_quality.get(source)
+        if q is None:
+            q = min(1.0, 1.0 / self.config.sources.multiplier(source))
+            self._source_quality[source] = q
+        return q
+
+
+@dataclass(frozen=True, slots=True)
+class ResetPlan:
+    """A reset the step decided on; the shell runs it (transaction, breaker, fallback)."""
+
+    prior: UserState | None  # the stored state (None for a new user)
+    base: UserState  # the state the reset starts from (a blank one for a new user)
+    decision: ResetDecision
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one reading does: the state to store (None: store none) and its result.
+
+    When ``reset`` is set the reading triggers a reset; ``state`` and ``result`` are then
+    None until the shell has run it. ``last_good`` marks a state to keep as last-known-good.
+    """
+
+    state: UserState | None
+    result: Result | None
+    reset: ResetPlan | None = None
+    last_good: bool = False
+
+
+def predict(state: UserState, m: Measurement, manager: ResetManager) -> Prediction:
+    """The user's filter predicted to ``m``'s time (``state.kalman`` must be set)."""
+    k = state.kalman
+    assert k is not None
+    q_w, q_t = manager.process_noise(state.adaptation)
+    dt = max(0.0, (m.timestamp - k.timestamp).total_seconds() / _DAY)
+    (p00, p01), (p10, p11) = k.P
+    return kalman.predict((k.x[0], k.x[1]), ((p00, p01), (p10, p11)), dt, q_w, q_t)
+
+
+def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
+    """Decide reading ``m`` (not a duplicate, not late) against the stored ``state``."""
+    base = state or UserState(user_id=m.user_id)
+    predicted = predict(base, m, policy.manager) if base.kalman is not None else None
+    decision = triggers.decide(
+        policy.manager, state, m, predicted[0][0] if predicted is not None else None
+    )
+    if decision is not None:
+        rejection = triggers.reset_rejection(policy.config, base, m, decision)
+        if rejection is not None:
+            return _reject(base, m, policy, rejection.reason, rejection.message, predicted)
+        return Step(None, None, ResetPlan(state, base, decision))
+    assert predicted is not None
+    return filter_step(base, m, policy, predicted)
+
+
+def filter_step(
+    base: UserState, m: Measurement, policy: Policy, predicted: Prediction
+) -> Step:
+    """The ordinary path: the outlier rules, then the Kalman update if the reading passes."""
+    xp, Pp = predicted
+    z = m.weight_kg
+    manager = policy.manager
+    r = manager.measurement_var(m.source)
+    y, s = z - xp[0], Pp[0][0] + r
+    last = base.buffer[-1] if base.buffer else None
+    days = (m.timestamp - last.timestamp).total_seconds() / _DAY if last else 0.0
+    ctx = RuleContext(
+        weight_kg=z,
+        timestamp=m.timestamp,
+        expected_kg=xp[0],
+        innovation=y,
+        innovation_var=s,
+        last_accepted_kg=last.weight_kg if last else None,
+        days_since_accepted=days,
+        trend_kg_per_day=xp[1],
+        adapting=base.adaptation.is_adapting,
+        config=policy.config.rules,
+    )
+    rejection = first_rejection(ORDINARY_RULES, ctx)
+    if rejection is not None:
+        return _reject(base, m, policy, rejection.reason, rejection.message, predicted)
+    upd = kalman.update(xp, Pp, z, r)
+    k_new = KalmanState(x=upd.x, P=upd.P, timestamp=m.timestamp)
+    new = UserState(
+        user_id=base.user_id,
+        kalman=k_new,
+        adaptation=manager.advance(base.adaptation, m.timestamp),
+        buffer=manager.push(base.buffer, _entry(m)),
+        rejected=(),
+        last_accepted_at=m.timestamp,
+        last_event_at=_later(base.last_event_at, m.timestamp),
+        last_reset_at=base.last_reset_at,
+        last_reset_type=base.last_reset_type,
+        accepted_count=base.accepted_count + 1,
+        version=base.version + 1,
+    )
+    result = make_result(policy, m, Verdict.ACCEPTED, Reason.OK, "", k_new, ctx)
+    return _checked(base, new, m, result, policy)
+
+
+def _reject(
+    base: UserState,
+    m: Measurement,
+    policy: Policy,
+    reason: Reason,
+    message: str,
+    predicted: Prediction | None,
+) -> Step:
+    new = replace(
+        base,
+        rejected=(*base.rejected, _entry(m))[-_REJECTED_KEPT:],
+        last_event_at=_later(base.last_event_at, m.timestamp),
+        version=base.version + 1,
+    )
+    shown = None
+    if predicted is not None:
+        shown = KalmanState(x=predicted[0], P=predicted[1], timestamp=m.timestamp)
+    result = make_result(policy, m, Verdict.REJECTED, reason, message, shown, None)
+    return _checked(base, new, m, result, policy)
+
+
+def _checked(
+    base: UserState, new: UserState, m: Measurement, result: Result, policy: Policy
+) -> Step:
+    """``new`` if it may be stored; else the old state kept and the reading rejected, with why."""
+    validator = policy.validator
+    if base.version and new.kalman is not None and validator.step_ok(base, new):
+        return Step(new, result)
+    problems = validator.problems(
+        persist_snapshot(base if base.version else None, new), ResetOperation.STATE_PERSIST
+    )
+    if not problems:
+        return Step(new, result)
+    # A filter step that would persist an invalid state: keep the old one, say why.
+    result = replace(
+        result,
+        verdict=Verdict.REJECTED,
+        reason=Reason.RESET_FAILED,
+        message="state failed validation: " + "; ".join(problems),
+    )
+    kept = replace(
+        base, last_event_at=_later(base.last_event_at, m.timestamp), version=base.version + 1
+    )
+    return Step(None if validator.user_state_problems(kept) else kept, result)
+
+
+def adopt(
+    base: UserState,
+    m: Measurement,
+    recovered: RecoveredState,
+    reset_type: ResetType,
+    policy: Policy,
+) -> Step:
+    """Take a recovered state as the user's state at reading ``m`` (after a failed reset)."""
+    manager = policy.manager
+    new = replace(
+        base,
+        kalman=recovered.kalman,
+        adaptation=recovered.adaptation,
+        buffer=manager.push(() if reset_type is not ResetType.SOFT else base.buffer, _entry(m)),
+        rejected=(),
+        last_accepted_at=m.timestamp,
+        last_event_at=_later(base.last_event_at, m.timestamp),
+        last_reset_at=m.timestamp,
+        last_reset_type=reset_type,
+        accepted_count=base.accepted_count + 1,
+        version=base.version + 1,
+    )
+    problems = policy.validator.problems(
+        persist_snapshot(base if base.version else None, new), ResetOperation.STATE_PERSIST
+    )
+    if problems:
+        result = make_result(
+            policy,
+            m,
+            Verdict.REJECTED,
+            Reason.RESET_FAILED,
+            "reset failed and no valid fallback state",
+            base.kalman,
+            None,
+            reset_type=reset_type,
+            reset_outcome=ResetOutcome.FAILED,
+        )
+        kept = replace(
+            base, last_event_at=_later(base.last_event_at, m.timestamp), version=base.version + 1
+        )
+        return Step(None if policy.validator.user_state_problems(kept) else kept, result)
+    result = make_result(
+        policy,
+        m,
+        Verdict.ACCEPTED,
+        Reason.OK,
+        "",
+        new.kalman,
+        None,
+        reset_type=reset_type,
+        reset_outcome=recovered.outcome,
+    )
+    return Step(new, result, last_good=True)
+
+
+def from_last_good(good: UserState, base: UserState, m: Measurement, policy: Policy) -> Step:
+    """Reading ``m`` filtered from the last-known-good state ``good`` (after a failed reset)."""
+    fallback = replace(good, version=base.version, user_id=base.user_id)
+    s = filter_step(fallback, m, policy, predict(fallback, m, policy.manager))
+    assert s.result is not None
+    result = replace(s.result, reset_type=None, reset_outcome=ResetOutcome.FALLBACK_LAST_GOOD)
+    return Step(s.state, result)
+
+
+def make_result(
+    policy: Policy,
+    m: Measurement,
+    verdict: Verdict,
+    reason: Reason,
+    message: str,
+    k: KalmanState | None,
+    ctx: RuleContext | None,
+    *,
+    reset_type: ResetType | None = None,
+    reset_outcome: ResetOutcome | None = None,
+) -> Result:
+    """The result of reading ``m``: its verdict, the filter as shown, and its quality."""
+    components = _quality(policy, m, ctx)
+    quality = 0.6 * components[0][1] + 0.25 * components[1][1] + 0.15 * components[2][1]
+    return Result(
+        reading_id=m.reading_id,
+        user_id=m.user_id,
+        verdict=verdict,
+        reason=str(reason),
+        message=message,
+        timestamp=m.timestamp,
+        source=m.source,
+        weight_kg=m.weight_kg,
+        filtered_weight=k.x[0] if k else None,
+        trend_kg_week=k.x[1] * 7.0 if k else None,
+        std_kg=k.weight_std if k else None,
+        reset_type=reset_type,
+        reset_outcome=reset_outcome,
+        quality=quality,
+        quality_components=components,
+    )
+
+
+def _quality(
+    policy: Policy, m: Measurement, ctx: RuleContext | None
+) -> tuple[tuple[str, float], ...]:
+    """Descriptive quality in [0, 1]: how well the reading fits (not used to decide)."""
+    source = policy.source_quality(m.source)
+    if ctx is None:
+        return (("innovation", 1.0), ("rate", 1.0), ("source", source))
+    innovation = math.exp(-0.5 * ctx.innovation * ctx.innovation / ctx.innovation_var)
+    rate = 1.0
+    if ctx.last_accepted_kg is not None:
+        cfg = ctx.config
+        allowed = cfg.rate_slack_kg + cfg.max_rate_kg_per_day * ctx.days_since_accepted
+        rate = max(0.0, 1.0 - abs(ctx.weight_kg - ctx.last_accepted_kg) / allowed)
+    return (("innovation", innovation), ("rate", rate), ("source", source))
+
+
+def _entry(m: Measurement) -> BufferedReading:
+    return BufferedReading(m.timestamp, m.weight_kg, m.source)
+
+
+def _later(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
