@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from weightstream.cli import app
 from weightstream.config import Config, ProcessingConfig
-from weightstream.errors import ConflictError
+from weightstream.errors import ConflictError, StateCorruptionError
 from weightstream.model import Measurement, UserState, Verdict
 from weightstream.processor import Batch, Processor
 from weightstream.replay import apply_rebuild, rebuild_user, replay
@@ -35,7 +35,7 @@ from weightstream.testing import T0, FakeClock, measurement
 CFG = Config()
 VALIDATOR = StateValidator()
 MANUAL = ("patient-upload", "care-team-upload")
-HEAL_LOG = "rebuilding from history"
+HEAL_LOG = "rebuilt from history"
 
 
 def open_store(path: Path) -> SQLiteStore:
@@ -238,7 +238,7 @@ def test_corrupt_state_row_is_rebuilt_for_that_user_alone(
     bad = store.load_state("a")
     assert bad is not None and VALIDATOR.user_state_problems(bad) != []
     nxt = [measurement(80.2, 48.0, user="a"), measurement(80.1, 49.0, user="a")]
-    caplog.set_level(logging.WARNING, logger="weightstream.processor")
+    caplog.set_level(logging.WARNING, logger="weightstream.repair")
     for m in nxt:  # twice in a row, each time with a fresh processor: no crash loop
         p = Processor(store, CFG, clock=FakeClock())
         if path == "process_one":
@@ -261,15 +261,19 @@ def test_corrupt_state_row_is_rebuilt_for_that_user_alone(
     store.close()
 
 
-def test_corruption_is_detected_by_a_read_only_estimate(three_users: Path) -> None:
-    """Reading an estimate also loads the state: it is healed, not reported from NaN."""
+def test_a_read_only_estimate_reports_corruption_and_writes_nothing(three_users: Path) -> None:
+    """estimate() only reads (issue 10): a corrupt user raises StateCorruptionError, is not
+    reported from NaN, and no row of the database changes; other users' estimates work."""
     corrupt(three_users, "a", "x0_nan_as_null")
+    before = {u: raw_rows(three_users, u) for u in ("a", "b")}
     store = open_store(three_users)
-    estimate = Processor(store, CFG, clock=FakeClock()).estimate("a")
-    assert estimate is not None
-    assert estimate.weight_kg == expected_after("a", 80.0, []).kalman.x[0]  # type: ignore[union-attr]
-    assert VALIDATOR.user_state_problems(store.load_state("a")) == []  # type: ignore[arg-type]
+    processor = Processor(store, CFG, clock=FakeClock())
+    with pytest.raises(StateCorruptionError) as caught:
+        processor.estimate("a")
+    assert caught.value.user_id == "a"
+    assert processor.estimate("b") is not None
     store.close()
+    assert {u: raw_rows(three_users, u) for u in ("a", "b")} == before
 
 
 # -- E3: a rebuild racing live ingest loses nothing --------------------------------------------

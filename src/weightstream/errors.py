@@ -15,7 +15,7 @@ never a weight value (health data stays out of error bodies).
     ├── ResetError                       a reset transaction rolled back
     │   └── ResetValidationError         ...because a checkpoint failed validation (also ValueError)
     ├── CircuitOpenError                 the reset breaker is open; call not attempted
-    ├── StateCorruptionError             a stored state row fails validation on load
+    ├── StateCorruptionError             a stored state row does not decode or validate
     └── StorageError                     the store failed; the unit of work was not committed
         ├── StorageFullError             disk or page limit reached
         ├── StoreBusyError               lock held past busy_timeout (retryable)
@@ -99,7 +99,24 @@ class CircuitOpenError(WeightstreamError):
 
 
 class StateCorruptionError(WeightstreamError):
-    """A stored user state does not pass validation when loaded."""
+    """A stored user state row does not decode, or does not pass validation, when loaded.
+
+    ``stored_version`` is the row's ``version`` column exactly as stored (any type, even
+    ``None`` or text), so a repair can replace that very row by compare-and-swap even when the
+    version is what is corrupt. The message names the field and what is wrong, never a value.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        user_id: str | None = None,
+        reading_id: str | None = None,
+        operation: str | None = None,
+        stored_version: object = None,
+    ) -> None:
+        super().__init__(message, user_id=user_id, reading_id=reading_id, operation=operation)
+        self.stored_version = stored_version
 
 
 class StorageError(WeightstreamError):

@@ -35,9 +35,10 @@ from weightstream.errors import (
     StateCorruptionError,
     StorageError,
 )
+from weightstream.ingest.rows import invalid_result, validate_reading
 from weightstream.model import Measurement, RecoveryAttempt, Result, UserState
 from weightstream.observe import Observer
-from weightstream.replay import apply_rebuild, rebuild_user
+from weightstream.repair import check_state, load_checked, repair_user
 from weightstream.resets.breaker import CircuitBreaker
 from weightstream.resets.manager import ResetManager
 from weightstream.resets.recovery import ResetRecoveryService
@@ -131,7 +132,17 @@ class Processor:
         redone from fresh state, up to ``_RETRIES`` times; a reading that the other writer
         stored meanwhile then comes back as ``duplicate``. A lock held past the busy timeout
         (:class:`StoreBusyError`) and other storage errors reach the caller unretried.
+
+        The reading is first held to the rules of a CSV row
+        (:func:`weightstream.ingest.validate_reading`): an invalid one returns an ``invalid``
+        result with the same reason a file would give, stores nothing and never raises.
         """
+        checked = validate_reading(m, config=self.config, now=self.clock.now())
+        if not isinstance(checked, Measurement):
+            result = invalid_result(m, checked, row=row)
+            self.observer.reading_processed(result, 0.0)
+            return result
+        m = checked
         for attempt in range(_RETRIES + 1):
             try:
                 return Batch(self, input_id=None, direct=True).process(m, row=row)
@@ -146,8 +157,12 @@ class Processor:
         return [self.process_one(m) for m in readings]
 
     def estimate(self, user_id: str) -> Estimate | None:
-        """The user's current filtered weight, trend and uncertainty. Changes nothing."""
-        state = self.load_state(user_id)
+        """The user's current filtered weight, trend and uncertainty. Changes nothing.
+
+        A corrupt stored state raises :class:`StateCorruptionError`; it is repaired only on
+        the write path (a reading processed for the user), never here.
+        """
+        state = self._cache.get(user_id) or load_checked(self.store, user_id, self.validator)
         if state is None or state.kalman is None:
             return None
         k = state.kalman
@@ -165,12 +180,19 @@ class Processor:
     # -- committed states ---------------------------------------------------------------------
 
     def load_state(self, user_id: str) -> UserState | None:
-        """The committed state (cached), validated: a corrupt row raises StateCorruptionError."""
+        """The committed state (cached), validated; a corrupt one is repaired first.
+
+        The write path's load: a row that does not decode or validate is rebuilt from history
+        or quarantined (:func:`weightstream.repair.repair_user`, its own commit), for that
+        user alone.
+        """
         state = self._cache.get(user_id)
         if state is None:
-            state = self.store.load_state(user_id)
+            try:
+                state = load_checked(self.store, user_id, self.validator)
+            except StateCorruptionError as exc:
+                state = self._repair(user_id, exc)
             if state is not None:
-                state = self._checked(state)
                 self._cache[user_id] = state
         return state
 
@@ -194,26 +216,23 @@ class Processor:
                 self._cache.pop(uid, None)
 
     def _checked(self, state: UserState) -> UserState:
-        """``state`` if valid; else the user rebuilt from history (and stored), others untouched."""
+        """``state`` if valid; else the user repaired (see :meth:`load_state`)."""
         try:
-            self.check_loaded(state)
+            check_state(state, self.validator)
             return state
         except StateCorruptionError as exc:
-            _log.warning("user %s: %s; rebuilding from history", state.user_id, exc.message)
-            rebuilt = apply_rebuild(
-                self.store, rebuild_user(self.store, state.user_id, self.config)
-            )
-            if rebuilt is None:
-                raise
-            self.check_loaded(rebuilt)
-            return rebuilt
+            return self._repair(state.user_id, exc)
+
+    def _repair(self, user_id: str, exc: StateCorruptionError) -> UserState:
+        state = repair_user(
+            self.store, user_id, self.config, exc, validator=self.validator, clock=self.clock
+        )
+        self._cache[user_id] = state
+        return state
 
     def check_loaded(self, state: UserState) -> None:
-        problems = self.validator.user_state_problems(state)
-        if problems:
-            raise StateCorruptionError(
-                f"stored state fails validation: {'; '.join(problems)}", user_id=state.user_id
-            )
+        """Raise :class:`StateCorruptionError` if a loaded ``state`` fails validation."""
+        check_state(state, self.validator)
 
     # -- one reading ---------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from weightstream import faults
 from weightstream.config import Config
-from weightstream.errors import ResetError
+from weightstream.errors import ResetError, StateCorruptionError
 from weightstream.model import (
     Measurement,
     Result,
@@ -144,7 +144,11 @@ def rebuild_user(store: StateStore, user_id: str, config: Config) -> Rebuild:
         for row, new in zip(rows, results, strict=True)
         if _decision(row.result) != _decision(new)
     ]
-    return Rebuild(user_id, rebuilt, store.load_state(user_id), len(rows), changed)
+    try:
+        live = store.load_state(user_id)
+    except StateCorruptionError:
+        live = None  # a row that does not decode; weightstream.repair replaces it
+    return Rebuild(user_id, rebuilt, live, len(rows), changed)
 
 
 def apply_rebuild(store: StateStore, rebuild: Rebuild) -> UserState | None:

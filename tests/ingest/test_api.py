@@ -19,6 +19,7 @@ def test_all_is_pinned() -> None:
             "parse_timestamp",
             "to_kg",
             "to_measurement",
+            "validate_reading",
         ]
     )
     for name in ingest.__all__:

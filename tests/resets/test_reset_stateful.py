@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,9 @@ class ResetMachine(RuleBasedStateMachine):
         self.db = self.dir / "ws.db"
         self.store = SQLiteStore(self.db)
         self.manager = FaultyResetManager(CONFIG)
-        clock = FakeClock()
+        # far ahead: the machine's gaps add up to decades after T0, and a reading after the
+        # clock's now (plus a day) is invalid (a timestamp in the future)
+        clock = FakeClock(start=datetime(2200, 1, 1, tzinfo=UTC))
         # breaker behaviour is tested in test_breaker.py; here it must never open
         breaker = CircuitBreaker(failure_threshold=10**9, clock=clock)
         self.p = Processor(self.store, CONFIG, clock=clock, manager=self.manager, breaker=breaker)

@@ -7,6 +7,8 @@
         item = to_measurement(raw, config=config, now=clock.now())
         # item is a Measurement, or a RowProblem(reason, field, message)
 
+    item = validate_reading(m, config=config, now=clock.now())   # a Measurement built in code
+
 Every module states its policy in its docstring: :mod:`.csv_reader` (lines, quoting, columns),
 :mod:`.numbers` (which texts are numbers), :mod:`.units` (factors, refused units),
 :mod:`.timestamps` (forms, zones, epoch seconds vs milliseconds), :mod:`.rows` (the order
@@ -16,7 +18,7 @@ of checks and the reading id).
 from weightstream.ingest._problem import RowProblem
 from weightstream.ingest.csv_reader import CsvInput, MalformedRow, RawRow, file_digest, open_csv
 from weightstream.ingest.numbers import parse_number
-from weightstream.ingest.rows import to_measurement
+from weightstream.ingest.rows import to_measurement, validate_reading
 from weightstream.ingest.timestamps import parse_timestamp
 from weightstream.ingest.units import to_kg
 
@@ -31,4 +33,5 @@ __all__ = [
     "parse_timestamp",
     "to_kg",
     "to_measurement",
+    "validate_reading",
 ]

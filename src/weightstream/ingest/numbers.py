@@ -22,13 +22,14 @@ the unit (see :mod:`weightstream.ingest.rows`). Messages never contain the value
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from typing import Final
 
 from weightstream.ingest._problem import ASCII_WHITESPACE, NULL_TOKENS, RowProblem
 from weightstream.model import Reason
 
-__all__ = ["parse_number"]
+__all__ = ["parse_number", "check_number"]
 
 _FIELD: Final = "weight"
 _NON_FINITE_WORDS: Final = frozenset(
@@ -54,6 +55,9 @@ _UNDERSCORE: Final = RowProblem(
     Reason.NOT_A_NUMBER, _FIELD, "weight has '_' digit separators; refused, not corrected"
 )
 _NOT_PLAIN: Final = RowProblem(Reason.NOT_A_NUMBER, _FIELD, "weight is not a plain decimal number")
+_NOT_REAL: Final = RowProblem(
+    Reason.NOT_A_NUMBER, _FIELD, "weight is not a real number (int or float; text is not parsed)"
+)
 
 
 def parse_number(text: str | None) -> float | RowProblem:
@@ -82,6 +86,31 @@ def parse_number(text: str | None) -> float | RowProblem:
     if value <= 0.0:
         return _NON_POSITIVE
     return value
+
+
+def check_number(value: object) -> float | RowProblem:
+    """A weight given as a value, not a text (library, API): the checks and reasons of
+    :func:`parse_number` after it has read its text.
+
+    Any real number but ``bool`` is a number; a text is refused, not parsed (a caller with a
+    text has a file-like row and should use :func:`weightstream.ingest.to_measurement`).
+
+    >>> check_number(72)
+    72.0
+    >>> [check_number(v).reason.value for v in ("72", True, float("nan"), 10**400, -0.0)]
+    ['not_a_number', 'not_a_number', 'non_finite', 'non_finite', 'non_positive']
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return _NOT_REAL
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return _NON_FINITE
+    if not math.isfinite(number):
+        return _NON_FINITE
+    if number <= 0.0:
+        return _NON_POSITIVE
+    return number
 
 
 def _classify(body: str) -> RowProblem | None:

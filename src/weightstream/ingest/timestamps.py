@@ -125,6 +125,33 @@ class TimestampParser:
         if len(body) > 10 and body[10] not in _SEPARATORS and body[7] == "-":
             # fromisoformat takes any character between date and time, e.g. "2025-01-22x13:00".
             return _bad(text, "date and time must be separated by 'T' or a space")
+        return self._instant(parsed, text)
+
+    def instant(self, when: object) -> datetime | RowProblem:
+        """A time given as a value, not a text (library, API): the same policy and reasons.
+
+        A ``datetime`` is taken as a text in ISO form would be (naive = UTC, an offset is
+        applied) and bounded the same way; anything else (a ``date``, a number, a text) is
+        ``BAD_TIMESTAMP``. Messages quote ``when.isoformat()``.
+
+        >>> parse = TimestampParser(now=datetime(2025, 3, 1, tzinfo=UTC), config=ValidationConfig())
+        >>> parse.instant(datetime(2025, 1, 22, 13, 3))
+        datetime.datetime(2025, 1, 22, 13, 3, tzinfo=datetime.timezone.utc)
+        >>> [parse.instant(t).reason.value for t in (datetime(2999, 1, 1), "2025-01-22")]
+        ['timestamp_in_future', 'bad_timestamp']
+        """
+        if not isinstance(when, datetime):
+            kind = type(when).__name__
+            return RowProblem(
+                Reason.BAD_TIMESTAMP, _FIELD, f"timestamp is a {kind}, not a datetime"
+            )
+        try:
+            text = when.isoformat()
+        except (TypeError, ValueError, OverflowError):  # a tzinfo that does not work
+            return _bad("?", "its time zone gives no valid offset")
+        return self._instant(when, text)
+
+    def _instant(self, parsed: datetime, text: str) -> datetime | RowProblem:
         try:
             when = _to_utc(parsed)
         except OverflowError:

@@ -45,10 +45,18 @@ class UnitOfWork:
     recoveries: list[RecoveryAttempt] = field(default_factory=list)
     last_good: dict[str, tuple[UserState, datetime]] = field(default_factory=dict)
     position: tuple[str, int] | None = None
+    #: Users whose stored row is corrupt, with its ``version`` column exactly as stored: the
+    #: staged state replaces that row only while the column still holds that raw value.
+    corrupt_versions: dict[str, object] = field(default_factory=dict)
 
     def put_state(self, state: UserState, expected_version: int) -> None:
         """Stage ``state``; ``expected_version`` is the version stored before this unit."""
         self.expected_versions.setdefault(state.user_id, expected_version)
+        self.states[state.user_id] = state
+
+    def replace_corrupt(self, state: UserState, stored_version: object) -> None:
+        """Stage ``state`` over a corrupt stored row whose raw version is ``stored_version``."""
+        self.corrupt_versions[state.user_id] = stored_version
         self.states[state.user_id] = state
 
     def __len__(self) -> int:
@@ -81,7 +89,12 @@ class StateStore(Protocol):
         ...
 
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """Stored states of several users (unknown users are absent)."""
+        """Stored states of several users (unknown users are absent).
+
+        Each row is decoded on its own: a row that does not decode is left out too (load that
+        user alone with :meth:`load_state` to get its StateCorruptionError), so one corrupt
+        row never fails the others.
+        """
         ...
 
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
@@ -105,7 +118,11 @@ class StateStore(Protocol):
         ...
 
     def last_good(self, user_id: str) -> tuple[UserState, datetime] | None:
-        """The user's last-known-good state and when it was taken."""
+        """The user's last-known-good state and when it was taken.
+
+        None also for a snapshot that does not decode: it is only a fallback, and the chain
+        goes on to the recovery service (a state it gives is validated before use anyway).
+        """
         ...
 
     def position(self, input_id: str) -> int:

@@ -14,6 +14,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+from weightstream.errors import StateCorruptionError
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -116,6 +117,33 @@ def state_to_row(state: UserState) -> tuple[Any, ...]:
 
 
 def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
+    """The state in a stored row; a row that does not decode raises StateCorruptionError.
+
+    Decoding is strict, because SQLite keeps whatever type it is given: every integer column
+    must hold an integer (a version of at least 1, counts not negative, times within the
+    datetime range), every float column a number or NULL (NULL, SQLite's NaN, reads back as
+    NaN so the validator names it), flags 0 or 1, reset types known names, the buffers JSON
+    lists of ``[time, weight, source]``. The error names the field, never its value.
+    """
+    values = tuple(row)
+    if len(values) != len(STATE_COLUMNS):
+        raise StateCorruptionError(
+            f"stored state row has {len(values)} columns, expected {len(STATE_COLUMNS)}",
+            operation="load_state",
+        )
+    user_id, version = values[0], values[1]
+    try:
+        return _decode_state(values)
+    except _Bad as bad:
+        raise StateCorruptionError(
+            f"stored state does not decode: {bad.field}: {bad.why}",
+            user_id=user_id if isinstance(user_id, str) else None,
+            operation="load_state",
+            stored_version=version,
+        ) from None
+
+
+def _decode_state(values: tuple[Any, ...]) -> UserState:
     (
         user_id,
         version,
@@ -139,32 +167,135 @@ def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
         last_reset,
         last_reset_type,
         accepted_count,
-    ) = tuple(row)
+    ) = values
+    if not isinstance(user_id, str) or not user_id:
+        raise _Bad("user_id", "not a non-empty text")
     kalman = None
-    if has_kalman:
+    if _flag(has_kalman, "has_kalman"):
         kalman = KalmanState(
-            x=(_f(x0), _f(x1)),
-            P=((_f(p00), _f(p01)), (_f(p10), _f(p11))),
-            timestamp=from_micros(kalman_ts),
+            x=(_num(x0, "x0"), _num(x1, "x1")),
+            P=(
+                (_num(p00, "p00"), _num(p01, "p01")),
+                (_num(p10, "p10"), _num(p11, "p11")),
+            ),
+            timestamp=_time(kalman_ts, "kalman_ts"),
         )
     return UserState(
         user_id=user_id,
         kalman=kalman,
         adaptation=AdaptationState(
-            is_adapting=bool(adapting),
-            adaptation_start=dt(adapt_start),
-            adaptation_factor=_f(adapt_factor),
-            measurements_since_reset=int(adapt_n),
-            reset_type=_reset_type(adapt_type),
+            is_adapting=_flag(adapting, "adapting"),
+            adaptation_start=_opt_time(adapt_start, "adapt_start"),
+            adaptation_factor=_num(adapt_factor, "adapt_factor"),
+            measurements_since_reset=_count(adapt_n, "adapt_n"),
+            reset_type=_stored_reset_type(adapt_type, "adapt_type"),
         ),
-        buffer=_unpack(buffer),
-        rejected=_unpack(rejected),
-        last_accepted_at=dt(last_accepted),
-        last_event_at=dt(last_event),
-        last_reset_at=dt(last_reset),
-        last_reset_type=_reset_type(last_reset_type),
-        accepted_count=int(accepted_count),
-        version=int(version),
+        buffer=_unpack_stored(buffer, "buffer"),
+        rejected=_unpack_stored(rejected, "rejected"),
+        last_accepted_at=_opt_time(last_accepted, "last_accepted"),
+        last_event_at=_opt_time(last_event, "last_event"),
+        last_reset_at=_opt_time(last_reset, "last_reset"),
+        last_reset_type=_stored_reset_type(last_reset_type, "last_reset_type"),
+        accepted_count=_count(accepted_count, "accepted_count"),
+        version=_version(version),
+    )
+
+
+class _Bad(Exception):
+    """One field of a stored row that does not decode (internal to :func:`row_to_state`)."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(field, why)
+        self.field = field
+        self.why = why
+
+
+#: Versions are SQLite INTEGERs (signed 64 bits); one this large cannot be followed by another.
+_MAX_VERSION = 2**62
+
+
+def _int(value: Any, name: str) -> int:
+    if type(value) is not int:
+        raise _Bad(name, f"{_kind(value)} where an integer must be")
+    return value
+
+
+def _version(value: Any) -> int:
+    v = _int(value, "version")
+    if not 1 <= v < _MAX_VERSION:
+        raise _Bad("version", "not between 1 and 2**62")
+    return v
+
+
+def _count(value: Any, name: str) -> int:
+    v = _int(value, name)
+    if v < 0:
+        raise _Bad(name, "negative count")
+    return v
+
+
+def _flag(value: Any, name: str) -> bool:
+    if _int(value, name) not in (0, 1):
+        raise _Bad(name, "a flag that is neither 0 nor 1")
+    return bool(value)
+
+
+def _num(value: Any, name: str) -> float:
+    """A stored float; NULL (SQLite's NaN) reads back as NaN so the validator names it."""
+    if value is None:
+        return math.nan
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise _Bad(name, f"{_kind(value)} where a number must be")
+
+
+def _time(value: Any, name: str) -> datetime:
+    micros = _int(value, name)
+    try:
+        return from_micros(micros)
+    except OverflowError:
+        raise _Bad(name, "a time outside the datetime range") from None
+
+
+def _opt_time(value: Any, name: str) -> datetime | None:
+    return None if value is None else _time(value, name)
+
+
+def _stored_reset_type(value: Any, name: str) -> ResetType | None:
+    if value is None:
+        return None
+    try:
+        return ResetType(value)
+    except ValueError:
+        raise _Bad(name, "not a known reset type") from None
+
+
+def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
+    if not isinstance(text, str):
+        raise _Bad(name, f"{_kind(text)} where JSON text must be")
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise _Bad(name, "not JSON") from None
+    if not isinstance(items, list):
+        raise _Bad(name, "JSON that is not a list")
+    out = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], str)):
+            raise _Bad(name, "an entry that is not [time, weight, source]")
+        t, w, source = item
+        out.append(BufferedReading(_time(t, name), _num(w, name), source))
+    return tuple(out)
+
+
+def _kind(value: Any) -> str:
+    """The SQL-ish kind of a stored value, for messages (never the value itself)."""
+    if value is None:
+        return "NULL"
+    return {str: "text", bytes: "blob", float: "a real", int: "an integer"}.get(
+        type(value), type(value).__name__
     )
 
 
@@ -172,15 +303,6 @@ def _pack(readings: tuple[BufferedReading, ...]) -> str:
     return json.dumps(
         [[to_micros(b.timestamp), b.weight_kg, b.source] for b in readings], separators=(",", ":")
     )
-
-
-def _unpack(text: str) -> tuple[BufferedReading, ...]:
-    return tuple(BufferedReading(from_micros(t), float(w), s) for t, w, s in json.loads(text))
-
-
-def _f(value: Any) -> float:
-    """A stored float; NULL (SQLite's NaN) reads back as NaN so the validator catches it."""
-    return float("nan") if value is None else float(value)
 
 
 READING_COLUMNS = (

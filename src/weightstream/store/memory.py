@@ -51,6 +51,10 @@ class MemoryStore:
     def _check(self, unit: UnitOfWork) -> None:
         for uid, state in unit.states.items():
             stored = self._states.get(uid)
+            if uid in unit.corrupt_versions:
+                if stored is None or stored.version != unit.corrupt_versions[uid]:
+                    raise ConflictError("corrupt user state changed under its repair", user_id=uid)
+                continue
             expected = unit.expected_versions.get(uid, state.version - 1)
             if (stored.version if stored else 0) != expected:
                 raise ConflictError("user state changed under this unit", user_id=uid)

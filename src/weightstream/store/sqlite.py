@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from weightstream import faults
 from weightstream.config import StoreConfig
 from weightstream.errors import (
     ConflictError,
+    StateCorruptionError,
     StorageError,
     StorageFullError,
     StoreBusyError,
@@ -54,6 +55,8 @@ __all__ = ["SQLiteStore"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _CHUNK = 500  # host parameters per IN (...) query
+_MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
+_MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
 
 _STATE_COLS = ", ".join(codec.STATE_COLUMNS)
 _STATE_MARKS = ", ".join("?" * len(codec.STATE_COLUMNS))
@@ -236,8 +239,12 @@ class SQLiteStore:
                 [codec.result_to_row(input_id, r) for input_id, r in unit.results],
             )
         if unit.states:
-            fresh, known = [], []
+            fresh, known, corrupt = [], [], []
             for uid, state in unit.states.items():
+                if uid in unit.corrupt_versions:
+                    raw_version = unit.corrupt_versions[uid]
+                    corrupt.append((*codec.state_to_row(state)[1:], uid, raw_version))
+                    continue
                 expected = unit.expected_versions.get(uid, state.version - 1)
                 if state.version <= expected:
                     raise ConflictError("state version does not move forward", user_id=uid)
@@ -261,6 +268,13 @@ class SQLiteStore:
                     raise ConflictError(
                         f"{len(known) - cur.rowcount} user state(s) changed under this unit"
                     )
+            for row in corrupt:  # a repair: only over the corrupt row exactly as it was read
+                cur = c.execute(
+                    f"UPDATE user_states SET {_STATE_SETS} WHERE user_id = ? AND version IS ?",
+                    row,
+                )
+                if cur.rowcount != 1:
+                    raise ConflictError("corrupt user state changed under its repair")
             faults.crash_point("store.after_state")
         if unit.last_good:
             c.executemany(
@@ -310,7 +324,10 @@ class SQLiteStore:
             for row in self._query(
                 f"SELECT {_STATE_COLS} FROM user_states WHERE user_id IN ({marks})", chunk
             ):
-                state = codec.row_to_state(row)
+                try:
+                    state = codec.row_to_state(row)
+                except StateCorruptionError:
+                    continue  # left out: load_state of that user alone raises it
                 out[state.user_id] = state
         return out
 
@@ -372,7 +389,13 @@ class SQLiteStore:
         )
         if not rows:
             return None
-        return codec.row_to_state(rows[0][:-1]), from_micros(rows[0][-1])
+        taken_at = rows[0][-1]
+        if type(taken_at) is not int or not _MIN_US <= taken_at <= _MAX_US:
+            return None  # a snapshot that does not decode is no last-known-good state
+        try:
+            return codec.row_to_state(rows[0][:-1]), from_micros(taken_at)
+        except StateCorruptionError:
+            return None
 
     def position(self, input_id: str) -> int:
         rows = self._query("SELECT position FROM input_positions WHERE input_id = ?", (input_id,))
