@@ -114,7 +114,11 @@ class ValidationConfig(_Section):
 
     min_weight_kg: Positive = 20.0
     max_weight_kg: Positive = 500.0
-    min_year: int = Field(default=1900, ge=1)
+    # The floor of event times: readings before 1 January of this year (UTC) are
+    # TIMESTAMP_TOO_OLD. 1990: connected scales and the exports they feed are far younger, so an
+    # earlier date is a mistake, nearly always an epoch value misread (0, -1, or 20250122 read
+    # as seconds, all in 1969-1970), never an old weight. Lower it to load older records.
+    min_year: int = Field(default=1990, ge=1)
     # Scales with a wrong clock run ahead by hours; more than a day is a bad timestamp.
     max_future_skew_s: NonNegative = 86_400.0
 

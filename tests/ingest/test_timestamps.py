@@ -16,6 +16,7 @@ from weightstream.model import Reason
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 CFG = ValidationConfig()
+NO_FLOOR = ValidationConfig(min_year=1)  # parsing mechanics alone, without the 1990 floor
 
 
 def parse(text: str | None, now: datetime = NOW, config: ValidationConfig = CFG) -> object:
@@ -79,7 +80,8 @@ def test_naive_time_is_utc() -> None:
 )
 def test_epoch_seconds_and_milliseconds_told_apart_by_size(text: str, expected: datetime) -> None:
     """Epoch numbers below 1e11 are seconds, from 1e11 up milliseconds."""
-    assert parse(text, now=datetime(9000, 1, 1, tzinfo=UTC)) == expected.replace(tzinfo=UTC)
+    when = parse(text, now=datetime(9000, 1, 1, tzinfo=UTC), config=NO_FLOOR)
+    assert when == expected.replace(tzinfo=UTC)
 
 
 def test_epoch_threshold_is_documented_value() -> None:
@@ -95,7 +97,7 @@ def test_milliseconds_are_not_read_as_seconds() -> None:
 
 def test_all_digit_text_is_epoch_not_iso_basic() -> None:
     """'20250122' is an epoch number (1970-08-23), not the ISO basic date 2025-01-22."""
-    result = parse("20250122")
+    result = parse("20250122", config=NO_FLOOR)
     assert isinstance(result, datetime) and result.date().isoformat() == "1970-08-23"
 
 
@@ -137,9 +139,9 @@ def test_unparseable_timestamps(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "1899-12-31T23:59:59Z",
-        "1899-12-31",
-        "1900-01-01T00:30:00+01:00",  # 1899-12-31T23:30 UTC
+        "1989-12-31T23:59:59Z",
+        "1989-12-31",
+        "1990-01-01T00:30:00+01:00",  # 1989-12-31T23:30 UTC
         "0001-01-01T00:00:00+01:00",  # would overflow when converted
         "-5000000000",
         "-" + "9" * 30,
@@ -151,8 +153,11 @@ def test_before_min_year_is_too_old(text: str) -> None:
 
 
 def test_min_year_boundary_and_config() -> None:
-    """1900-01-01T00:00Z is accepted by default; min_year from config moves the limit."""
-    assert parse("1900-01-01") == datetime(1900, 1, 1, tzinfo=UTC)
+    """1990-01-01T00:00Z is accepted by default; min_year from config moves the limit."""
+    assert parse("1990-01-01") == datetime(1990, 1, 1, tzinfo=UTC)
+    assert parse("1899-12-31", config=ValidationConfig(min_year=1800)) == datetime(
+        1899, 12, 31, tzinfo=UTC
+    )
     assert reason("1999-12-31", config=ValidationConfig(min_year=2000)) is (
         Reason.TIMESTAMP_TOO_OLD
     )
@@ -212,12 +217,12 @@ def test_bound_parser_matches_function() -> None:
 
 @given(
     st.datetimes(
-        min_value=datetime(1900, 1, 1),
+        min_value=datetime(1990, 1, 1),
         max_value=datetime(2025, 6, 1),
         timezones=st.sampled_from(
             [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
         ),
-    ).filter(lambda d: d.astimezone(UTC).year >= 1900),
+    ).filter(lambda d: d.astimezone(UTC).year >= 1990),
     st.sampled_from(["T", " "]),
 )
 def test_isoformat_round_trips(when: datetime, separator: str) -> None:
@@ -262,3 +267,18 @@ def test_accepted_iso_text_is_exactly_what_fromisoformat_reads(text: str) -> Non
             expected = expected.replace(tzinfo=UTC)
         assert result == expected
         assert body[10:11] in ("", "T", "t", " ") or body[7:8] != "-"
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "20250122", "631151999", "1989-12-31T23:59:59Z"])
+def test_epoch_mistakes_are_refused_by_the_default_floor(text: str) -> None:
+    """Issue 10, epoch values: 0, -1 and 20250122 read as seconds are 1969-1970 dates; with the
+    default floor (1990-01-01) they are TIMESTAMP_TOO_OLD, as is the last second before it.
+    On the old main they parsed as 1970 dates."""
+    assert CFG.min_year == 1990
+    assert reason(text) is Reason.TIMESTAMP_TOO_OLD
+
+
+def test_the_floor_itself_and_plausible_epoch_seconds_are_accepted() -> None:
+    """631152000 (1990-01-01T00:00Z in seconds) and a 2025 epoch value pass the default floor."""
+    assert parse("631152000") == datetime(1990, 1, 1, tzinfo=UTC)
+    assert isinstance(parse("1737550000"), datetime)

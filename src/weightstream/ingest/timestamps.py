@@ -14,7 +14,8 @@ Accepted forms (after trimming ASCII whitespace):
   milliseconds. ``1e11`` seconds is the year 5138, so no plausible reading in seconds is that
   large, while milliseconds below ``1e11`` are before March 1973 and are read as seconds. An
   all-digit text such as ``20250122`` is therefore an epoch number (1970-08-23), not an ISO
-  "basic" date.
+  "basic" date, and so refused by the default floor (``min_year`` 1990), as are ``0`` and
+  ``-1``: such values are nearly always a mistake, not a reading from 1970.
 
 Zones: a time without an offset is UTC ("naive = UTC", as the exports are); an offset is applied
 (``13:00+02:00`` is 11:00 UTC). The result always carries :data:`datetime.UTC`.
@@ -225,7 +226,7 @@ def parse_timestamp(
     >>> now = datetime(2025, 3, 1, tzinfo=UTC)
     >>> parse_timestamp("2025-01-17", now=now, config=ValidationConfig()).isoformat()
     '2025-01-17T00:00:00+00:00'
-    >>> parse_timestamp("1899-12-31", now=now, config=ValidationConfig()).reason.value
+    >>> parse_timestamp("1989-12-31", now=now, config=ValidationConfig()).reason.value
     'timestamp_too_old'
     """
     global _cached
