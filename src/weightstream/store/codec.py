@@ -121,9 +121,12 @@ def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
 
     Decoding is strict, because SQLite keeps whatever type it is given: every integer column
     must hold an integer (a version of at least 1, counts not negative, times within the
-    datetime range), every float column a number or NULL (NULL, SQLite's NaN, reads back as
-    NaN so the validator names it), flags 0 or 1, reset types known names, the buffers JSON
-    lists of ``[time, weight, source]``. The error names the field, never its value.
+    datetime range), every float column a number or NULL (NULL is how SQLite stores a NaN: it
+    reads back as NaN), flags 0 or 1, reset types known names, the buffers JSON lists of
+    ``[time, weight, source]``. The error names the field, never its value. What decodes may
+    still be invalid (NaN, an infinite weight, P not positive definite): the validator's
+    checks come after, in :func:`weightstream.repair.load_checked`, which raises the same
+    error.
     """
     values = tuple(row)
     if len(values) != len(STATE_COLUMNS):
@@ -241,7 +244,7 @@ def _flag(value: Any, name: str) -> bool:
 
 
 def _num(value: Any, name: str) -> float:
-    """A stored float; NULL (SQLite's NaN) reads back as NaN so the validator names it."""
+    """A stored float; NULL (SQLite's NaN) reads back as NaN, for the validator to name."""
     if value is None:
         return math.nan
     if type(value) is float:
