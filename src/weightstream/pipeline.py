@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
 from pathlib import Path
 
 from weightstream import faults
@@ -163,13 +162,18 @@ def _load(
                     share(src, src),
                 )
             )
-    # Order by (user, event time, line) without building a key tuple per row: ``valid`` is in
-    # line order and sorts are stable, so by time, then by user, gives exactly that order
-    # (aware datetimes order as their microseconds do).
-    valid.sort(key=itemgetter(3))
-    valid.sort(key=itemgetter(2))
+    # Order by user, event time, then content (source, unit, value, id), the processing order
+    # of weightstream.model.order_key: readings at the same instant never depend on where
+    # they stand in the file. ``valid`` is in line order and the sort is stable, so rows that
+    # tie on everything (the same reading twice) keep line order.
+    valid.sort(key=_processing_order)
     invalid.extend(valid)
     return invalid
+
+
+def _processing_order(v: Valid) -> tuple[str, datetime, str, str, float, str]:
+    _, ident, user, when, value, unit, _, src = v
+    return (user, when, src, unit, value, ident or "")
 
 
 def _invalid_result(line: int, problem: RowProblem) -> Result:
