@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from weightstream import kalman, synth
+from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config, load_config
 from weightstream.ingest import RawRow, to_measurement
 from weightstream.model import Measurement, Verdict
@@ -99,7 +100,6 @@ __all__ = [
     "seed_for",
 ]
 
-DAY = 86_400.0
 STALE_DAYS = 14.0
 LAG_BURN_IN_DAYS = 7.0
 TREND_BURN_IN_DAYS = 14.0
@@ -296,7 +296,7 @@ class Prepared:
 
 
 def _days(when: datetime) -> float:
-    return when.timestamp() / DAY
+    return when.timestamp() / SECONDS_PER_DAY
 
 
 def _truth_days(text: str) -> float:

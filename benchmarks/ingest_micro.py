@@ -23,6 +23,7 @@ from pathlib import Path
 if importlib.util.find_spec("weightstream") is None:  # not installed: use the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from weightstream.clock import SECONDS_PER_DAY  # noqa: E402
 from weightstream.config import Config  # noqa: E402
 from weightstream.ingest import (  # noqa: E402
     open_csv,
@@ -43,7 +44,7 @@ def generate(rows: int, seed: int) -> list[str]:
     start = datetime(2024, 1, 1)
     lines = []
     for n in range(rows):
-        when = start + timedelta(seconds=rng.randrange(0, 400 * 86_400))
+        when = start + timedelta(seconds=rng.randrange(0, 400 * SECONDS_PER_DAY))
         ingested = when + timedelta(days=rng.randrange(0, 20), milliseconds=rng.randrange(1000))
         weight = rng.uniform(50, 150)
         unit = "kg"

@@ -110,6 +110,7 @@ Reading = tuple[str, float, float, float]  # user, time (days), weight (kg), R (
 
 def _readings(export: Path) -> list[Reading]:
     """The export's rows that parse as a weight (kg or pounds) and a time, unsorted."""
+    from weightstream.clock import SECONDS_PER_DAY
     from weightstream.config import Config
 
     config = Config()
@@ -134,7 +135,7 @@ def _readings(export: Path) -> list[Reading]:
             if unit in _POUNDS:
                 kg *= _LB_KG
             r = base_r * sources.multiplier(row[c_source])
-            readings.append((row[c_user], at.timestamp() / 86_400.0, kg, r))
+            readings.append((row[c_user], at.timestamp() / SECONDS_PER_DAY, kg, r))
     return readings
 
 

@@ -11,7 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
+__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK", "SECONDS_PER_DAY"]
+
+#: Seconds in a day (UTC has no leap seconds in Python's arithmetic). An ``int``, so
+#: microsecond arithmetic stays exact; dividing a float of seconds by it gives days.
+SECONDS_PER_DAY = 86_400
 
 
 @runtime_checkable

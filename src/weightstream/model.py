@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from weightstream.clock import SECONDS_PER_DAY
+
 __all__ = [
     "Verdict",
     "Reason",
@@ -111,7 +113,7 @@ def to_micros(when: datetime) -> int:
     1000005
     """
     delta = when - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (delta.days * SECONDS_PER_DAY + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_micros(micros: int) -> datetime:

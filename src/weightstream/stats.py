@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from weightstream.clock import SECONDS_PER_DAY
 from weightstream.model import ResetAudit, ResetOutcome
 from weightstream.store.base import StateStore
 
@@ -59,8 +60,6 @@ RECOVERY_SUCCESS_TARGET = 0.95
 ROLLBACK_SUCCESS_TARGET = 1.0
 BREAKER_OPENS_PER_DAY_TARGET = 1.0
 RESET_DURATION_TARGET_MS = 5.0
-
-_DAY = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +200,7 @@ def compute_stats(store: StateStore, since: datetime | None = None) -> Stats:
     days = 0.0
     if times:
         start = since if since is not None else min(times)
-        days = max(1.0, (max(times) - start).total_seconds() / _DAY)
+        days = max(1.0, (max(times) - start).total_seconds() / SECONDS_PER_DAY)
     durations_ms = [a.duration_s * 1000.0 for a in attempted if math.isfinite(a.duration_s)]
 
     return Stats(

@@ -26,7 +26,7 @@ from weightstream.resets.breaker import (
     CircuitState,
     MemoryBreakerStorage,
 )
-from weightstream.testing_clock import FakeClock
+from weightstream.testing import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 LOGGER = "weightstream.resets.breaker"

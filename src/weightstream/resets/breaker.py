@@ -216,7 +216,7 @@ class CircuitBreaker:
     probe call is let through; ``success_threshold`` consecutive successful probes close it.
     See the module docstring for the state table, generations, counters and storage.
 
-    >>> from weightstream.testing_clock import FakeClock
+    >>> from weightstream.testing import FakeClock
     >>> clock = FakeClock()
     >>> breaker = CircuitBreaker(failure_threshold=1, timeout=60, clock=clock)
     >>> breaker.call(int, "1"), breaker.state

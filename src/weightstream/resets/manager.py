@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from weightstream import kalman
+from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.model import (
     AdaptationState,
@@ -38,7 +39,6 @@ from weightstream.model import (
 __all__ = ["ResetManager", "ResetDecision", "NOT_ADAPTING"]
 
 NOT_ADAPTING = AdaptationState()
-_DAY = 86_400.0
 
 
 class ResetDecision:
@@ -70,7 +70,7 @@ class ResetManager:
         """The reset ``m`` triggers for ``state``, if any."""
         if state is None or state.kalman is None or state.last_accepted_at is None:
             return ResetDecision(ResetType.INITIAL, "first reading")
-        gap_days = (m.timestamp - state.last_accepted_at).total_seconds() / _DAY
+        gap_days = (m.timestamp - state.last_accepted_at).total_seconds() / SECONDS_PER_DAY
         if gap_days >= self._r.hard_gap_days:
             return ResetDecision(ResetType.HARD, f"gap of {gap_days:.1f} days")
         if (
@@ -85,7 +85,9 @@ class ResetManager:
     def _cooled_down(self, state: UserState, when: datetime) -> bool:
         if state.last_reset_at is None:
             return True
-        return (when - state.last_reset_at).total_seconds() / _DAY >= self._r.soft_cooldown_days
+        return (
+            when - state.last_reset_at
+        ).total_seconds() / SECONDS_PER_DAY >= self._r.soft_cooldown_days
 
     # -- applying -------------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class ResetManager:
 
 
 def _days(start: datetime, end: datetime) -> float:
-    return (end - start).total_seconds() / _DAY
+    return (end - start).total_seconds() / SECONDS_PER_DAY
 
 
 def _mat(P: tuple[tuple[float, ...], ...]) -> kalman.Mat:

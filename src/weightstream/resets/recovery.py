@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from weightstream.clock import SYSTEM_CLOCK, Clock
+from weightstream.clock import SECONDS_PER_DAY, SYSTEM_CLOCK, Clock
 from weightstream.model import (
     AdaptationState,
     KalmanState,
@@ -42,7 +42,6 @@ __all__ = ["ResetRecoveryService", "RecoveredState", "CONSERVATIVE_WEIGHT_VAR"]
 
 CONSERVATIVE_WEIGHT_VAR = 25.0
 CONSERVATIVE_TREND_VAR = 0.01
-_DAY = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +112,7 @@ class ResetRecoveryService:
         rows = self.store.accepted_between(user_id, start, m.timestamp)
         if len(rows) < self.min_readings:
             return None, f"{len(rows)} accepted readings in {self.window_days:g} days"
-        times = [(t - m.timestamp).total_seconds() / _DAY for t, _ in rows]
+        times = [(t - m.timestamp).total_seconds() / SECONDS_PER_DAY for t, _ in rows]
         weights = [w for _, w in rows]
         slope = _theil_sen(times, weights)
         t_mean = statistics.fmean(times)
@@ -136,10 +135,10 @@ class ResetRecoveryService:
         if before is None or after is None:
             return None, "no accepted readings on both sides"
         (t0, w0), (t1, w1) = before, after
-        span = (t1 - t0).total_seconds() / _DAY
+        span = (t1 - t0).total_seconds() / SECONDS_PER_DAY
         if span <= 0:
             return None, "neighbours at the same time"
-        ratio = (m.timestamp - t0).total_seconds() / _DAY / span
+        ratio = (m.timestamp - t0).total_seconds() / SECONDS_PER_DAY / span
         level = w0 + (w1 - w0) * ratio
         slope = (w1 - w0) / span
         f = self.manager.config.filter
