@@ -12,6 +12,8 @@ Why each default is what it is: see the comment on the field (figures from
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -278,6 +280,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     >>> load_config().resets.hard_gap_days
     30.0
     """
+    _check_environment(os.environ)
     settings_cls: type[Config] = Config
     if path is not None:
         path = Path(path)
@@ -300,6 +303,28 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         raise ConfigError(f"invalid configuration: {problems}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"unreadable configuration {path}: {exc}") from None
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``WEIGHTSTREAM_<SECTION>__...`` when ``<SECTION>`` is not a section.
+
+    pydantic-settings silently ignores such a variable, while an unknown key of a known
+    section is refused by the section (``extra="forbid"``): a typo such as
+    ``WEIGHTSTREAM_RESET__TRANSACTIONAL=false`` (the section is ``resets``) would change
+    nothing without a word. Variables without ``__`` (``WEIGHTSTREAM_FAULT``,
+    ``WEIGHTSTREAM_CHAOS``, ...) are not configuration and are left alone.
+    """
+    prefix = "WEIGHTSTREAM_"
+    sections = set(Config.model_fields)
+    for name in sorted(environ):
+        if not name.upper().startswith(prefix):
+            continue
+        section, nested, _ = name[len(prefix) :].partition("__")
+        if nested and section.lower() not in sections:
+            raise ConfigError(
+                f"environment variable {name}: no configuration section {section.lower()!r} "
+                f"(sections: {', '.join(sorted(sections))})"
+            )
 
 
 def to_toml(config: Config) -> str:
