@@ -146,12 +146,39 @@ class CsvInput:
         except OSError as exc:
             raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
 
-    def _rows(self, lines: Iterator[bytes | None]) -> Iterator[RawRow | MalformedRow]:
+    @property
+    def indices(self) -> Mapping[str, int]:
+        """Canonical field name -> position in a data line, for the columns in use."""
+        return self._indices
+
+    @property
+    def data_offset(self) -> int:
+        """Byte offset of the first line after the header."""
+        return self._data_offset
+
+    @property
+    def line_cap(self) -> int:
+        """No data line is longer (bytes)."""
+        return self._line_cap
+
+    def rows_of(
+        self, lines: Iterator[bytes | None], first_line: int
+    ) -> Iterator[RawRow | MalformedRow]:
+        """The rows of ``lines`` (physical lines, ``first_line`` the number of the first).
+
+        The same reading as iterating the file, for a part of it (the columnar reader hands
+        the lines it does not take to this).
+        """
+        return self._rows(lines, first_line - 1)
+
+    def _rows(
+        self, lines: Iterator[bytes | None], number: int | None = None
+    ) -> Iterator[RawRow | MalformedRow]:
         count = len(self.header)
         user, time, weight = (self._indices[f] for f in ("user_id", "timestamp", "weight"))
         unit, source, ident = (self._indices.get(f, -1) for f in ("unit", "source", "id"))
         header_user, header_weight = self.header[user], self.header[weight]
-        number = self.header_line
+        number = self.header_line if number is None else number
         for part in lines:
             number += 1
             if part is None:

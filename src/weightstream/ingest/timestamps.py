@@ -106,6 +106,11 @@ class TimestampParser:
 
     __call__ = parse
 
+    @property
+    def latest(self) -> datetime:
+        """The latest accepted instant (now plus the allowed skew), UTC."""
+        return self._latest
+
     def _slow(self, text: str) -> datetime | RowProblem:
         """Texts with surrounding whitespace, an epoch number, a null word, or junk."""
         body = text.strip(ASCII_WHITESPACE)

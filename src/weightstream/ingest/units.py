@@ -37,7 +37,7 @@ from weightstream.config import UnitConfig
 from weightstream.ingest._problem import RowProblem, quote_short
 from weightstream.model import Reason
 
-__all__ = ["to_kg", "KG_PER_LB", "KG_PER_STONE", "KG_PER_LB_AP"]
+__all__ = ["to_kg", "conversion", "KG_PER_LB", "KG_PER_STONE", "KG_PER_LB_AP"]
 
 #: The international avoirdupois pound, exactly (1959).
 KG_PER_LB: Final = 0.45359237
@@ -71,16 +71,31 @@ def to_kg(value: float, unit: str | None, config: UnitConfig) -> float | RowProb
     """
     if unit is None:
         return value
+    how = conversion(unit, config)
+    if isinstance(how, RowProblem):
+        return how
+    op, factor = how
+    return value * factor if op == "*" else value / factor
+
+
+def conversion(unit: str, config: UnitConfig) -> tuple[str, float] | RowProblem:
+    """How :func:`to_kg` converts a value in ``unit``: ``("*", factor)`` or ``("/", 1000.0)``.
+
+    The columnar reader applies it to a whole column, so both paths convert alike.
+
+    >>> conversion("lb", UnitConfig()), conversion("", UnitConfig()), conversion("g", UnitConfig())
+    (('*', 0.45359237), ('*', 1.0), ('/', 1000.0))
+    """
     key = unit.strip().lower()
     factor = _FACTORS.get(key)
     if factor is not None:
-        return value * factor
+        return ("*", factor)
     if not key:
-        return value
+        return ("*", 1.0)
     if key in _GRAMS:
-        return value / 1000.0
+        return ("/", 1000.0)
     if key == _LB_AP:
-        return value * (KG_PER_LB if config.lb_ap_is_pound else KG_PER_LB_AP)
+        return ("*", KG_PER_LB if config.lb_ap_is_pound else KG_PER_LB_AP)
     return _refuse(unit, key)
 
 

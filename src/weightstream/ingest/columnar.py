@@ -1,0 +1,418 @@
+"""A whole export read column by column: the same rows, reasons and values, many times faster.
+
+:func:`read_columns` gives, for every data line of an export, exactly what
+:mod:`weightstream.ingest.csv_reader` and :func:`~weightstream.ingest.rows.parse_row` give
+for it, line by line: a valid reading's fields, or the line's :class:`RowProblem`. It reads
+the data in blocks of lines with polars (a C-speed CSV parser) and interprets whole columns at
+once, but only where that cannot differ from the per-line rules:
+
+* **A block** is read by polars only if it is plain: no quote, NUL, carriage return or blank
+  line, valid UTF-8, the header's field count on every line, no field over the length cap
+  and no repeated header. Any other block is read by the line reader
+  (:meth:`CsvInput.rows_of`), which knows every malformed case.
+* **A row** is interpreted here only if each field has its plain form: a user id with no
+  surrounding white space that is not a null word; an ISO ``YYYY-MM-DD[ T]HH:MM:SS`` time
+  (no zone; fractions of 3 or 6 digits) inside the configured range; a weight of ASCII digits
+  with at most one point; a known mass unit (converted by
+  :func:`~weightstream.ingest.units.conversion`, the function ``to_kg`` uses); a weight in kg
+  inside the configured range. Any other row goes to :func:`parse_row`, whose verdict and
+  message it then gets. Low-cardinality texts (units, sources) are interpreted once per
+  distinct value by the per-line functions themselves.
+
+The column types here (polars' decimal parser, its ISO date-time parser) are held to the
+per-line path by ``tests/ingest/test_columnar.py`` on generated exports with every kind of
+trouble. Written with polars rather than by hand because it is the maintained columnar CSV
+reader of the field; the per-line path stays the reference.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from weightstream.config import Config
+from weightstream.ingest._problem import ASCII_WHITESPACE, NULL_TOKENS, RowProblem
+from weightstream.ingest.csv_reader import MAX_FIELD_CHARS, CsvInput, open_csv, physical_lines
+from weightstream.ingest.rows import UNKNOWN_SOURCE, parse_row
+from weightstream.ingest.timestamps import TimestampParser
+from weightstream.ingest.units import conversion
+from weightstream.model import to_micros
+
+__all__ = ["Columns", "read_columns", "VALID_SCHEMA"]
+
+#: The columns of the valid rows: line number, id (null when the row has none), user, event
+#: time (UTC microseconds), value as given, unit as given (trimmed), weight in kg, source.
+VALID_SCHEMA: Final = {
+    "line": pl.Int64,
+    "id": pl.String,
+    "user": pl.String,
+    "ts": pl.Int64,
+    "value": pl.Float64,
+    "unit": pl.String,
+    "weight_kg": pl.Float64,
+    "source": pl.String,
+}
+
+_BLOCK_BYTES: Final = 8 << 20
+# ASCII digits only: a regex \d would also match other scripts' digits.
+_TS_PLAIN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3}|\.[0-9]{6})?$"
+)
+_WEIGHT_PLAIN: Final = r"^[0-9]{1,15}(\.[0-9]{1,15})?$"
+_NULLS: Final = sorted(NULL_TOKENS)
+
+
+@dataclass
+class Columns:
+    """An export read whole: valid readings as columns, every other line with its problem."""
+
+    valid: pl.DataFrame
+    invalid: list[tuple[int, RowProblem]]
+    blocks_by_polars: int = 0
+    blocks_by_lines: int = 0
+    rows_by_polars: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.valid.height + len(self.invalid)
+
+
+def read_columns(
+    path: str | Path,
+    config: Config,
+    *,
+    now: datetime,
+    column_map: Mapping[str, str] | None = None,
+    block_bytes: int = _BLOCK_BYTES,
+) -> Columns:
+    """Every data line of the export at ``path``: valid rows as columns, the rest as problems."""
+    source = open_csv(path, column_map)
+    reader = _Reader(source, config, now)
+    frames: list[pl.DataFrame] = []
+    out = Columns(pl.DataFrame(schema=VALID_SCHEMA), [])
+    for first_line, block in _blocks(Path(path), source.data_offset, block_bytes):
+        frame = reader.fast(block, first_line, out.invalid)
+        if frame is None:
+            frame = reader.by_lines(block, first_line, out.invalid)
+            out.blocks_by_lines += 1
+        else:
+            out.blocks_by_polars += 1
+            out.rows_by_polars += frame.height
+            frame = reader.interpret(frame, out.invalid)
+        if frame.height:
+            frames.append(frame)
+    if reader.odd_valid:
+        frames.append(pl.DataFrame(reader.odd_valid, schema=VALID_SCHEMA, orient="row"))
+    if frames:
+        out.valid = pl.concat(frames, how="vertical")
+    out.invalid.sort(key=lambda item: item[0])
+    return out
+
+
+def _blocks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
+    """The data bytes in blocks that end at a line end, each with the number of its first line.
+
+    A block is cut after its last ``\\n``; a ``\\r`` at the cut stays with the next block.
+    """
+    with path.open("rb") as fh:
+        # Lines before the data (blank lines, the header) end with a terminator each.
+        head = fh.read(offset)
+        line = 1 + len(head.splitlines())
+        carry = b""
+        while True:
+            chunk = fh.read(size)
+            if not chunk:
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: keep reading
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield line, block
+            line += len(block.splitlines())
+        if carry:
+            yield line, carry
+
+
+_EMPTY_TEXTS: Final = pl.DataFrame(
+    schema={
+        "line": pl.Int64,
+        **dict.fromkeys(("user_id", "timestamp", "weight", "unit", "source", "id"), pl.String),
+    }
+)
+
+
+def _plain_lines(
+    block: bytes, first_line: int, width: int
+) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes]:
+    """Split a block (LF line ends, ending with one) into its plain lines and the others.
+
+    Returns the numbers of the plain lines, the other lines with their numbers, and the plain
+    lines as one block. A line is plain if it has ``width - 1`` commas and no quote or NUL.
+    """
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == 0x0A)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    commas = np.add.reduceat((data == 0x2C).astype(np.int32), starts)
+    odd_bytes = (data == 0x22) | (data == 0x00)
+    strange = np.add.reduceat(odd_bytes.astype(np.int32), starts)
+    # reduceat over an empty line (start == its end) reads the terminator: counts are 0 there
+    plain = (commas == width - 1) & (strange == 0) & (ends > starts)
+    numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
+    if plain.all():
+        return numbers, [], block
+    odd = [(int(numbers[i]), block[starts[i] : ends[i] + 1]) for i in np.flatnonzero(~plain)]
+    keep = np.flatnonzero(plain)
+    parts = [block[starts[i] : ends[i] + 1] for i in keep] if len(keep) < 64 else None
+    if parts is None:
+        # Contiguous runs of plain lines, copied run by run.
+        breaks = np.flatnonzero(np.diff(keep) != 1)
+        run_first = np.concatenate(([keep[0]], keep[breaks + 1]))
+        run_last = np.concatenate((keep[breaks], [keep[-1]]))
+        parts = [block[starts[a] : ends[b] + 1] for a, b in zip(run_first, run_last, strict=True)]
+    return numbers[plain], odd, b"".join(parts)
+
+
+class _Reader:
+    def __init__(self, source: CsvInput, config: Config, now: datetime) -> None:
+        self.source = source
+        self.config = config
+        self.now = now
+        self.width = len(source.header)
+        self.idx = source.indices
+        self.header_user = source.header[self.idx["user_id"]]
+        self.header_weight = source.header[self.idx["weight"]]
+        v = config.validation
+        # The per-line parser's range: a UTC year from ``min_year`` up to now + the skew.
+        self.min_ts = to_micros(datetime(v.min_year, 1, 1, tzinfo=UTC))
+        self.max_ts = to_micros(TimestampParser(now=now, config=v).latest)
+        self._units: dict[str, tuple[str, str, float] | None] = {}
+        self.odd_valid: list[tuple[object, ...]] = []
+        self._sources: dict[str, str] = {}
+
+    # -- a block ---------------------------------------------------------------------------
+
+    def fast(
+        self, block: bytes, first_line: int, invalid: list[tuple[int, RowProblem]]
+    ) -> pl.DataFrame | None:
+        """The block's lines as texts, read by polars; None if the block is not plain.
+
+        Lines that are not plain (a quote or a NUL byte, another field count than the
+        header's, blank) are taken out first and read by the line reader (they are rare, and
+        their rules are the line reader's). A block with a carriage return other than in CRLF
+        line ends, or that polars refuses, is left to the line reader whole.
+        """
+        if b"\r" in block:
+            if block.count(b"\r") != block.count(b"\r\n"):
+                return None
+            block = block.replace(b"\r\n", b"\n")
+        if not block.endswith(b"\n"):
+            block += b"\n"
+        numbers, odd, block = _plain_lines(block, first_line, self.width)
+        lines = len(numbers)
+        frame = None
+        if lines:
+            try:
+                frame = pl.read_csv(
+                    io.BytesIO(block),
+                    has_header=False,
+                    infer_schema=False,
+                    quote_char=None,
+                    empty_string_is_null=False,
+                    encoding="utf8",
+                    raise_if_empty=True,
+                )
+            except Exception:  # noqa: BLE001 - polars refuses the block: the line reader decides
+                return None
+            if frame.width != self.width or frame.height != lines:
+                return None
+            names = frame.columns
+            longest = frame.select(pl.all().str.len_chars().max()).row(0)
+            if max(longest) > MAX_FIELD_CHARS:
+                return None
+            user, weight = names[self.idx["user_id"]], names[self.idx["weight"]]
+            if frame.filter(
+                (pl.col(user) == self.header_user) & (pl.col(weight) == self.header_weight)
+            ).height:
+                return None
+        for number, line in odd:
+            self._line(line, number, invalid)
+        if frame is None:
+            return _EMPTY_TEXTS
+        columns: dict[str, pl.Series] = {"line": pl.Series("line", numbers)}
+        for field in ("user_id", "timestamp", "weight", "unit", "source", "id"):
+            i = self.idx.get(field)
+            columns[field] = (
+                frame.get_column(names[i]).alias(field)
+                if i is not None
+                else pl.Series(field, [None] * lines, dtype=pl.String)
+            )
+        return pl.DataFrame(columns)
+
+    def _line(self, line: bytes, number: int, invalid: list[tuple[int, RowProblem]]) -> None:
+        """One odd line through the line reader; a valid one joins the block's odd rows."""
+        for raw in self.source.rows_of(
+            physical_lines(io.BytesIO(line), self.source.line_cap), number
+        ):
+            item = parse_row(raw, config=self.config, now=self.now)
+            if isinstance(item, RowProblem):
+                invalid.append((raw.line, item))
+            else:
+                self.odd_valid.append(_row(raw.line, item))
+
+    def by_lines(
+        self, block: bytes, first_line: int, invalid: list[tuple[int, RowProblem]]
+    ) -> pl.DataFrame:
+        """The block read line by line, exactly as the line reader reads a file."""
+        rows: list[tuple[object, ...]] = []
+        lines = physical_lines(io.BytesIO(block), self.source.line_cap)
+        for raw in self.source.rows_of(lines, first_line):
+            item = parse_row(raw, config=self.config, now=self.now)
+            if isinstance(item, RowProblem):
+                invalid.append((raw.line, item))
+            else:
+                rows.append(_row(raw.line, item))
+        return pl.DataFrame(rows, schema=VALID_SCHEMA, orient="row")
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def interpret(self, frame: pl.DataFrame, invalid: list[tuple[int, RowProblem]]) -> pl.DataFrame:
+        """Valid rows of a plain block as typed columns; other rows through ``parse_row``."""
+        ws = ASCII_WHITESPACE
+        user = pl.col("user_id")
+        user_ok = (user.str.strip_chars(ws) == user) & ~(
+            (user.str.len_chars() <= 4) & user.str.to_lowercase().is_in(_NULLS)
+        )
+        ts_text = pl.col("timestamp")
+        # Seconds and the fraction apart: polars' fixed-format parser is several times faster
+        # than its fractional one, and the regex below has fixed the shape already.
+        length = ts_text.str.len_bytes()
+        fraction = (
+            pl.when(length == 23)
+            .then(ts_text.str.slice(20, 3).cast(pl.Int64, strict=False) * 1000)
+            .when(length == 26)
+            .then(ts_text.str.slice(20, 6).cast(pl.Int64, strict=False))
+            .otherwise(0)
+        )
+        ts = (
+            ts_text.str.slice(0, 19)
+            .str.replace("T", " ", literal=True)
+            .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+            .dt.epoch("us")
+            + fraction
+        )
+        ts_ok = (
+            ts_text.str.contains(_TS_PLAIN)
+            & ts.is_not_null()
+            & (ts >= self.min_ts)
+            & (ts <= self.max_ts)
+        )
+        value = pl.col("weight").cast(pl.Float64, strict=False)
+        value_ok = pl.col("weight").str.contains(_WEIGHT_PLAIN) & (value > 0.0) & value.is_finite()
+        typed = frame.with_columns(ts=ts, value=value, ok=user_ok & ts_ok & value_ok)
+        units = typed.get_column("unit").unique().to_list()
+        unit_rows = [(u, *self._unit(u)) for u in units]
+        unit_map = pl.DataFrame(
+            unit_rows,
+            schema={
+                "unit": pl.String,
+                "unit_out": pl.String,
+                "op": pl.String,
+                "factor": pl.Float64,
+            },
+            orient="row",
+        )
+        sources = typed.get_column("source").unique().to_list()
+        source_map = pl.DataFrame(
+            [(s, self._source(s)) for s in sources],
+            schema={"source": pl.String, "source_out": pl.String},
+            orient="row",
+        )
+        typed = typed.join(unit_map, on="unit", how="left", nulls_equal=True).join(
+            source_map, on="source", how="left", nulls_equal=True
+        )
+        weight_kg = (
+            pl.when(pl.col("op") == "*")
+            .then(pl.col("value") * pl.col("factor"))
+            .otherwise(pl.col("value") / pl.col("factor"))
+        )
+        limits = self.config.validation
+        typed = typed.with_columns(weight_kg=weight_kg).with_columns(
+            ok=pl.col("ok")
+            & pl.col("op").is_not_null()
+            & (pl.col("weight_kg") >= limits.min_weight_kg)
+            & (pl.col("weight_kg") <= limits.max_weight_kg)
+        )
+        ident = pl.col("id").str.strip_chars(ws)
+        ident = (
+            pl.when(
+                ident.is_null()
+                | ((ident.str.len_chars() <= 4) & ident.str.to_lowercase().is_in(_NULLS))
+            )
+            .then(None)
+            .otherwise(ident)
+        )
+        good = typed.filter(pl.col("ok")).select(
+            "line",
+            ident.alias("id"),
+            pl.col("user_id").alias("user"),
+            "ts",
+            "value",
+            pl.col("unit_out").alias("unit"),
+            "weight_kg",
+            pl.col("source_out").alias("source"),
+        )
+        rest = typed.filter(~pl.col("ok"))
+        if not rest.height:
+            return good
+        from weightstream.ingest.csv_reader import RawRow
+
+        extra: list[tuple[object, ...]] = []
+        for line, u, t, w, unit, src, i in rest.select(
+            "line", "user_id", "timestamp", "weight", "unit", "source", "id"
+        ).iter_rows():
+            item = parse_row(RawRow(line, u, t, w, unit, src, i), config=self.config, now=self.now)
+            if isinstance(item, RowProblem):
+                invalid.append((line, item))
+            else:
+                extra.append(_row(line, item))
+        if not extra:
+            return good
+        return pl.concat([good, pl.DataFrame(extra, schema=VALID_SCHEMA, orient="row")])
+
+    def _unit(self, unit: str | None) -> tuple[str | None, str | None, float | None]:
+        """(the unit as passed on, the operation, the factor), or Nones to send the row on."""
+        if unit is None:
+            return ("", "*", 1.0)
+        found = self._units.get(unit)
+        if unit not in self._units:
+            out = unit.strip(ASCII_WHITESPACE)
+            how = conversion(out, self.config.units)
+            found = None if isinstance(how, RowProblem) else (out, how[0], how[1])
+            self._units[unit] = found
+        return found if found is not None else (None, None, None)
+
+    def _source(self, source: str | None) -> str:
+        if source is None:
+            return UNKNOWN_SOURCE
+        out = self._sources.get(source)
+        if out is None:
+            body = source.strip(ASCII_WHITESPACE)
+            out = UNKNOWN_SOURCE if len(body) <= 4 and body.lower() in NULL_TOKENS else body
+            self._sources[source] = out
+        return out
+
+
+def _row(
+    line: int, item: tuple[str | None, str, datetime, float, str, float, str]
+) -> tuple[object, ...]:
+    ident, user, when, value, unit, weight_kg, source = item
+    return (line, ident, user, to_micros(when), value, unit, weight_kg, source)
