@@ -99,6 +99,8 @@ class SQLiteStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            if isinstance(_typed(exc), StoreBusyError):  # another opener or writer: retry
+                raise StoreBusyError(f"database {self.path} is locked: {exc}") from None
             raise StoreOpenError(
                 f"not a usable weightstream database: {self.path}: {exc}"
             ) from None
@@ -132,10 +134,12 @@ class SQLiteStore:
         c = self._conn
         c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         # Recognise a foreign file before anything (journal_mode = WAL) writes to it.
-        app_id = c.execute("PRAGMA application_id").fetchone()[0]
-        has_tables = c.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-        ).fetchone()[0]
+        # One statement, one snapshot: read apart, a first opener racing this one could set the
+        # id and create its tables in between, and a fresh file would look foreign.
+        app_id, has_tables = c.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT count(*) FROM sqlite_master WHERE type = 'table')"
+        ).fetchone()
         if app_id == 0 and has_tables == 0:
             c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         elif app_id != APPLICATION_ID:
@@ -145,7 +149,22 @@ class SQLiteStore:
         cache_mb, checkpoint_pages = self._tuning
         c.execute(f"PRAGMA cache_size = {-1024 * cache_mb}")
         c.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
-        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # Two first openers switching a fresh file to WAL at once: SQLite fails one of them
+        # at once with "database is locked" (waiting there could deadlock), so wait here,
+        # within the busy timeout, then report busy (exit 75), never an unusable database.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                typed = _typed(exc)
+                if not isinstance(typed, StoreBusyError):
+                    raise
+                if time.monotonic() >= deadline:
+                    c.close()
+                    raise typed from None
+                time.sleep(0.01)
         c.execute("PRAGMA synchronous = FULL")
         sync = c.execute("PRAGMA synchronous").fetchone()[0]
         c.execute("PRAGMA foreign_keys = ON")
@@ -156,28 +175,57 @@ class SQLiteStore:
             )
 
     def _migrate(self) -> None:
+        """Apply each missing migration in its own transaction, read under the write lock.
+
+        ``BEGIN IMMEDIATE`` comes *before* the migration table is read: two processes opening
+        one fresh database would otherwise both see no migrations and the second would fail
+        on "table already exists". Under the lock the table is read again, so a waiting opener
+        finds the work done. A lock not obtained within ``busy_timeout`` is
+        :class:`StoreBusyError` (exit 75, retry), never an "unusable database". A database with
+        every migration applied is recognised without taking the lock (readers never wait).
+        """
         c = self._conn
-        c.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-        )
-        done = {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
-        for version, description, statements in MIGRATIONS:
-            if version in done:
-                continue
-            c.execute("BEGIN IMMEDIATE")
+
+        def applied() -> set[int]:
+            if not c.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                "AND name = 'schema_migrations'"
+            ).fetchone()[0]:
+                return set()
+            return {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
+
+        if not [m for m in MIGRATIONS if m[0] not in applied()]:
+            return
+        while True:
             try:
-                for statement in statements:
-                    c.execute(statement)
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                typed = _typed(exc)
+                if isinstance(typed, StoreBusyError):
+                    c.close()
+                    raise typed from None
+                raise
+            try:
                 c.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, description, time.time_ns() // 1000),
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
                 )
+                missing = [m for m in MIGRATIONS if m[0] not in applied()]
+                if missing:
+                    version, description, statements = missing[0]
+                    for statement in statements:
+                        c.execute(statement)
+                    c.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (version, description, time.time_ns() // 1000),
+                    )
                 c.execute("COMMIT")
             except BaseException:
                 with suppress(sqlite3.Error):
                     c.execute("ROLLBACK")
                 raise
+            if len(missing) <= 1:
+                return
 
     # -- the one write path ---------------------------------------------------------------
 
@@ -474,13 +522,27 @@ class SQLiteStore:
 
 
 def _check_file(path: Path, *, create: bool) -> None:
-    """Refuse a foreign or missing file before SQLite can touch it."""
+    """Refuse a foreign, missing or special file before SQLite can touch it.
+
+    A dangling symbolic link is refused (SQLite would create its target, somewhere the user
+    did not name). So is anything that exists and is not a regular file: a character device
+    such as ``/dev/null`` would get a ``-journal`` file beside it, and a fifo would block.
+    """
     if not path.exists():
+        if path.is_symlink():
+            raise StoreOpenError(
+                f"{path} is a symbolic link to a missing file; refusing to create its target"
+            )
         if not create:
             raise StoreOpenError(f"no database at {path} (process a file first)")
         return
     if path.is_dir():
         raise StoreOpenError(f"{path} is a directory, not a database")
+    if not path.is_file():
+        raise StoreOpenError(
+            f"{path} is not a regular file (a device, fifo or socket); "
+            "refusing to use it as a database"
+        )
     with path.open("rb") as handle:
         head = handle.read(len(_SQLITE_MAGIC))
     if head and head != _SQLITE_MAGIC:
