@@ -13,6 +13,7 @@ import pytest
 from weightstream.errors import ConfigError
 from weightstream.logs import JsonFormatter, LogObserver, configure_logging
 from weightstream.model import (
+    AuditOutcome,
     Reason,
     RecoveryAttempt,
     ResetAudit,
@@ -69,7 +70,7 @@ def rolled_back_audit(reason: str | None = "validation_failed") -> ResetAudit:
         reading_id="r-99",
         reset_type=ResetType.HARD,
         trigger="gap",
-        outcome="rolled_back",
+        outcome=AuditOutcome.ROLLED_BACK,
         failed_operation="kalman_reset",
         reason=reason,
         duration_s=0.0042,

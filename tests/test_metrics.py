@@ -14,12 +14,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from weightstream.metrics import (
+    BREAKER_STATES,
     READING_DURATION_BUCKETS,
     RESET_DURATION_BUCKETS,
+    ROLLBACK_OPERATIONS,
+    TRANSACTION_RESULTS,
     MetricsObserver,
     read_counters,
 )
 from weightstream.model import (
+    AuditOutcome,
     Reason,
     RecoveryAttempt,
     ResetAudit,
@@ -28,6 +32,8 @@ from weightstream.model import (
     Result,
     Verdict,
 )
+from weightstream.resets.breaker import CircuitState
+from weightstream.resets.validator import ResetOperation
 
 AT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 SOURCES = ("patient-device", "care-team-upload")
@@ -46,7 +52,7 @@ def value(observer: MetricsObserver, name: str, **labels: str) -> float:
 
 def audit(
     *,
-    outcome: str = "committed",
+    outcome: str = "committed",  # the stored text, as the Prometheus rules see it
     reset_type: ResetType = ResetType.HARD,
     fallback: ResetOutcome | None = None,
     failed_operation: str | None = None,
@@ -59,7 +65,7 @@ def audit(
         reading_id=reading_id,
         reset_type=reset_type,
         trigger="gap",
-        outcome=outcome,
+        outcome=AuditOutcome(outcome),
         failed_operation=failed_operation,
         reason=None if outcome == "committed" else "validation_failed",
         duration_s=duration_s,
@@ -304,6 +310,30 @@ def test_bounded_series_exist_at_zero_before_any_event(observer: MetricsObserver
         assert samples[("weightstream_rollback_verifications_total", key)] == 0
     key = frozenset({"from_state": "closed", "to_state": "open"}.items())
     assert samples[("weightstream_breaker_transitions_total", key)] == 0
+
+
+def test_label_sets_are_the_enums_values() -> None:
+    """Each bounded label set is read off its enum, and keeps the text the rules match."""
+    assert list(BREAKER_STATES) == [state.value for state in CircuitState]
+    assert BREAKER_STATES == {"closed": 0, "open": 1, "half_open": 2}  # the gauge's documented codes
+    assert (*(op.value for op in ResetOperation), "unknown") == ROLLBACK_OPERATIONS
+    assert tuple(o.value for o in AuditOutcome if o is not AuditOutcome.BREAKER_OPEN) == TRANSACTION_RESULTS
+    assert TRANSACTION_RESULTS == ("committed", "rolled_back")  # deploy/prometheus matches these
+
+
+def test_every_failed_operation_has_its_own_rollback_series(observer: MetricsObserver) -> None:
+    """A rollback in each ResetOperation counts under that operation's name, not ``unknown``."""
+    for op in ResetOperation:
+        observer.reset_finished(audit(outcome="rolled_back", failed_operation=op.value))
+        assert value(observer, "weightstream_transaction_rollbacks_total", operation=op.value) == 1
+    assert value(observer, "weightstream_transaction_rollbacks_total", operation="unknown") == 0
+
+
+def test_audit_outcomes_keep_their_stored_text() -> None:
+    """The audit outcomes are the strings already stored in databases; only breaker_open ran none."""
+    assert {o.value: o.ran for o in AuditOutcome} == {
+        "committed": True, "rolled_back": True, "breaker_open": False,
+    }
 
 
 def test_histogram_buckets_cover_the_thresholds() -> None:

@@ -50,30 +50,41 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from weightstream.model import Reason, RecoveryAttempt, ResetAudit, ResetOutcome, ResetType, Result
+from weightstream.model import (
+    AuditOutcome,
+    Reason,
+    RecoveryAttempt,
+    ResetAudit,
+    ResetOutcome,
+    ResetType,
+    Result,
+)
 from weightstream.observe import Observer
+from weightstream.resets.breaker import CircuitState
+from weightstream.resets.validator import ResetOperation
 
 __all__ = [
     "MetricsObserver",
     "read_counters",
     "BREAKER_STATES",
     "ROLLBACK_OPERATIONS",
+    "TRANSACTION_RESULTS",
     "READING_DURATION_BUCKETS",
     "RESET_DURATION_BUCKETS",
     "STORE_COMMIT_DURATION_BUCKETS",
 ]
 
-#: Value of ``weightstream_breaker_state`` for each breaker state.
-BREAKER_STATES: dict[str, int] = {"closed": 0, "open": 1, "half_open": 2}
+#: Value of ``weightstream_breaker_state`` for each breaker state: its place in
+#: :class:`CircuitState` (closed 0, open 1, half_open 2; the alert rules compare with these).
+BREAKER_STATES: dict[str, int] = {state.value: code for code, state in enumerate(CircuitState)}
 
-#: The operations a reset transaction can fail in (``ResetAudit.failed_operation``).
-ROLLBACK_OPERATIONS: tuple[str, ...] = (
-    "kalman_reset",
-    "adaptation_create",
-    "buffer_update",
-    "state_persist",
-    "unknown",
-)
+#: The operations a reset transaction can fail in (``ResetAudit.failed_operation``), and
+#: ``unknown`` for a failure not pinned to one (an unchecked transaction).
+ROLLBACK_OPERATIONS: tuple[str, ...] = (*(op.value for op in ResetOperation), "unknown")
+
+#: The ``result`` label of ``weightstream_reset_transactions_total``: the audit outcomes of a
+#: transaction that ran (``breaker_open``: none ran).
+TRANSACTION_RESULTS: tuple[str, ...] = tuple(o.value for o in AuditOutcome if o.ran)
 
 #: One reading takes microseconds to a few milliseconds; 1 µs .. 100 ms.
 READING_DURATION_BUCKETS: tuple[float, ...] = (
@@ -218,20 +229,21 @@ class MetricsObserver(Observer):
         for reset_type in ResetType:
             for outcome in ResetOutcome:
                 self.resets.labels(type=reset_type.value, outcome=outcome.value)
-            for result in ("committed", "rolled_back"):
+            for result in TRANSACTION_RESULTS:
                 self.reset_transactions.labels(type=reset_type.value, result=result)
         for operation in ROLLBACK_OPERATIONS:
             self.transaction_rollbacks.labels(operation=operation)
         for result in ("restored", "mismatch"):
             self.rollback_verifications.labels(result=result)
+        closed, open_, half_open = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
         for old, new in (
-            ("closed", "open"),
-            ("open", "half_open"),
-            ("half_open", "open"),
-            ("half_open", "closed"),
+            (closed, open_),
+            (open_, half_open),
+            (half_open, open_),
+            (half_open, closed),
         ):
-            self.breaker_transitions.labels(from_state=old, to_state=new)
-        self.breaker_state.set(BREAKER_STATES["closed"])
+            self.breaker_transitions.labels(from_state=old.value, to_state=new.value)
+        self.breaker_state.set(BREAKER_STATES[closed])
 
     # -- label bounding -------------------------------------------------------------------
 
@@ -255,18 +267,16 @@ class MetricsObserver(Observer):
 
     def reset_finished(self, audit: ResetAudit) -> None:
         reset_type = _bounded(audit.reset_type, _RESET_TYPES, "other")
-        committed = audit.outcome == "committed"
+        committed = audit.outcome is AuditOutcome.COMMITTED
         if committed:
             outcome = ResetOutcome.COMMITTED.value
         else:
             fallback = audit.fallback if audit.fallback is not None else ResetOutcome.FAILED
             outcome = _bounded(fallback, _OUTCOMES, "other")
         self.resets.labels(type=reset_type, outcome=outcome).inc()
-        if audit.outcome == "breaker_open":
+        if not audit.outcome.ran:
             return  # refused by the breaker: no transaction ran, nothing rolled back or timed
-        self.reset_transactions.labels(
-            type=reset_type, result="committed" if committed else "rolled_back"
-        ).inc()
+        self.reset_transactions.labels(type=reset_type, result=audit.outcome.value).inc()
         if not committed:
             operation = _bounded(audit.failed_operation, _OPERATIONS, "unknown")
             self.transaction_rollbacks.labels(operation=operation).inc()

@@ -26,6 +26,7 @@ __all__ = [
     "Reason",
     "ResetType",
     "ResetOutcome",
+    "AuditOutcome",
     "Measurement",
     "KalmanState",
     "AdaptationState",
@@ -104,6 +105,23 @@ class ResetOutcome(StrEnum):
     RECOVERED_HISTORY = "recovered_history"
     RECOVERED_INTERPOLATED = "recovered_interpolated"
     CONSERVATIVE = "conservative"
+
+
+class AuditOutcome(StrEnum):
+    """What became of one reset transaction: the ``outcome`` of its :class:`ResetAudit`.
+
+    The values are stored in the audit table and matched by the Prometheus rules (as the
+    ``result`` label of ``weightstream_reset_transactions_total``): never rename one.
+    """
+
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    BREAKER_OPEN = "breaker_open"  # refused by the open breaker: no transaction ran
+
+    @property
+    def ran(self) -> bool:
+        """True if a transaction ran (and committed or rolled back)."""
+        return self is not AuditOutcome.BREAKER_OPEN
 
 
 def to_micros(when: datetime) -> int:
@@ -240,7 +258,7 @@ class Result:
     reading_id: str | None
     user_id: str | None
     verdict: Verdict
-    reason: str = Reason.OK
+    reason: Reason = Reason.OK
     message: str = ""
     row: int | None = None
     timestamp: datetime | None = None
@@ -267,7 +285,7 @@ class ResetAudit:
     reading_id: str
     reset_type: ResetType
     trigger: str
-    outcome: str  # "committed" | "rolled_back"
+    outcome: AuditOutcome
     failed_operation: str | None
     reason: str | None
     duration_s: float

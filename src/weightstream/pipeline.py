@@ -181,7 +181,7 @@ def _invalid_result(line: int, problem: RowProblem) -> Result:
         reading_id=None,
         user_id=None,
         verdict=Verdict.INVALID,
-        reason=str(problem.reason),
+        reason=problem.reason,
         message=f"line {line}: {problem.field}: {problem.message}",
         row=line,
     )

@@ -36,7 +36,7 @@ from weightstream.errors import (
     StorageError,
 )
 from weightstream.ingest.rows import invalid_result, validate_reading
-from weightstream.model import Measurement, RecoveryAttempt, Result, UserState
+from weightstream.model import AuditOutcome, Measurement, RecoveryAttempt, Result, UserState
 from weightstream.observe import Observer
 from weightstream.repair import check_state, load_checked, repair_user
 from weightstream.resets.breaker import CircuitBreaker
@@ -265,7 +265,7 @@ class Processor:
             return result
         except CircuitOpenError as exc:
             txn.failure_reason = str(exc)
-            txn.outcome = "breaker_open"
+            txn.outcome = AuditOutcome.BREAKER_OPEN
         except ResetError:
             pass  # rolled back and counted by the breaker: the fallback chain takes the reading
         return self._fallback(plan, m, txn, batch)
@@ -277,7 +277,7 @@ class Processor:
             new, result = run_reset(
                 plan, m, self.policy, checks_for(txn, self.config.resets.transactional)
             )
-            audit = txn.audit(outcome="committed")
+            audit = txn.audit(outcome=AuditOutcome.COMMITTED)
             mark = batch.stage(new, m, result, audits=[audit], last_good=True)
             txn.add_undo(ResetOperation.STATE_PERSIST, lambda: batch.unstage(mark))
             batch.flush_direct()  # process_one: the one store transaction, inside the reset

@@ -46,7 +46,7 @@ from datetime import datetime
 from typing import Any
 
 from weightstream.clock import SECONDS_PER_DAY
-from weightstream.model import ResetAudit, ResetOutcome
+from weightstream.model import AuditOutcome, ResetAudit, ResetOutcome
 from weightstream.store.base import StateStore
 
 __all__ = ["Stats", "Figure", "compute_stats", "percentile"]
@@ -188,10 +188,10 @@ def compute_stats(store: StateStore, since: datetime | None = None) -> Stats:
     audits = [a for a in store.audits() if since is None or a.at >= since]
     attempts = [r for r in store.recovery_attempts() if since is None or r.at >= since]
 
-    attempted = [a for a in audits if a.outcome in ("committed", "rolled_back")]
-    committed = sum(1 for a in attempted if a.outcome == "committed")
-    rolled = [a for a in attempted if a.outcome == "rolled_back"]
-    refused = sum(1 for a in audits if a.outcome == "breaker_open")
+    attempted = [a for a in audits if a.outcome.ran]
+    committed = sum(1 for a in attempted if a.outcome is AuditOutcome.COMMITTED)
+    rolled = [a for a in attempted if a.outcome is AuditOutcome.ROLLED_BACK]
+    refused = sum(1 for a in audits if a.outcome is AuditOutcome.BREAKER_OPEN)
     successes = sum(1 for r in attempts if r.succeeded)
     restored = _restored(store, rolled)
     opens = _breaker_runs(audits)
@@ -245,7 +245,7 @@ def _breaker_runs(audits: list[ResetAudit]) -> int:
     """Maximal runs of consecutive ``breaker_open`` audits (a lower bound on opens)."""
     runs, inside = 0, False
     for a in audits:
-        if a.outcome == "breaker_open":
+        if a.outcome is AuditOutcome.BREAKER_OPEN:
             if not inside:
                 runs += 1
             inside = True

@@ -311,7 +311,7 @@ def make_result(
         reading_id=m.reading_id,
         user_id=m.user_id,
         verdict=verdict,
-        reason=str(reason),
+        reason=reason,
         message=message,
         timestamp=m.timestamp,
         source=m.source,

@@ -27,6 +27,7 @@ from weightstream.errors import (
 )
 from weightstream.model import (
     AdaptationState,
+    AuditOutcome,
     BufferedReading,
     KalmanState,
     Measurement,
@@ -115,7 +116,7 @@ def audit(user: str = "u1", outcome: str = "committed", d: float = 0.0, **kw: ob
         reading_id=f"a{next(_ids)}",
         reset_type=ResetType.HARD,
         trigger="gap of 31.0 days",
-        outcome=outcome,
+        outcome=AuditOutcome(outcome),
         failed_operation=None,
         reason=None,
         duration_s=0.00125,

@@ -208,7 +208,7 @@ def invalid_result(m: Measurement, problem: RowProblem, *, row: int | None = Non
         reading_id=m.reading_id if isinstance(m.reading_id, str) else None,
         user_id=m.user_id if isinstance(m.user_id, str) else None,
         verdict=Verdict.INVALID,
-        reason=str(problem.reason),
+        reason=problem.reason,
         message=f"{problem.field}: {problem.message}",
         row=row,
     )

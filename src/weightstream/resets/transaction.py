@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.errors import ResetError, ResetValidationError, StorageError
-from weightstream.model import ResetAudit, ResetOutcome, ResetType
+from weightstream.model import AuditOutcome, ResetAudit, ResetOutcome, ResetType
 from weightstream.resets.validator import ResetOperation, StateValidator
 
 __all__ = ["ResetTransaction", "TransactionCheckpoint", "OPERATION_ORDER"]
@@ -69,7 +69,7 @@ class ResetTransaction:
     ...     txn.mark_completed(ResetOperation.BUFFER_UPDATE)
     True
     >>> txn.outcome
-    'committed'
+    <AuditOutcome.COMMITTED: 'committed'>
     """
 
     def __init__(
@@ -99,7 +99,7 @@ class ResetTransaction:
         self.failed = False
         self.failure_reason: str | None = None
         self.failed_operation: ResetOperation | None = None
-        self.outcome: str | None = None
+        self.outcome: AuditOutcome | None = None
         self._undo: list[tuple[ResetOperation, Callable[[], None]]] = []
         self._verify_restored = verify_restored
         self._on_verified = on_rollback_verified
@@ -216,7 +216,7 @@ class ResetTransaction:
             except Exception:  # noqa: BLE001 - keep undoing; verification reports the outcome
                 _log.exception("undo of %s failed for user %s", operation.value, self.user_id)
         self._undo.clear()
-        self.outcome = "rolled_back"
+        self.outcome = AuditOutcome.ROLLED_BACK
         self._duration = self.clock.monotonic() - self._started
         if self._verify_restored is not None:
             restored = self._verify_restored()
@@ -226,7 +226,7 @@ class ResetTransaction:
 
     def commit(self) -> None:
         if self.outcome is None:
-            self.outcome = "committed"
+            self.outcome = AuditOutcome.COMMITTED
             self._duration = self.clock.monotonic() - self._started
             self._undo.clear()
 
@@ -237,7 +237,7 @@ class ResetTransaction:
         return self.clock.monotonic() - self._started
 
     def audit(
-        self, *, fallback: ResetOutcome | None = None, outcome: str | None = None
+        self, *, fallback: ResetOutcome | None = None, outcome: AuditOutcome | None = None
     ) -> ResetAudit:
         """The persisted record of this transaction (``outcome`` overrides the current one)."""
         return ResetAudit(
@@ -245,7 +245,7 @@ class ResetTransaction:
             reading_id=self.reading_id,
             reset_type=self.reset_type,
             trigger=self.trigger,
-            outcome=outcome or self.outcome or "rolled_back",
+            outcome=outcome or self.outcome or AuditOutcome.ROLLED_BACK,
             failed_operation=self.failed_operation.value if self.failed_operation else None,
             reason=self.failure_reason,
             duration_s=self.duration_s,

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from weightstream.errors import StateCorruptionError
 from weightstream.model import (
     AdaptationState,
+    AuditOutcome,
     BufferedReading,
     KalmanState,
     Measurement,
+    Reason,
     RecoveryAttempt,
     ResetAudit,
     ResetOutcome,
@@ -377,7 +380,7 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
         reading_id=key,
         user_id=user_id,
         verdict=Verdict(verdict),
-        reason=reason,
+        reason=_known(_REASONS, reason, "reason", "reading", user_id, key),
         message=message,
         timestamp=when,
         source=source,
@@ -477,7 +480,7 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         reading_id=reading_id,
         user_id=user_id,
         verdict=Verdict(verdict),
-        reason=reason,
+        reason=_known(_REASONS, reason, "reason", "result", user_id, reading_id),
         message=message,
         row=line,
         timestamp=dt(ts),
@@ -505,13 +508,38 @@ def _outcome(value: str | None) -> ResetOutcome | None:
     return None if value is None else ResetOutcome(value)
 
 
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _members(kind: type[_E]) -> dict[str, _E]:
+    return {member.value: member for member in kind}
+
+
+# A dict lookup: ``Reason(text)`` costs a microsecond, and history is decoded row by row.
+_REASONS = _members(Reason)
+_AUDIT_OUTCOMES = _members(AuditOutcome)
+
+
+def _known(members: dict[str, _E], value: Any, field: str, record: str, user: Any, read: Any) -> _E:
+    """The member whose value is ``value``; a stored code that is not one is corruption."""
+    member = members.get(value) if isinstance(value, str) else None
+    if member is None:
+        raise StateCorruptionError(
+            f"stored {record} does not decode: {field}: not a known code",
+            user_id=user if isinstance(user, str) else None,
+            reading_id=read if isinstance(read, str) else None,
+            operation=f"load_{record}",
+        )
+    return member
+
+
 def audit_to_row(a: ResetAudit) -> tuple[Any, ...]:
     return (
         a.user_id,
         a.reading_id,
         str(a.reset_type),
         a.trigger,
-        a.outcome,
+        str(a.outcome),
         a.failed_operation,
         a.reason,
         a.duration_s,
@@ -540,7 +568,7 @@ def row_to_audit(row: tuple[Any, ...] | Any) -> ResetAudit:
         reading_id=reading_id,
         reset_type=ResetType(reset_type),
         trigger=trigger,
-        outcome=outcome,
+        outcome=_known(_AUDIT_OUTCOMES, outcome, "outcome", "audit", user_id, reading_id),
         failed_operation=failed_op,
         reason=reason,
         duration_s=duration,
