@@ -135,7 +135,7 @@ def test_results_file_is_old_or_new_never_torn(tmp_path, small_export, monkeypat
                 raise OSError(5, "injected EIO")
 
             monkeypatch.setattr(os, "fsync", broken_fsync)
-            with pytest.raises(OSError, match="EIO"):
+            with pytest.raises(StorageError, match="EIO"):
                 write_results(store, input_id, out)
             monkeypatch.undo()
         assert out.read_bytes() == old

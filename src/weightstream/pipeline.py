@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +34,7 @@ from weightstream.ingest.rows import measurement_of, parse_row
 from weightstream.model import Measurement, Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
+from weightstream.results_file import write_csv
 from weightstream.store.base import ResultRows, StateStore
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
@@ -261,35 +260,21 @@ def _commit_group(
 
 
 def write_results(
-    store: StateStore, input_id: str, out: Path, *, summary: RunSummary | None = None
+    store: StateStore,
+    input_id: str,
+    out: Path,
+    *,
+    summary: RunSummary | None = None,
+    raw: bool = False,
 ) -> int:
-    """Write the input's stored results as CSV (temp file + fsync + rename). Returns rows.
+    """Write the input's stored results as CSV (see :mod:`weightstream.results_file`).
 
-    With ``summary``, each result is also counted into it (one pass over the results).
+    Atomic (temp file + fsync + rename), text cells a spreadsheet would run as formulas
+    neutralised unless ``raw``. With ``summary``, each result is also counted into it (one
+    pass over the results). Returns the number of rows.
     """
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    count = 0
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(RESULT_FIELDS)
-            for row in _result_rows(store, input_id):
-                writer.writerow(row)
-                count += 1
-                if summary is not None:
-                    summary.count_row(row)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(out.parent if str(out.parent) else ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return count
+    on_row = None if summary is None else summary.count_row
+    return write_csv(out, RESULT_FIELDS, _result_rows(store, input_id), raw=raw, on_row=on_row)
 
 
 def _result_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...]]:
