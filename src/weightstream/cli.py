@@ -1,8 +1,13 @@
 """The ``weightstream`` command line (typer + rich).
 
 Errors become exit codes here, at the edge only (see :data:`weightstream.errors.EXIT_CODES`):
-0 success, 65 unusable input, 66 missing column, 70 internal, 73 storage full, 74 storage
-failure or unusable database, 75 busy/conflict (retry), 78 bad configuration.
+0 success, 64 bad usage (including an output path that would destroy something), 65 unusable
+input, 66 missing column, 70 internal, 73 storage full, 74 storage failure or unusable
+database, 75 busy/conflict (retry), 78 bad configuration.
+
+Text that came from the input (user ids, sources, messages, paths) is printed only through
+:mod:`weightstream._display`: as rich ``Text``, never markup, with control characters made
+visible (invariant I13).
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from weightstream._display import error_text, text
 from weightstream.config import Config, load_config
-from weightstream.errors import WeightstreamError, exit_code_for
+from weightstream.errors import StateCorruptionError, WeightstreamError, exit_code_for
 
 __all__ = ["app", "main"]
 
@@ -39,12 +46,17 @@ ConfigOpt = Annotated[
 T = TypeVar("T")
 
 
+def _fail(message: object, code: int) -> NoReturn:
+    """One ``error:`` line on stderr (shown as text, never markup), then exit ``code``."""
+    err.print(error_text(message), highlight=False)
+    raise typer.Exit(code)
+
+
 def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except WeightstreamError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(exit_code_for(exc)) from None
+        _fail(exc, exit_code_for(exc))
 
 
 def _config(path: Path | None, db: Path | None = None) -> Config:
@@ -83,6 +95,15 @@ def process(
         bool, typer.Option("--json", help="Print the summary as JSON.")
     ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Write results cells exactly as stored, for programs (by default a text "
+            "cell starting with = + - @ tab or CR gets a leading ' so spreadsheets show it "
+            "as text).",
+        ),
+    ] = False,
 ) -> None:
     """Process an export: one result per input row; resumable; nothing counted twice.
 
@@ -91,7 +112,8 @@ def process(
     from weightstream.logs import LogObserver, configure_logging
     from weightstream.metrics import MetricsObserver
     from weightstream.observe import Observers
-    from weightstream.pipeline import process_file
+    from weightstream.pipeline import RESULT_FIELDS, process_file, write_results
+    from weightstream.results_file import output_error
 
     configure_logging(json=log_json, level="WARNING")
     cfg = _config(config)
@@ -99,44 +121,92 @@ def process(
     for item in column or []:
         name, sep, header = item.partition("=")
         if not sep:
-            err.print(f"[bold red]error:[/] --column takes canonical=header, got {item!r}")
-            raise typer.Exit(64)
+            _fail(f"--column takes canonical=header, got {item!r}", 64)
         mapping[name.strip()] = header.strip()
     if not input.is_file():
-        err.print(f"[bold red]error:[/] no such input file: {input}")
-        raise typer.Exit(66)
+        _fail(f"no such input file: {input}", 66)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        _fail(f"--metrics-port takes a port from 1 to 65535, got {metrics_port}", 64)
+    _check_outputs(input, db, config, [("--out", out), ("--metrics-file", metrics_file)])
     from weightstream.ingest import open_csv
 
-    _guard(lambda: open_csv(input, mapping or None))  # a bad header fails before any db exists
+    # A bad header fails before any database exists; so does a results file fed back in.
+    source = _guard(lambda: open_csv(input, mapping or None))
+    if not mapping and tuple(h.lower() for h in source.header) == RESULT_FIELDS:
+        _fail(
+            f"{input} is a weightstream results file, not an export: processing it would "
+            "count its readings again (if it really is an export, map its columns with "
+            "--column)",
+            65,
+        )
     metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
     observer = Observers([metrics, LogObserver()])
-    server = metrics.serve(metrics_port) if metrics_port else None
-    store = _open_store(db, cfg, create=True, observer=observer)
+    server = None if metrics_port is None else _serve_metrics(metrics, metrics_port)
     try:
-        summary = _guard(
-            lambda: _run_with_progress(
-                lambda progress: process_file(
-                    input,
-                    store,
-                    cfg,
-                    out=out,
-                    column_map=mapping or None,
-                    observer=observer,
-                    progress=progress,
+        store = _open_store(db, cfg, create=True, observer=observer)
+        try:
+            summary = _guard(
+                lambda: _run_with_progress(
+                    lambda progress: process_file(
+                        input,
+                        store,
+                        cfg,
+                        out=None if raw else out,
+                        column_map=mapping or None,
+                        observer=observer,
+                        progress=progress,
+                    )
                 )
             )
-        )
+            if raw and out is not None:
+                _guard(lambda: write_results(store, summary.input_id, out, raw=True))
+        finally:
+            store.close()
     finally:
-        store.close()
         if server is not None:
             server.shutdown()
             server.server_close()
     if metrics_file is not None:
-        metrics.write_textfile(metrics_file)
+        try:
+            metrics.write_textfile(metrics_file)
+        except OSError as exc:
+            error = output_error(metrics_file, exc, "metrics file")
+            _fail(error, exit_code_for(error))
     if json_summary:
-        console.print_json(json.dumps(summary.as_dict()))
+        console.print_json(json.dumps(summary.as_dict()), ensure_ascii=True)
     else:
         _print_summary(summary.as_dict())
+
+
+def _check_outputs(
+    input: Path, db: Path, config: Path | None, outputs: list[tuple[str, Path | None]]
+) -> None:
+    """Refuse (exit 64) an output path that would destroy something, before any work.
+
+    See :func:`weightstream.results_file.output_path_problem`: never the input, the database
+    or its side files, the configuration, another output, a device, directory or fifo; only
+    in an existing directory where a file can be created.
+    """
+    from weightstream.results_file import output_path_problem, protected_paths
+
+    keep = protected_paths(input, db)
+    if config is not None:
+        keep["the configuration file"] = [config]
+    for option, path in outputs:
+        if path is None:
+            continue
+        problem = output_path_problem(path, keep=keep, option=option)
+        if problem is not None:
+            _fail(problem, 64)
+        keep[f"the file given to {option}"] = [path]
+
+
+def _serve_metrics(metrics: Any, port: int) -> Any:
+    """Start the /metrics server before any work; a port that cannot be bound is exit 64."""
+    try:
+        return metrics.serve(port)
+    except OSError as exc:
+        _fail(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}", 64)
 
 
 def _run_with_progress(run: Callable[[Any], T]) -> T:
@@ -170,7 +240,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         table.add_row(key, str(s[key]))
     for group in ("rejected_by_reason", "invalid_by_reason", "resets_by_type", "reset_outcomes"):
         for name, count in sorted(s[group].items()):
-            table.add_row(f"{group.replace('_by_', ' by ')}: {name}", str(count))
+            table.add_row(text(f"{group.replace('_by_', ' by ')}: {name}"), str(count))
     console.print(table)
 
 
@@ -185,14 +255,27 @@ def state(
 
     Example: weightstream state 001ADB5640A54EF2A092E20915E0FB81 --db weightstream.db
     """
+    from weightstream.resets.validator import StateValidator
+
     cfg = _config(config)
     store = _open_store(db, cfg, create=False)
     try:
-        st = _guard(lambda: store.load_state(user_id))
+        try:
+            st = store.load_state(user_id)
+        except StateCorruptionError as exc:
+            _corrupt_state(user_id, exc)
+        except WeightstreamError as exc:
+            _fail(exc, exit_code_for(exc))
         if st is None:
-            err.print(f"unknown user {user_id}")
+            err.print(Text.assemble("unknown user ", text(user_id)), highlight=False)
             raise typer.Exit(1)
-        table = Table(title=f"user {user_id}", show_header=False)
+        v = cfg.validation
+        problems = StateValidator(
+            min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg
+        ).user_state_problems(st)
+        if problems:
+            _corrupt_state(user_id, "; ".join(problems))
+        table = Table(title=Text.assemble("user ", text(user_id)), show_header=False)
         if st.kalman is not None:
             table.add_row("weight (kg)", f"{st.kalman.x[0]:.2f} ± {st.kalman.weight_std:.2f}")
             table.add_row("trend (kg/week)", f"{st.kalman.x[1] * 7:+.3f}")
@@ -201,11 +284,16 @@ def state(
             "adapting",
             f"{st.adaptation.is_adapting} (factor {st.adaptation.adaptation_factor:.2f})",
         )
-        table.add_row("last reset", f"{st.last_reset_type} at {st.last_reset_at}")
+        table.add_row("last reset", text(f"{st.last_reset_type} at {st.last_reset_at}"))
         table.add_row("accepted readings", str(st.accepted_count))
         table.add_row("version", str(st.version))
         console.print(table)
-        rows = store.history(user_id)[-last:]
+        try:
+            rows = store.history(user_id)[-last:]
+        except StateCorruptionError as exc:
+            _fail(f"the stored readings of user {user_id} cannot be read: {exc}", 74)
+        except WeightstreamError as exc:
+            _fail(exc, exit_code_for(exc))
         hist = Table(title="last readings")
         for col in ("time", "source", "kg", "verdict", "reason", "filtered"):
             hist.add_column(col)
@@ -213,15 +301,28 @@ def state(
             m, r = row.measurement, row.result
             hist.add_row(
                 m.timestamp.isoformat(),
-                m.source,
+                text(m.source),
                 f"{m.weight_kg:.2f}",
-                str(r.verdict),
-                r.reason,
+                text(r.verdict),
+                text(r.reason),
                 "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}",
             )
         console.print(hist)
     finally:
         store.close()
+
+
+def _corrupt_state(user_id: str, reason: object) -> NoReturn:
+    """A stored state that does not decode or validate: say so (no traceback, no nan), exit 74."""
+    err.print(
+        error_text(
+            f"the stored state of user {user_id} is corrupt and is not shown ({reason}); "
+            f"rebuild it from its readings with: weightstream recover {user_id} --apply",
+            label="warning",
+        ),
+        highlight=False,
+    )
+    raise typer.Exit(74)
 
 
 @app.command()
@@ -263,7 +364,8 @@ def resets(
                     }
                     for a in audits
                 ]
-            )
+            ),
+            ensure_ascii=True,
         )
         return
     table = Table(title=f"{len(audits)} reset transactions")
@@ -272,12 +374,12 @@ def resets(
     for a in audits:
         table.add_row(
             a.at.isoformat(timespec="seconds"),
-            a.user_id,
-            str(a.reset_type),
-            a.trigger,
-            a.outcome,
-            str(a.fallback or ""),
-            a.failed_operation or "",
+            text(a.user_id),
+            text(a.reset_type),
+            text(a.trigger),
+            text(a.outcome),
+            text(a.fallback or ""),
+            text(a.failed_operation or ""),
             f"{a.duration_s * 1000:.3f}",
         )
     console.print(table)
@@ -306,8 +408,7 @@ def stats(
         try:
             start = datetime.fromisoformat(since)
         except ValueError:
-            err.print(f"[bold red]error:[/] --since takes an ISO date or time, got {since!r}")
-            raise typer.Exit(64) from None
+            _fail(f"--since takes an ISO date or time, got {since!r}", 64)
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
     cfg = _config(config)
@@ -317,7 +418,7 @@ def stats(
     finally:
         store.close()
     if json_out:
-        console.print_json(json.dumps(result.as_dict()))
+        console.print_json(json.dumps(result.as_dict()), ensure_ascii=True)
         return
     table = Table(
         title=f"reset success metrics ({result.attempted} transactions, "
@@ -333,7 +434,7 @@ def stats(
             shown = f"{f.value * 100:.2f}%"
         else:
             shown = f"{f.value:.3f} {f.unit}"
-        table.add_row(f.name, shown, f.target, f.status)
+        table.add_row(text(f.name), text(shown), text(f.target), text(f.status))
     console.print(table)
 
 
@@ -355,14 +456,18 @@ def recover(
     try:
         rebuild = _guard(lambda: rebuild_user(store, user_id, cfg))
         if rebuild.readings == 0:
-            err.print(f"no stored readings for user {user_id}")
+            err.print(Text.assemble("no stored readings for user ", text(user_id)))
             raise typer.Exit(1)
         diffs = rebuild.differences()
         console.print(
             f"replayed {rebuild.readings} readings; {len(rebuild.changed)} results would change"
         )
         console.print(
-            "rebuilt state equals live state" if not diffs else "differs in: " + ", ".join(diffs)
+            text(
+                "rebuilt state equals live state"
+                if not diffs
+                else "differs in: " + ", ".join(diffs)
+            )
         )
         if apply and (diffs or rebuild.changed):
             stored = _guard(lambda: apply_rebuild(store, rebuild))
@@ -390,15 +495,11 @@ def synth(
     from weightstream import synth as synthmod
 
     if scenario not in synthmod.SCENARIOS:
-        err.print(
-            f"[bold red]error:[/] unknown scenario {scenario!r}; "
-            f"one of {', '.join(synthmod.SCENARIOS)}"
-        )
-        raise typer.Exit(64)
+        _fail(f"unknown scenario {scenario!r}; one of {', '.join(synthmod.SCENARIOS)}", 64)
     rows = synthmod.write_stream(
         users, per_user, seed, out, truth, scenario=scenario, ids=not no_ids
     )
-    console.print(f"wrote {rows} rows to {out}" + (f" and truth to {truth}" if truth else ""))
+    console.print(text(f"wrote {rows} rows to {out}" + (f" and truth to {truth}" if truth else "")))
 
 
 @app.command("config")
