@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from weightstream.model import AdaptationState, BufferedReading, KalmanState, ResetType, UserState
 from weightstream.resets.validator import (
@@ -221,3 +223,49 @@ def test_unknown_operation_and_unreadable_state_never_raise() -> None:
     assert V.problems(object(), K) == ["Kalman checkpoint is not a mapping of matrices"]
     assert V.problems(42, S)[0].startswith("state unreadable for state_persist")
     assert V.validate(kal(), "kalman_reset") and not V.validate(kal(R=[[0.0]]), K)
+
+
+# -- one definition of a valid filter state -------------------------------------------------------
+
+_EDGE = st.sampled_from([0.0, -0.0, 1e-300, -1e-300, 5.0, -5.0, 20.0, 500.0, NAN, INF, -INF])
+_NUMBER = st.one_of(_EDGE, st.floats(-600.0, 600.0), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.tuples(_NUMBER, _NUMBER), _NUMBER, _NUMBER, _NUMBER, _NUMBER, st.booleans())
+def test_the_fast_check_never_passes_what_the_named_checks_refuse(
+    x: tuple[float, float], p00: float, p01: float, p11: float, p10: float, symmetric: bool
+) -> None:
+    """Every fast path (per reading, bare state, checkpoint) is a shortcut of one rule set:
+    what it passes, the fault-naming path passes too, and it passes the usual valid states."""
+    P = ((p00, p01), (p01 if symmetric else p10, p11))
+    if V._state_ok(x, P):
+        assert V._filter_problems(list(x), {"P": [list(row) for row in P]}) == []
+    k = KalmanState(x, P, T0)
+    if V.step_ok(user(3), user(4, kalman=k)):
+        assert V.problems(persist_snapshot(user(3), user(4, kalman=k)), S) == []
+    assert V._state_ok((80.0, 0.01), ((2.0, 0.01), (0.01, 0.01)))
+
+
+def test_the_fast_check_refuses_each_fault_the_named_checks_name() -> None:
+    """Each fault kind fails the fast check and is named by the naming path, for a bare state
+    and a checkpoint alike (one rule set, not three)."""
+    faults = {
+        (5.0, 0.0): "weight level outside the physiological range",
+        (80.0, 9.0): "trend outside the plausible range",
+        (NAN, 0.0): "x contains NaN or inf",
+    }
+    good_p = ((1.0, 0.0), (0.0, 0.01))
+    for x, message in faults.items():
+        assert not V._state_ok(x, good_p)
+        assert message in V.kalman_state_problems(KalmanState(x, good_p, T0))
+        assert message in V.problems(kal(x=list(x)), K)
+    for P, message in (
+        (((1.0, 0.5), (-0.5, 1.0)), "P is not symmetric"),
+        (((1.0, 2.0), (2.0, 1.0)), "P is not positive definite"),
+        (((INF, 0.0), (0.0, 1.0)), "P contains NaN or inf"),
+        (((1.0, INF), (INF, 1.0)), "P contains NaN or inf"),
+    ):
+        assert not V._state_ok((80.0, 0.0), P)
+        assert message in V.kalman_state_problems(KalmanState((80.0, 0.0), P, T0))
+        assert message in V.problems(kal(P=[list(row) for row in P]), K)

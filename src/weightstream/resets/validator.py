@@ -47,6 +47,8 @@ _CHECKS = {
     ResetOperation.STATE_PERSIST: "_persist",
 }
 _RESET_TYPES = frozenset(ResetType)
+#: The adaptation factor's range: 1 is no boost, 100 already a filter that believes only data.
+_MIN_FACTOR, _MAX_FACTOR = 1.0, 100.0
 
 
 def kalman_snapshot(state: KalmanState, q: Sequence[Sequence[float]], r: float) -> dict[str, Any]:
@@ -148,87 +150,84 @@ class StateValidator:
                 mats[name] = m
         if out:
             return out
-        for name, values in (("x", [x]), *((k, v) for k, v in mats.items())):
-            if not all(math.isfinite(v) for row in values for v in row):
-                out.append(f"{name} contains NaN or inf")
-        if out:
-            return out
-        out += self._level_problems(x)
-        out += _spd_problems("P", mats["P"], definite=True)
-        if any(mats["Q"][i][i] <= 0 for i in range(n)):
-            out.append("process noise Q has a non-positive diagonal")
-        if mats["R"][0][0] <= 0:
-            out.append("measurement noise R is not positive")
-        return out
+        return self._filter_problems(x, mats)
 
     def _fast_kalman_ok(self, s: Mapping[str, Any]) -> bool:
-        """True only if the 2-state checkpoint passes every check; else the full path decides.
+        """True only if a 2-state checkpoint certainly passes; a False is not a verdict.
 
-        The general path converts to lists and names each fault; this one runs per reset, so
-        it only answers "certainly valid" (a False here is not a verdict).
+        x and P go through :meth:`_state_ok`; F, H, Q and R must be 2-state shaped and
+        finite, with Q's diagonal and R positive. Anything else goes to the naming path.
         """
         try:
-            (w, v), ((p00, p01), (p10, p11)), (f0, f1), (h,), (q0, q1), (r,) = (
-                s["x"],
-                s["P"],
-                s["F"],
-                s["H"],
-                s["Q"],
-                s["R"],
-            )
-            values = (w, v, p00, p01, p10, p11, *f0, *f1, *h, *q0, *q1, *r)
+            (f0, f1), (h,), (q0, q1), (r,) = s["F"], s["H"], s["Q"], s["R"]
             if len(f0) != 2 or len(f1) != 2 or len(h) != 2 or len(q0) != 2 or len(q1) != 2:
                 return False
-            if len(r) != 1 or not all(map(math.isfinite, values)):
+            if len(r) != 1 or not all(map(math.isfinite, (*f0, *f1, *h, *q0, *q1, *r))):
                 return False
         except (TypeError, ValueError):
             return False
-        return bool(
-            self.min_weight_kg <= w <= self.max_weight_kg
-            and abs(v) <= self.max_abs_trend
-            and p00 > 0.0
-            and p11 > 0.0
-            and p01 == p10
-            and p00 * p11 - p01 * p10 > 0.0
-            and q0[0] > 0.0
-            and q1[1] > 0.0
-            and r[0] > 0.0
-        )
+        return q0[0] > 0.0 and q1[1] > 0.0 and r[0] > 0.0 and self._state_ok(s["x"], s["P"])
 
     def kalman_state_problems(self, state: KalmanState) -> list[str]:
         """Checks on a bare :class:`KalmanState` (x, P and its time)."""
-        try:
-            (w, v), ((p00, p01), (p10, p11)) = state.x, state.P
-            if (
-                math.isfinite(w + v + p00 + p01 + p10 + p11)
-                and self.min_weight_kg <= w <= self.max_weight_kg
-                and abs(v) <= self.max_abs_trend
-                and p00 > 0.0
-                and p11 > 0.0
-                and p01 == p10
-                and p00 * p11 - p01 * p10 > 0.0
-            ):
-                return []
-        except (TypeError, ValueError):
-            pass
+        if self._state_ok(state.x, state.P):
+            return []
         x = _vector(state.x)
         P = _matrix(state.P)
         if x is None or len(x) != 2:
             return ["x is not a 2-vector"]
         if P is None or (len(P), len(P[0])) != (2, 2):
             return ["P has the wrong shape (expected 2x2)"]
-        if not all(math.isfinite(v) for v in x):
-            return ["x contains NaN or inf"]
-        if not all(math.isfinite(v) for row in P for v in row):
-            return ["P contains NaN or inf"]
-        return self._level_problems(x) + _spd_problems("P", P, definite=True)
+        return self._filter_problems(x, {"P": P})
 
-    def _level_problems(self, x: list[float]) -> list[str]:
-        out = []
+    # The one definition of a valid filter state, in two forms: _state_ok answers fast for
+    # the 2-state filter (once per reading), _filter_problems names the faults for any n.
+    # _state_ok is True only where _filter_problems finds nothing (tests/resets pin this).
+
+    def _state_ok(self, x: Sequence[float], P: Sequence[Sequence[float]]) -> bool:
+        """Certainly valid: x = (weight, trend) in range, P = 2x2 symmetric positive definite.
+
+        Finiteness needs no test of its own: NaN fails every comparison, the ranges are finite,
+        ``< inf`` bounds the diagonal, and an infinite off-diagonal makes the determinant -inf.
+        """
+        # Written as ``if ...: return True``: returning the ``and`` chain's value is a third
+        # slower on CPython 3.11, and this runs once per reading.
+        try:
+            w, v = x
+            (p00, p01), (p10, p11) = P
+            if (
+                self.min_weight_kg <= w <= self.max_weight_kg
+                and -self.max_abs_trend <= v <= self.max_abs_trend
+                and 0.0 < p00 < math.inf
+                and 0.0 < p11 < math.inf
+                and p01 == p10
+                and p00 * p11 - p01 * p10 > 0.0
+            ):
+                return True
+        except (TypeError, ValueError):  # not numbers in that shape: the naming path says why
+            pass
+        return False
+
+    def _filter_problems(self, x: list[float], mats: Mapping[str, list[list[float]]]) -> list[str]:
+        """Every fault of a filter whose shapes are right: non-finite entries (only those, if
+        any), then weight and trend ranges, P, and Q and R where given."""
+        out = [
+            f"{name} contains NaN or inf"
+            for name, rows in (("x", (x,)), *mats.items())
+            if not all(math.isfinite(v) for row in rows for v in row)
+        ]
+        if out:
+            return out
         if not self.min_weight_kg <= x[0] <= self.max_weight_kg:
             out.append("weight level outside the physiological range")
         if len(x) > 1 and abs(x[1]) > self.max_abs_trend:
             out.append("trend outside the plausible range")
+        out += _spd_problems("P", mats["P"], definite=True)
+        Q, R = mats.get("Q"), mats.get("R")
+        if Q is not None and any(Q[i][i] <= 0 for i in range(len(Q))):
+            out.append("process noise Q has a non-positive diagonal")
+        if R is not None and R[0][0] <= 0:
+            out.append("measurement noise R is not positive")
         return out
 
     # -- adaptation ---------------------------------------------------------------------
@@ -248,8 +247,8 @@ class StateValidator:
             return [f"missing adaptation field {k}" for k in missing]
         out = []
         factor = state["adaptation_factor"]
-        if not isinstance(factor, (int, float)) or not (1.0 <= factor <= 100.0):
-            out.append("adaptation factor outside [1, 100]")
+        if not isinstance(factor, (int, float)) or not (_MIN_FACTOR <= factor <= _MAX_FACTOR):
+            out.append(f"adaptation factor outside [{_MIN_FACTOR:g}, {_MAX_FACTOR:g}]")
         count = state["measurements_since_reset"]
         if not isinstance(count, int) or count < 0:
             out.append("negative readings-since-reset count")
@@ -319,34 +318,18 @@ class StateValidator:
         for the names of the faults. Kept lean because it runs once per reading.
         """
         k = new.kalman
-        if k is None or new.version != old.version + 1:
+        if k is None or new.version != old.version + 1 or not self._state_ok(k.x, k.P):
             return False
-        (p00, p01), (p10, p11) = k.P
-        w, v = k.x
-        if not (
-            self.min_weight_kg <= w <= self.max_weight_kg
-            and -self.max_abs_trend <= v <= self.max_abs_trend
-            and 0.0 < p00 < math.inf
-            and 0.0 < p11 < math.inf
-            and p01 == p10
-            and p00 * p11 - p01 * p10 > 0.0
-        ):
-            return False
-        a = new.adaptation
-        if not 1.0 <= a.adaptation_factor <= 100.0 or len(new.buffer) > self.max_buffer:
+        factor = new.adaptation.adaptation_factor
+        if not _MIN_FACTOR <= factor <= _MAX_FACTOR or len(new.buffer) > self.max_buffer:
             return False
         if new.buffer and not math.isfinite(new.buffer[-1].weight_kg):
             return False
-        return not (
-            (
-                old.last_event_at is not None
-                and (new.last_event_at or old.last_event_at) < old.last_event_at
-            )
-            or (
-                old.last_accepted_at is not None
-                and (new.last_accepted_at or old.last_accepted_at) < old.last_accepted_at
-            )
-        )
+        before = old.last_event_at
+        if before is not None and (new.last_event_at or before) < before:
+            return False
+        before = old.last_accepted_at
+        return before is None or (new.last_accepted_at or before) >= before
 
     def user_state_problems(self, state: UserState) -> list[str]:
         """Checks on a whole stored or about-to-be-stored user state (also used at load)."""
