@@ -119,6 +119,33 @@ def test_an_output_that_would_destroy_something_is_refused_before_any_work(
     assert db_iterdump(processed["db"]) == dump  # nothing of more.csv was processed
 
 
+def test_out_naming_the_configuration_file_is_refused(processed, cli_fast):
+    """The configuration file is kept like the input: `--out` naming it exits 64, unchanged."""
+    cfg = processed["dir"] / "my.toml"
+    cfg.write_text("[resets]\nhard_gap_days = 30.0\n")
+    res = cli_fast("process", processed["more"], "--db", processed["db"], "--config", cfg,
+                   "--out", cfg)
+    assert res.returncode == 64
+    assert "configuration" in _one_line(res.stderr)
+    assert cfg.read_text() == "[resets]\nhard_gap_days = 30.0\n"
+
+
+@pytest.mark.parametrize("kind", ["dangling-symlink", "fifo"])
+def test_a_database_path_that_is_not_a_file_exits_74_creating_nothing(tmp_path, cli_fast,
+                                                                      kind):
+    """Case: a dangling `--db` symlink created its target; a device as `--db` got a `-journal`
+    beside it. Through the CLI: one line, exit 74, nothing created."""
+    export, db = _export(tmp_path / "export.csv"), tmp_path / "ws.db"
+    if kind == "fifo":
+        os.mkfifo(db)
+    else:
+        db.symlink_to(tmp_path / "target.db")
+    res = cli_fast("process", export, "--db", db)
+    assert res.returncode == 74, res.stderr
+    assert "ws.db" in _one_line(res.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.csv", "ws.db"]
+
+
 def test_the_same_path_for_out_and_metrics_file_is_refused(processed, cli_fast):
     """Two outputs naming one file would overwrite each other: exit 64 before any work."""
     target = processed["dir"] / "both.out"
