@@ -24,7 +24,7 @@ from weightstream.store.sqlite import SQLiteStore
 
 HEADER = ["id", "user_id", "effectiveDateTime", "source_type", "weight", "unit"]
 SOURCES = ["patient-device", "internal-questionnaire", "care-team-upload", "https://api.iglucose.com"]
-DAYS = ["2025-01-0%d 00:00:00" % d for d in range(1, 8)] + ["2025-03-20 00:00:00"]
+DAYS = [f"2025-01-0{d} 00:00:00" for d in range(1, 8)] + ["2025-03-20 00:00:00"]
 
 row_strategy = st.tuples(
     st.sampled_from(["", "id-a", "id-b", "id-c", "id-d", "id-e"]),

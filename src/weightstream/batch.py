@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "Mark"]
 
+#: A reading's place in its user's processing order (:func:`order_key`).
+OrderKey = tuple[int, str, str, float, str]
+
 #: Where the unit stood before a staging: (readings, results, audits) counts.
 Mark = tuple[int, int, int]
 
@@ -52,14 +55,15 @@ class Batch:
         self.direct = direct
         self.unit = UnitOfWork()
         self.overlay: dict[str, UserState] = {}
-        self.staged_keys: set[str] = set()
-        self.known_keys: set[str] = set()
+        # (user id, reading id or content key) of readings stored or staged.
+        self.staged_keys: set[tuple[str, str]] = set()
+        self.known_keys: set[tuple[str, str]] = set()
         self._prefetched = False
         self._undo_states: list[
             tuple[str, UserState | None, tuple[UserState, datetime] | None]
         ] = []
         self._row: int | None = None
-        self._last_keys: dict[str, tuple[int, str, str, float, str]] = {}
+        self._last_keys: dict[str, OrderKey] = {}
         self.pending_events: list[tuple[Callable[[Any], None], object]] = []
 
     @property
@@ -81,7 +85,8 @@ class Batch:
     def prefetch(self, readings: Iterable[Measurement]) -> None:
         """Look up, in one go, which keys are stored and the states of these users."""
         readings = list(readings)
-        keys = [m.reading_id for m in readings] + [m.content_key for m in readings]
+        keys = [(m.user_id, m.reading_id) for m in readings]
+        keys += [(m.user_id, m.content_key) for m in readings]
         self.known_keys = self.p.store.existing_keys(keys)
         self.p.preload({m.user_id for m in readings} - set(self.overlay))
         self._prefetched = True
@@ -103,7 +108,9 @@ class Batch:
     def process(self, m: Measurement, *, row: int | None = None) -> Result:
         started = time.perf_counter()
         if not self._prefetched:
-            self.known_keys = self.p.store.existing_keys([m.reading_id, m.content_key])
+            self.known_keys = self.p.store.existing_keys(
+                [(m.user_id, m.reading_id), (m.user_id, m.content_key)]
+            )
         self._row = row
         result = self._decide(m)
         self.pending_events.append(
@@ -140,8 +147,9 @@ class Batch:
         return key is None or order_key(m) < key
 
     def _duplicate(self, m: Measurement) -> Result | None:
-        key_seen = m.reading_id in self.staged_keys or m.reading_id in self.known_keys
-        content = m.content_key
+        key = (m.user_id, m.reading_id)
+        key_seen = key in self.staged_keys or key in self.known_keys
+        content = (m.user_id, m.content_key)
         if not key_seen and content not in self.staged_keys and content not in self.known_keys:
             return None
         reason = Reason.DUPLICATE_KEY if key_seen else Reason.DUPLICATE_CONTENT
@@ -150,7 +158,11 @@ class Batch:
     def _late(self, m: Measurement, state: UserState) -> Result:
         if self.p.config.processing.late_policy == "reject_late":
             result = _plain_result(
-                m, Verdict.LATE, Reason.LATE_READING, "older than the user's last reading", self._row
+                m,
+                Verdict.LATE,
+                Reason.LATE_READING,
+                "older than the user's last reading",
+                self._row,
             )
             self.stage(None, m, result)
             return result
@@ -188,32 +200,47 @@ class Batch:
         self.unit.results.append((self.input_id, result))
         if audits:
             self.unit.audits.extend(audits)
-        self.staged_keys.add(m.reading_id)
-        self.staged_keys.add(m.content_key)
+        self.staged_keys.add((m.user_id, m.reading_id))
+        self.staged_keys.add((m.user_id, m.content_key))
         if result.verdict is not Verdict.LATE:
-            key = order_key(m)
-            last = self._last_keys.get(m.user_id)
-            if last is None or key > last:
-                self._last_keys[m.user_id] = key
+            self.note_last_key(m.user_id, order_key(m))
         if state is not None:
-            uid = state.user_id
-            previous = self.overlay.get(uid)
-            self._undo_states.append((uid, previous, self.unit.last_good.get(uid)))
-            if previous is None:
-                stored = self.p.load_state(uid)
-                self.unit.expected_versions[uid] = stored.version if stored is not None else 0
-            self.unit.states[uid] = state
-            self.overlay[uid] = state
-            if last_good:
-                self.unit.last_good[uid] = (state, self.p.clock.now())
+            self.stage_state(state, last_good=last_good)
         return mark
+
+    def stage_state(self, state: UserState, *, last_good: bool = False) -> None:
+        """Stage the user's new state (its readings are staged apart)."""
+        uid = state.user_id
+        previous = self.overlay.get(uid)
+        self._undo_states.append((uid, previous, self.unit.last_good.get(uid)))
+        if previous is None:
+            stored = self.p.load_state(uid)
+            self.unit.expected_versions[uid] = stored.version if stored is not None else 0
+        self.unit.states[uid] = state
+        self.overlay[uid] = state
+        if last_good:
+            self.unit.last_good[uid] = (state, self.p.clock.now())
+
+    def last_key(self, user_id: str) -> OrderKey | None:
+        """The processing-order key of the user's last reading staged in this unit."""
+        return self._last_keys.get(user_id)
+
+    def note_last_key(self, user_id: str, key: OrderKey) -> None:
+        last = self._last_keys.get(user_id)
+        if last is None or key > last:
+            self._last_keys[user_id] = key
+
+    def use_known_keys(self, keys: set[tuple[str, str]]) -> None:
+        """Take ``keys`` as the stored keys of every reading this unit will see (prefetched)."""
+        self.known_keys = keys
+        self._prefetched = True
 
     def unstage(self, mark: Mark) -> None:
         """Take back the staging that returned ``mark`` (the last one with a state)."""
         readings, results, audits = mark
         for m, _ in self.unit.readings[readings:]:
-            self.staged_keys.discard(m.reading_id)
-            self.staged_keys.discard(m.content_key)
+            self.staged_keys.discard((m.user_id, m.reading_id))
+            self.staged_keys.discard((m.user_id, m.content_key))
         del self.unit.readings[readings:]
         del self.unit.results[results:]
         del self.unit.audits[audits:]

@@ -223,6 +223,11 @@ class ProcessingConfig(_Section):
 
     late_policy: Literal["replay", "reject_late"] = "replay"
     commit_group_size: int = Field(default=2000, ge=1)
+    # How a file's ordinary readings are decided: "compiled", the engine's compiled loop over
+    # arrays (weightstream.engine.kernel), or "step", every reading through the pure step one
+    # by one as process_one does. Both give the same results (the engine's differential
+    # tests); "step" is the reference, and what runs where numba is missing.
+    engine: Literal["compiled", "step"] = "compiled"
 
 
 class StoreConfig(_Section):

@@ -21,12 +21,13 @@ import json as _json
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from weightstream.errors import ConfigError
 from weightstream.model import RecoveryAttempt, ResetAudit, Result
-from weightstream.observe import Observer
+from weightstream.observe import Observer, ReadingEvent
 
 __all__ = ["configure_logging", "JsonFormatter", "LogObserver", "EVENTS_LOGGER"]
 
@@ -134,6 +135,22 @@ class LogObserver(Observer):
                 "duration_ms": round(duration_s * 1000.0, 3),
             },
         )
+
+    def readings_processed(self, rows: Sequence[ReadingEvent], duration_s: float) -> None:
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return
+        for user_id, reading_id, verdict, reason, _ in rows:
+            self._emit(
+                logging.DEBUG,
+                "reading_processed",
+                {
+                    "user_id": user_id,
+                    "reading_id": reading_id,
+                    "verdict": verdict,
+                    "reason": _code(reason),
+                    "duration_ms": round(duration_s * 1000.0, 3),
+                },
+            )
 
     def reset_finished(self, audit: ResetAudit) -> None:
         reason = _code(audit.reason)

@@ -43,7 +43,8 @@ import errno
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -59,7 +60,7 @@ from weightstream.model import (
     ResetType,
     Result,
 )
-from weightstream.observe import Observer
+from weightstream.observe import Observer, ReadingEvent
 from weightstream.resets.breaker import CircuitState
 from weightstream.resets.validator import ResetOperation
 
@@ -264,6 +265,20 @@ class MetricsObserver(Observer):
         seconds = _seconds(duration_s)
         if seconds is not None:
             self.reading_duration.observe(seconds)
+
+    def readings_processed(self, rows: Sequence[ReadingEvent], duration_s: float) -> None:
+        counts = Tally((verdict, reason, source) for _, _, verdict, reason, source in rows)
+        for (verdict, reason, source), n in counts.items():
+            self.readings.labels(
+                verdict=verdict,
+                reason=_bounded(reason, _REASONS, "other"),
+                source=self.source_label(source),
+            ).inc(n)
+        seconds = _seconds(duration_s)
+        if seconds is not None:
+            observe = self.reading_duration.observe
+            for _ in range(len(rows)):
+                observe(seconds)
 
     def reset_finished(self, audit: ResetAudit) -> None:
         reset_type = _bounded(audit.reset_type, _RESET_TYPES, "other")

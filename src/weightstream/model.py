@@ -36,6 +36,7 @@ __all__ = [
     "ResetAudit",
     "RecoveryAttempt",
     "content_key",
+    "content_key_at",
     "to_micros",
     "from_micros",
     "order_key",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_blake2b = hashlib.blake2b
 
 
 class Verdict(StrEnum):
@@ -152,8 +154,13 @@ def content_key(user_id: str, timestamp: datetime, value: float, unit: str, sour
     >>> a == content_key("u1", EPOCH, 80.5, "kg", "patient-device")
     False
     """
-    text = f"{user_id}\x1f{to_micros(timestamp)}\x1f{value!r}\x1f{unit.strip().lower()}\x1f{source}"
-    return "h:" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return content_key_at(user_id, to_micros(timestamp), value, unit, source)
+
+
+def content_key_at(user_id: str, micros: int, value: float, unit: str, source: str) -> str:
+    """:func:`content_key` with the time as UTC microseconds (the file engine's form)."""
+    text = f"{user_id}\x1f{micros}\x1f{value!r}\x1f{unit.strip().lower()}\x1f{source}"
+    return "h:" + _blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ ingestion).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from weightstream.model import RecoveryAttempt, ResetAudit, Result
 
-__all__ = ["Observer", "Observers"]
+__all__ = ["Observer", "Observers", "ReadingEvent"]
+
+#: One row's result as the bulk hook sees it: (user id, reading id, verdict, reason, source).
+ReadingEvent = tuple[str | None, str | None, str, str, str | None]
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +27,14 @@ class Observer:
 
     def reading_processed(self, result: Result, duration_s: float) -> None:
         """One input row got its result (any verdict). ``duration_s``: time spent on it."""
+
+    def readings_processed(self, rows: Sequence[ReadingEvent], duration_s: float) -> None:
+        """Many rows got their results at once (the file engine's common path).
+
+        Each row is (user id, reading id, verdict, reason, source); ``duration_s`` is the time
+        spent per row. The default hands each to :meth:`reading_processed`'s counterpart
+        hooks only if a subclass overrides this.
+        """
 
     def reset_finished(self, audit: ResetAudit) -> None:
         """A reset transaction ended (committed or rolled back, with its fallback path)."""
@@ -59,6 +70,9 @@ class Observers(Observer):
 
     def reading_processed(self, result: Result, duration_s: float) -> None:
         self._each("reading_processed", result, duration_s)
+
+    def readings_processed(self, rows: Sequence[ReadingEvent], duration_s: float) -> None:
+        self._each("readings_processed", rows, duration_s)
 
     def reset_finished(self, audit: ResetAudit) -> None:
         self._each("reset_finished", audit)

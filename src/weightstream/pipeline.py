@@ -22,16 +22,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
+
+import polars as pl
 
 from weightstream import faults
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
+from weightstream.engine.group import EngineConfig, GroupReadings, run_group
 from weightstream.errors import ConflictError, StoreBusyError
-from weightstream.ingest import MalformedRow, RowProblem, file_digest, open_csv
-from weightstream.ingest.rows import measurement_of, parse_row
-from weightstream.model import Measurement, Result, Verdict
+from weightstream.ingest import RowProblem, file_digest
+from weightstream.ingest.columnar import read_columns
+from weightstream.model import Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
 from weightstream.results_file import write_csv
@@ -75,6 +77,9 @@ class RunSummary:
     seconds: float = 0.0
     retries: int = 0
     user_ids: set[str] = field(default_factory=set, repr=False)
+    #: Seconds spent on each part of the run: parse, sort, filter (deciding), store
+    #: (committing), results (the results file).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def users(self) -> int:
@@ -121,58 +126,46 @@ class RunSummary:
         }
 
 
-# One row of the processing order, compact while the whole file is held (a million rows must
-# fit well under 500 MB): an invalid row as (line, problem); a valid one as one flat tuple,
-# (line, *parsed fields), its user, unit and source strings shared. Its Measurement (and
-# content hash) is built only when its group is processed.
-Invalid = tuple[int, RowProblem]
-Valid = tuple[int, str | None, str, datetime, float, str, float, str]
-Entry = Invalid | Valid
+@dataclass
+class Loaded:
+    """A file in processing order: its invalid rows by line, then its valid readings sorted."""
+
+    invalid: list[tuple[int, RowProblem]]
+    valid: pl.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.invalid) + self.valid.height
 
 
 def _load(
-    path: Path, config: Config, column_map: Mapping[str, str] | None, clock: Clock
-) -> list[Entry]:
+    path: Path,
+    config: Config,
+    column_map: Mapping[str, str] | None,
+    clock: Clock,
+    timings: dict[str, float],
+) -> Loaded:
     """Parse every row; return them in processing order."""
-    source = open_csv(path, column_map)
-    now = clock.now()
-    invalid: list[Entry] = []
-    valid: list[Valid] = []
-    strings: dict[str, str] = {}
-    share = strings.setdefault
-    for raw in source:
-        if isinstance(raw, MalformedRow):
-            invalid.append((raw.line, raw.problem))
-            continue
-        item = parse_row(raw, config=config, now=now)
-        if isinstance(item, RowProblem):
-            invalid.append((raw.line, item))
-        else:
-            ident, user, when, value, unit, weight_kg, src = item
-            valid.append(
-                (
-                    raw.line,
-                    ident,
-                    share(user, user),
-                    when,
-                    value,
-                    share(unit, unit),
-                    weight_kg,
-                    share(src, src),
-                )
-            )
+    started = time.perf_counter()
+    cols = read_columns(path, config, now=clock.now(), column_map=column_map)
+    sorted_at = time.perf_counter()
+    timings["parse"] = sorted_at - started
     # Order by user, event time, then content (source, unit, value, id), the processing order
     # of weightstream.model.order_key: readings at the same instant never depend on where
-    # they stand in the file. ``valid`` is in line order and the sort is stable, so rows that
-    # tie on everything (the same reading twice) keep line order.
-    valid.sort(key=_processing_order)
-    invalid.extend(valid)
-    return invalid
-
-
-def _processing_order(v: Valid) -> tuple[str, datetime, str, str, float, str]:
-    _, ident, user, when, value, unit, _, src = v
-    return (user, when, src, unit, value, ident or "")
+    # they stand in the file. Rows that tie on everything (the same reading twice) keep line
+    # order.
+    valid = cols.valid.sort(
+        [
+            pl.col("user"),
+            pl.col("ts"),
+            pl.col("source"),
+            pl.col("unit"),
+            pl.col("value"),
+            pl.col("id").fill_null(""),
+            pl.col("line"),
+        ]
+    )
+    timings["sort"] = time.perf_counter() - sorted_at
+    return Loaded(cols.invalid, valid)
 
 
 def _invalid_result(line: int, problem: RowProblem) -> Result:
@@ -197,59 +190,68 @@ def process_file(
     observer: Observer | None = None,
     processor: Processor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    raw: bool = False,
 ) -> RunSummary:
     """Process ``path`` into ``store``; write the results CSV to ``out``. Resumable."""
     started = time.perf_counter()
     path = Path(path)
     input_id = file_digest(path)
-    entries = _load(path, config, column_map, clock)
-    processor = processor or Processor(store, config, clock=clock, observer=observer)
     summary = RunSummary(input_id=input_id)
+    timings = summary.timings
+    entries = _load(path, config, column_map, clock, timings)
+    processor = processor or Processor(store, config, clock=clock, observer=observer)
+    engine = EngineConfig(processor)
     position = store.position(input_id)
     summary.resumed_from = position
     group = config.processing.commit_group_size
     total = len(entries)
     while position < total:
         end = min(position + group, total)
-        _commit_group(processor, input_id, entries, position, end, summary)
+        _commit_group(processor, engine, input_id, entries, position, end, summary)
         summary.processed_now += end - position
         position = end
         faults.crash_point("pipeline.group_committed")
         if progress is not None:
             progress(position, total)
+    written = time.perf_counter()
     if out is not None:
-        write_results(store, input_id, Path(out), summary=summary)
+        write_results(store, input_id, Path(out), summary=summary, raw=raw)
         faults.crash_point("pipeline.results_written")
     else:
         for row in _result_rows(store, input_id):
             summary.count_row(row)
+    timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _commit_group(
     processor: Processor,
+    engine: EngineConfig,
     input_id: str,
-    entries: list[Entry],
+    entries: Loaded,
     start: int,
     end: int,
     summary: RunSummary,
 ) -> None:
-    group: list[tuple[int, Measurement | RowProblem]] = [
-        entry if len(entry) == 2 else (entry[0], measurement_of(entry[1:]))
-        for entry in entries[start:end]
-    ]
+    n_invalid = len(entries.invalid)
+    invalid = entries.invalid[start:end] if start < n_invalid else []
+    first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid
+    valid = _readings(entries.valid, first, last) if last > first else None
+    timings = summary.timings
     for attempt in range(_RETRIES + 1):
         batch = Batch(processor, input_id)
         try:
-            batch.prefetch(m for _, m in group if isinstance(m, Measurement))
-            for line, item in group:
-                if isinstance(item, RowProblem):
-                    batch.add_result(_invalid_result(line, item))
-                else:
-                    batch.process(item, row=line)
+            decided = time.perf_counter()
+            for line, problem in invalid:
+                batch.add_result(_invalid_result(line, problem))
+            if valid is not None:
+                run_group(processor, batch, valid, engine)
             faults.crash_point("pipeline.before_commit")
+            committed = time.perf_counter()
+            timings["filter"] = timings.get("filter", 0.0) + committed - decided
             batch.commit(position=(input_id, end))
+            timings["store"] = timings.get("store", 0.0) + time.perf_counter() - committed
             return
         except (ConflictError, StoreBusyError):
             processor.forget()
@@ -257,6 +259,21 @@ def _commit_group(
                 raise
             summary.retries += 1
             time.sleep(min(0.05 * 2**attempt, 1.0))
+
+
+def _readings(valid: pl.DataFrame, first: int, last: int) -> GroupReadings:
+    """Rows ``first .. last-1`` of the sorted readings, as plain columns."""
+    part = valid.slice(first, last - first)
+    return GroupReadings(
+        line=part.get_column("line").to_list(),
+        ident=part.get_column("id").to_list(),
+        user=part.get_column("user").to_list(),
+        ts=part.get_column("ts").to_list(),
+        value=part.get_column("value").to_list(),
+        unit=part.get_column("unit").to_list(),
+        weight_kg=part.get_column("weight_kg").to_list(),
+        source=part.get_column("source").to_list(),
+    )
 
 
 def write_results(

@@ -105,6 +105,7 @@ class Processor:
             store, self.manager, clock=clock, validator=self.validator
         )
         self._cache: dict[str, UserState] = {}
+        self._absent: set[str] = set()  # users known to have no stored state
 
     @property
     def manager(self) -> ResetManager:
@@ -187,7 +188,7 @@ class Processor:
         user alone.
         """
         state = self._cache.get(user_id)
-        if state is None:
+        if state is None and user_id not in self._absent:
             try:
                 state = load_checked(self.store, user_id, self.validator)
             except StateCorruptionError as exc:
@@ -197,23 +198,34 @@ class Processor:
         return state
 
     def preload(self, user_ids: Iterable[str]) -> None:
-        """Load the committed states of several users in one store query."""
-        missing = [uid for uid in user_ids if uid not in self._cache]
+        """Load the committed states of several users in a few store queries.
+
+        Users with no stored state at all are remembered as such, so that a file of new
+        users costs no query per user (a row that does not decode is not "no state": it is
+        loaded, and repaired, by :meth:`load_state`).
+        """
+        missing = [uid for uid in user_ids if uid not in self._cache and uid not in self._absent]
         if missing:
             for uid, state in self.store.load_states(missing).items():
                 self._cache[uid] = self._checked(state)
+            unknown = [uid for uid in missing if uid not in self._cache]
+            if unknown:
+                self._absent.update(set(unknown) - self.store.known_users(unknown))
 
     def remember(self, states: dict[str, UserState]) -> None:
         """Cache states that were just committed."""
         self._cache.update(states)
+        self._absent.difference_update(states)
 
     def forget(self, user_ids: Iterable[str] | None = None) -> None:
         """Drop cached committed states (after a conflict, or to re-read the store)."""
         if user_ids is None:
             self._cache.clear()
+            self._absent.clear()
         else:
             for uid in user_ids:
                 self._cache.pop(uid, None)
+                self._absent.discard(uid)
 
     def _checked(self, state: UserState) -> UserState:
         """``state`` if valid; else the user repaired (see :meth:`load_state`)."""
@@ -291,8 +303,10 @@ class Processor:
         """Last-known-good state, else the recovery service; the reading always gets a result."""
         attempts: list[RecoveryAttempt] = []
         good = batch.last_good(m.user_id)
-        if good is not None and good.kalman is not None and not self.validator.user_state_problems(
-            good
+        if (
+            good is not None
+            and good.kalman is not None
+            and not self.validator.user_state_problems(good)
         ):
             s: Step = from_last_good(good, plan.base, m, self.policy)
             how = s.result.reset_outcome if s.result else None

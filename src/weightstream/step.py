@@ -137,9 +137,7 @@ def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
     return filter_step(base, m, policy, predicted)
 
 
-def filter_step(
-    base: UserState, m: Measurement, policy: Policy, predicted: Prediction
-) -> Step:
+def filter_step(base: UserState, m: Measurement, policy: Policy, predicted: Prediction) -> Step:
     """The ordinary path: the outlier rules, then the Kalman update if the reading passes."""
     xp, Pp = predicted
     z = m.weight_kg

@@ -159,7 +159,9 @@ def full_unit(
     return unit
 
 
-def snapshot(store: StateStore, users: list[str], keys: list[str], inputs: list[str]) -> dict:
+def snapshot(
+    store: StateStore, users: list[str], keys: list[tuple[str, str]], inputs: list[str]
+) -> dict:
     """Everything a store holds about these users, keys and inputs (for before/after checks)."""
     return {
         "states": {u: store.load_state(u) for u in users},
@@ -174,8 +176,8 @@ def snapshot(store: StateStore, users: list[str], keys: list[str], inputs: list[
     }
 
 
-def unit_keys(unit: UnitOfWork) -> list[str]:
-    return [k for m, _ in unit.readings for k in (m.reading_id, m.content_key)]
+def unit_keys(unit: UnitOfWork) -> list[tuple[str, str]]:
+    return [(m.user_id, k) for m, _ in unit.readings for k in (m.reading_id, m.content_key)]
 
 
 def assert_nothing_of(unit: UnitOfWork, store: StateStore) -> None:
@@ -303,7 +305,8 @@ def test_unknown_things_are_empty(store: StateStore):
     assert store.position("nothing.csv") == 0
     assert list(store.results_for_input("nothing.csv")) == []
     assert store.audits() == [] and store.recovery_attempts() == []
-    assert store.existing_keys(["a", "b"]) == set()
+    assert store.existing_keys([("nobody", "a"), ("nobody", "b")]) == set()
+    assert store.known_users(["nobody"]) == set()
     assert store.users() == []
 
 
@@ -399,7 +402,7 @@ def test_duplicate_content_within_unit_conflicts(backend: Backend, store: StateS
     with pytest.raises(ConflictError):
         store.commit(unit)
     other = fresh(backend)
-    assert other.existing_keys(["x1", "x2", m1.content_key]) == set()
+    assert other.existing_keys([("u1", "x1"), ("u1", "x2"), ("u1", m1.content_key)]) == set()
     assert other.load_state("u1") is None
 
 
@@ -416,7 +419,7 @@ def test_key_already_stored_conflicts(backend: Backend, store: StateStore):
     assert other.load_state("u1").version == 1  # type: ignore[union-attr]
     assert other.position("in.csv") == 3
     assert len(other.history("u1")) == 3
-    assert other.existing_keys([m.content_key for m, _ in again.readings[:3]]) == set()
+    assert other.existing_keys([("u1", m.content_key) for m, _ in again.readings[:3]]) == set()
 
 
 # -- keys and history -------------------------------------------------------------------------
@@ -428,10 +431,35 @@ def test_existing_keys_finds_ids_and_content_keys(store: StateStore):
     m, r = reading("u1", 1, 80.0, rid="id-1")
     unit.readings.append((m, r))
     store.commit(unit)
-    assert store.existing_keys(["id-1"]) == {"id-1"}
-    assert store.existing_keys([m.content_key]) == {m.content_key}
-    assert store.existing_keys(["id-1", m.content_key, "id-2", "h:0"]) == {"id-1", m.content_key}
+    assert store.existing_keys([("u1", "id-1")]) == {("u1", "id-1")}
+    assert store.existing_keys([("u1", m.content_key)]) == {("u1", m.content_key)}
+    asked = [("u1", "id-1"), ("u1", m.content_key), ("u1", "id-2"), ("u1", "h:0"), ("u2", "id-1")]
+    assert store.existing_keys(asked) == {("u1", "id-1"), ("u1", m.content_key)}
     assert store.existing_keys([]) == set()
+
+
+def test_a_reading_id_is_its_users_own(backend: Backend, store: StateStore):
+    """The same reading id under two users is two readings: both are stored, neither lost."""
+    unit = UnitOfWork()
+    unit.readings += [reading("u1", 1, 80.0, rid="same"), reading("u2", 1, 70.0, rid="same")]
+    store.commit(unit)
+    other = fresh(backend)
+    assert other.existing_keys([("u1", "same"), ("u2", "same")]) == {("u1", "same"), ("u2", "same")}
+    assert [h.measurement.weight_kg for h in other.history("u1")] == [80.0]
+    assert [h.measurement.weight_kg for h in other.history("u2")] == [70.0]
+    again = UnitOfWork()
+    again.readings.append(reading("u2", 2, 71.0, rid="same"))
+    with pytest.raises(ConflictError):
+        store.commit(again)
+
+
+def test_known_users_names_users_with_a_state(store: StateStore):
+    """known_users: the users with a stored state row, among those asked."""
+    unit = UnitOfWork()
+    unit.put_state(state("u1"), 0)
+    store.commit(unit)
+    assert store.known_users(["u1", "u2"]) == {"u1"}
+    assert store.known_users([]) == set()
 
 
 def test_existing_keys_many(store: StateStore):
@@ -440,8 +468,8 @@ def test_existing_keys_many(store: StateStore):
     for i in range(700):
         unit.readings.append(reading(f"u{i % 7}", i / 10, 70.0 + i / 100, rid=f"k{i}"))
     store.commit(unit)
-    asked = [f"k{i}" for i in range(0, 1400, 2)]
-    assert store.existing_keys(asked) == {f"k{i}" for i in range(0, 700, 2)}
+    asked = [(f"u{i % 7}", f"k{i}") for i in range(0, 1400, 2)]
+    assert store.existing_keys(asked) == {(f"u{i % 7}", f"k{i}") for i in range(0, 700, 2)}
 
 
 def test_history_in_event_time_then_arrival_order(backend: Backend, store: StateStore):

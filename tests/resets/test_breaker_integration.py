@@ -214,7 +214,7 @@ def test_batched_fallbacks_commit_together(tmp_path: Path) -> None:
     for row, m in enumerate(readings):
         batch.process(m, row=row)
     assert len(store.audits()) == n_audits  # nothing durable before the group commits
-    assert store.existing_keys([m.reading_id for m in readings]) == set()
+    assert store.existing_keys([(m.user_id, m.reading_id) for m in readings]) == set()
     batch.commit(position=("input-1", len(readings)))
     results = list(store.results_for_input("input-1"))
     assert [r.reading_id for r in results] == [m.reading_id for m in readings]

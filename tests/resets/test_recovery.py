@@ -452,7 +452,7 @@ def test_fallback_state_commits_with_its_result_or_not_at_all(path: str) -> None
     assert len(inner.history("u1")) == n_history
     assert len(inner.audits()) == n_audits
     assert inner.recovery_attempts() == []
-    assert inner.existing_keys([m.reading_id]) == set()
+    assert inner.existing_keys([(m.user_id, m.reading_id)]) == set()
     faulty.armed = False
     result = p.process_one(m)
     assert result.reset_outcome is outcome

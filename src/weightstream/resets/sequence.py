@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from weightstream import faults
-from weightstream.step import Policy, ResetPlan, make_result
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -40,6 +39,7 @@ from weightstream.resets.validator import (
     kalman_snapshot,
     persist_snapshot,
 )
+from weightstream.step import Policy, ResetPlan, make_result
 
 __all__ = ["Check", "run_reset", "reset_state", "unchecked", "checks_for"]
 

@@ -1,4 +1,4 @@
-"""When a reading restarts its user's filter: the reset triggers, and the checks a trigger must pass.
+"""When a reading restarts its user's filter: the reset triggers, and what a trigger must pass.
 
 Four triggers, tried in order (thresholds in :class:`~weightstream.config.ResetConfig` and
 :class:`~weightstream.config.RuleConfig`):

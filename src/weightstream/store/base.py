@@ -14,7 +14,7 @@ Queries never change anything.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +45,11 @@ class UnitOfWork:
     recoveries: list[RecoveryAttempt] = field(default_factory=list)
     last_good: dict[str, tuple[UserState, datetime]] = field(default_factory=dict)
     position: tuple[str, int] | None = None
+    #: Readings and results already encoded as rows (``codec.READING_COLUMNS`` and
+    #: ``codec.RESULT_COLUMNS`` order): the file engine stages its common path this way, with
+    #: no objects per reading. They are stored exactly as the objects above would be.
+    reading_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    result_rows: list[tuple[Any, ...]] = field(default_factory=list)
     #: Users whose stored row is corrupt, with its ``version`` column exactly as stored: the
     #: staged state replaces that row only while the column still holds that raw value.
     corrupt_versions: dict[str, object] = field(default_factory=dict)
@@ -60,7 +65,17 @@ class UnitOfWork:
         self.states[state.user_id] = state
 
     def __len__(self) -> int:
-        return len(self.results)
+        return len(self.results) + len(self.result_rows)
+
+    def with_objects(self) -> UnitOfWork:
+        """This unit with its encoded rows decoded into objects (for stores that keep objects)."""
+        if not (self.reading_rows or self.result_rows):
+            return self
+        from weightstream.store import codec
+
+        readings = [*self.readings, *(codec.row_to_reading(r) for r in self.reading_rows)]
+        results = [*self.results, *((r[0], codec.row_to_result(r)) for r in self.result_rows)]
+        return replace(self, readings=readings, results=results, reading_rows=[], result_rows=[])
 
     @property
     def empty(self) -> bool:
@@ -73,6 +88,8 @@ class UnitOfWork:
             or self.readings
             or self.replaced_readings
             or self.last_good
+            or self.reading_rows
+            or self.result_rows
         )
 
 
@@ -97,8 +114,16 @@ class StateStore(Protocol):
         """
         ...
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` (reading ids or content keys) are already stored."""
+    def known_users(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` have a stored state row (whether or not it decodes)."""
+        ...
+
+    def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``keys``, (user id, reading id or content key), are already stored.
+
+        A reading is identified within its user: the same id under another user is another
+        reading (a collision of ids across users must not lose a reading).
+        """
         ...
 
     def history(self, user_id: str) -> list[HistoryRow]:

@@ -33,8 +33,9 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._states: dict[str, UserState] = {}
         self._last_good: dict[str, tuple[UserState, datetime]] = {}
-        self._readings: dict[str, tuple[Measurement, Result, int]] = {}
-        self._content: set[str] = set()
+        # A reading is identified within its user: (user, id) and (user, content key).
+        self._readings: dict[tuple[str, str], tuple[Measurement, Result, int]] = {}
+        self._content: set[tuple[str, str]] = set()
         self._by_user: dict[str, list[tuple[int, int, str]]] = {}
         self._results: dict[str | None, list[Result]] = {}
         self._result_rows: set[tuple[str | None, int]] = set()
@@ -44,6 +45,7 @@ class MemoryStore:
         self._seq = 0
 
     def commit(self, unit: UnitOfWork) -> None:
+        unit = unit.with_objects()
         with self._lock:
             self._check(unit)
             self._apply(unit)
@@ -61,7 +63,7 @@ class MemoryStore:
             if state.version <= expected:
                 raise ConflictError("state version does not move forward", user_id=uid)
         for m, _ in unit.replaced_readings:
-            if m.reading_id not in self._readings:
+            if (m.user_id, m.reading_id) not in self._readings:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         rows: set[tuple[str | None, int]] = set()
         for input_id, r in unit.results:
@@ -71,17 +73,17 @@ class MemoryStore:
             if slot in rows or slot in self._result_rows:
                 raise ConflictError(f"result for row {r.row} already stored")
             rows.add(slot)
-        ids: set[str] = set()
-        contents: set[str] = set()
+        ids: set[tuple[str, str]] = set()
+        contents: set[tuple[str, str]] = set()
         for m, _ in unit.readings:
-            key, content = m.reading_id, m.content_key
+            key, content = (m.user_id, m.reading_id), (m.user_id, m.content_key)
             if (
                 key in ids
                 or key in self._readings
                 or content in contents
                 or content in self._content
             ):
-                raise ConflictError("reading already stored", reading_id=key)
+                raise ConflictError("reading already stored", reading_id=m.reading_id)
             ids.add(key)
             contents.add(content)
         if unit.position is not None:
@@ -92,15 +94,15 @@ class MemoryStore:
     def _apply(self, unit: UnitOfWork) -> None:
         for m, r in unit.readings:
             self._seq += 1
-            self._readings[m.reading_id] = (m, r, self._seq)
-            self._content.add(m.content_key)
+            self._readings[(m.user_id, m.reading_id)] = (m, r, self._seq)
+            self._content.add((m.user_id, m.content_key))
             bisect.insort(
                 self._by_user.setdefault(m.user_id, []),
                 (to_micros(m.timestamp), self._seq, m.reading_id),
             )
         for m, r in unit.replaced_readings:
-            _, _, seq = self._readings[m.reading_id]
-            self._readings[m.reading_id] = (m, r, seq)
+            _, _, seq = self._readings[(m.user_id, m.reading_id)]
+            self._readings[(m.user_id, m.reading_id)] = (m, r, seq)
         for input_id, r in unit.results:
             self._results.setdefault(input_id, []).append(r)
             if r.row is not None:
@@ -118,13 +120,16 @@ class MemoryStore:
     def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         return {u: self._states[u] for u in user_ids if u in self._states}
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+    def known_users(self, user_ids: Iterable[str]) -> set[str]:
+        return {u for u in user_ids if u in self._states}
+
+    def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         return {k for k in keys if k in self._readings or k in self._content}
 
     def history(self, user_id: str) -> list[HistoryRow]:
         out = []
         for _, seq, key in self._by_user.get(user_id, []):
-            m, r, _ = self._readings[key]
+            m, r, _ = self._readings[(user_id, key)]
             out.append(HistoryRow(m, r, seq))
         return out
 

@@ -115,4 +115,38 @@ CREATE TABLE input_positions (
 )""",
         ),
     ),
+    (
+        2,
+        "readings identified per user; every index of the history clustered by user",
+        (
+            # A reading is (user, id) and (user, content): the same id under another user is
+            # another reading. Global UNIQUE keys were random-keyed b-trees, written all over
+            # for every group of a large file; these three indexes lead with the user, so a
+            # file processed in user order writes each of them almost sequentially, and a new
+            # user's readings need no lookup at all.
+            """
+CREATE TABLE readings_v2 (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    weight_kg REAL NOT NULL CHECK (weight_kg > 0),
+    source TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL
+)""",
+            "INSERT INTO readings_v2 SELECT * FROM readings ORDER BY seq",
+            "DROP TABLE readings",
+            "ALTER TABLE readings_v2 RENAME TO readings",
+            "CREATE INDEX readings_by_user_time ON readings (user_id, ts, seq)",
+            "CREATE UNIQUE INDEX readings_user_key ON readings (user_id, key)",
+            "CREATE UNIQUE INDEX readings_user_content ON readings (user_id, content_key)",
+        ),
+    ),
 )

@@ -259,7 +259,7 @@ class SQLiteStore:
                 raise _typed(exc) from None
             raise
         faults.crash_point("store.after_commit")
-        self._observer.store_committed(time.perf_counter() - started, len(unit.results))
+        self._observer.store_committed(time.perf_counter() - started, len(unit))
 
     def _write(self, unit: UnitOfWork) -> None:
         c = self._conn
@@ -269,13 +269,19 @@ class SQLiteStore:
                 f"({', '.join('?' * len(codec.READING_COLUMNS))})",
                 [codec.reading_to_row(m, r) for m, r in unit.readings],
             )
+        if unit.reading_rows:
+            c.executemany(
+                f"INSERT INTO readings ({_READING_COLS}) VALUES "
+                f"({', '.join('?' * len(codec.READING_COLUMNS))})",
+                unit.reading_rows,
+            )
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
             cur = c.execute(
                 "UPDATE readings SET verdict = ?, reason = ?, message = ?, filtered_weight = ?, "
                 "trend_kg_week = ?, std_kg = ?, reset_type = ?, reset_outcome = ?, quality = ? "
-                "WHERE key = ?",
-                (*row[8:], m.reading_id),
+                "WHERE user_id = ? AND key = ?",
+                (*row[8:], m.user_id, m.reading_id),
             )
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
@@ -285,6 +291,12 @@ class SQLiteStore:
                 f"INSERT INTO results ({_RESULT_COLS}) VALUES "
                 f"({', '.join('?' * len(codec.RESULT_COLUMNS))})",
                 [codec.result_to_row(input_id, r) for input_id, r in unit.results],
+            )
+        if unit.result_rows:
+            c.executemany(
+                f"INSERT INTO results ({_RESULT_COLS}) VALUES "
+                f"({', '.join('?' * len(codec.RESULT_COLUMNS))})",
+                unit.result_rows,
             )
         if unit.states:
             fresh, known, corrupt = [], [], []
@@ -379,16 +391,29 @@ class SQLiteStore:
                 out[state.user_id] = state
         return out
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+    def known_users(self, user_ids: Iterable[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(list(keys)):
+        for chunk in _chunks(list(user_ids)):
             marks = ", ".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT key FROM readings WHERE key IN ({marks}) UNION ALL "
-                f"SELECT content_key FROM readings WHERE content_key IN ({marks})",
-                chunk + chunk,
-            )
-            found.update(k for (k,) in rows)
+            rows = self._query(f"SELECT user_id FROM user_states WHERE user_id IN ({marks})", chunk)
+            found.update(u for (u,) in rows)
+        return found
+
+    def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        by_user: dict[str, list[str]] = {}
+        for user_id, key in keys:
+            by_user.setdefault(user_id, []).append(key)
+        found: set[tuple[str, str]] = set()
+        for user_id, wanted in by_user.items():
+            for chunk in _chunks(wanted):
+                marks = ", ".join("?" * len(chunk))
+                rows = self._query(
+                    f"SELECT key FROM readings WHERE user_id = ? AND key IN ({marks}) UNION ALL "
+                    f"SELECT content_key FROM readings WHERE user_id = ? "
+                    f"AND content_key IN ({marks})",
+                    [user_id, *chunk, user_id, *chunk],
+                )
+                found.update((user_id, k) for (k,) in rows)
         return found
 
     def history(self, user_id: str) -> list[HistoryRow]:
@@ -556,7 +581,11 @@ def _split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
     matrix can prove it detects a unit that is not atomic. Never set in production.
     """
     first = UnitOfWork(
-        readings=unit.readings, replaced_readings=unit.replaced_readings, results=unit.results
+        readings=unit.readings,
+        replaced_readings=unit.replaced_readings,
+        results=unit.results,
+        reading_rows=unit.reading_rows,
+        result_rows=unit.result_rows,
     )
     second = UnitOfWork(
         states=unit.states,
