@@ -235,3 +235,17 @@ def test_a_repair_racing_another_repair_is_a_conflict_not_a_double_write(
     assert len(recoveries(db, "a")) == 1
     first.close()
     second.close()
+
+
+def test_recover_apply_repairs_a_row_that_does_not_decode(
+    seeded: tuple[Path, Path, Path], tmp_path: Path, cli_fast: Callable[..., Any]
+) -> None:
+    """`recover USER --apply` on a state row that does not decode rebuilds it (was: exit 75)."""
+    db = tmp_path / "copy.db"
+    shutil.copy(seeded[0], db)
+    corrupt(db, "b", "buffer_not_json")
+    done = cli_fast("recover", "b", "--db", db, "--apply")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("state_rebuilt", 1) in [(s, ok) for s, ok, _ in recoveries(db, "b")]
+    again = cli_fast("state", "b", "--db", db)
+    assert again.returncode == 0, again.stdout + again.stderr

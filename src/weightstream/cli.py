@@ -449,7 +449,7 @@ def recover(
 
     Example: weightstream recover 001ADB5640A54EF2A092E20915E0FB81 --apply
     """
-    from weightstream.replay import apply_rebuild, rebuild_user
+    from weightstream.replay import rebuild_user
 
     cfg = _config(config)
     store = _open_store(db, cfg, create=False)
@@ -470,10 +470,26 @@ def recover(
             )
         )
         if apply and (diffs or rebuild.changed):
-            stored = _guard(lambda: apply_rebuild(store, rebuild))
+            stored = _guard(lambda: _apply_recovery(store, user_id, cfg, rebuild))
             console.print(f"applied: state version {stored.version if stored else '-'}")
     finally:
         store.close()
+
+
+def _apply_recovery(store: Any, user_id: str, cfg: Config, rebuild: Any) -> Any:
+    """Store the rebuilt state; a live row that does not decode is replaced as a repair."""
+    from weightstream.errors import StateCorruptionError
+    from weightstream.repair import load_checked, repair_user
+    from weightstream.replay import apply_rebuild
+    from weightstream.resets.validator import StateValidator
+
+    v = cfg.validation
+    validator = StateValidator(min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg)
+    try:
+        load_checked(store, user_id, validator)
+    except StateCorruptionError as exc:
+        return repair_user(store, user_id, cfg, exc, validator=validator)
+    return apply_rebuild(store, rebuild)
 
 
 @app.command()

@@ -30,34 +30,18 @@ from weightstream import faults
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
+from weightstream.engine.results import RESULT_FIELDS, ResultsTable, invalid_message
 from weightstream.errors import ConflictError, StoreBusyError
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.columnar import read_columns
 from weightstream.model import Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
-from weightstream.results_file import write_csv
+from weightstream.results_file import write_atomic, write_csv
 from weightstream.store.base import ResultRows, StateStore
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
-RESULT_FIELDS = (
-    "row",
-    "reading_id",
-    "user_id",
-    "verdict",
-    "reason",
-    "message",
-    "timestamp",
-    "source",
-    "weight_kg",
-    "filtered_weight",
-    "trend_kg_week",
-    "std_kg",
-    "reset_type",
-    "reset_outcome",
-    "quality",
-)
 _RETRIES = 8
 
 
@@ -105,6 +89,18 @@ class RunSummary:
         if user_id:
             self.user_ids.add(str(user_id))
 
+    def count_table(self, table: ResultsTable, frame: pl.DataFrame) -> None:
+        """Count a whole run's results (the table of every row) into the summary."""
+        counts = table.counts(frame)
+        self.rows += frame.height
+        self.verdicts.update(counts["verdicts"])
+        self.rejected.update(counts["rejected"])
+        self.invalid.update(counts["invalid"])
+        self.resets.update(counts["reset_type"])
+        self.reset_outcomes.update(counts["reset_outcome"])
+        self.user_ids.update(frame.get_column("user_id").drop_nulls().unique().to_list())
+        self.user_ids.discard("")
+
     def as_dict(self) -> dict[str, object]:
         return {
             "input_id": self.input_id,
@@ -132,9 +128,17 @@ class Loaded:
 
     invalid: list[tuple[int, RowProblem]]
     valid: pl.DataFrame
+    table: ResultsTable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.table = ResultsTable(self.invalid, self.valid)
 
     def __len__(self) -> int:
         return len(self.invalid) + self.valid.height
+
+    def rows(self) -> list[int]:
+        """The input row of each position of the processing order."""
+        return [line for line, _ in self.invalid] + self.valid.get_column("line").to_list()
 
 
 def _load(
@@ -174,7 +178,7 @@ def _invalid_result(line: int, problem: RowProblem) -> Result:
         user_id=None,
         verdict=Verdict.INVALID,
         reason=problem.reason,
-        message=f"line {line}: {problem.field}: {problem.message}",
+        message=invalid_message(line, problem),
         row=line,
     )
 
@@ -214,12 +218,25 @@ def process_file(
         if progress is not None:
             progress(position, total)
     written = time.perf_counter()
-    if out is not None:
+    table = entries.table
+    if summary.resumed_from:
+        # Rows an earlier run committed: their results as the store holds them.
+        slots = {row: i for i, row in enumerate(entries.rows())}
+        for r in store.results_for_input(input_id):
+            if r.row is not None and r.row in slots and not table.filled[slots[r.row]]:
+                table.fill_result(slots[r.row], r)
+    if table.complete:
+        frame = table.frame()
+        summary.count_table(table, frame)
+        if out is not None:
+            write_atomic(Path(out), lambda handle: handle.write(table.csv_bytes(frame, raw=raw)))
+    elif out is not None:  # not expected: the store is the reference, so read it
         write_results(store, input_id, Path(out), summary=summary, raw=raw)
-        faults.crash_point("pipeline.results_written")
     else:
         for row in _result_rows(store, input_id):
             summary.count_row(row)
+    if out is not None:
+        faults.crash_point("pipeline.results_written")
     timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
@@ -239,6 +256,7 @@ def _commit_group(
     first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid
     valid = _readings(entries.valid, first, last) if last > first else None
     timings = summary.timings
+    table = entries.table
     for attempt in range(_RETRIES + 1):
         batch = Batch(processor, input_id)
         try:
@@ -246,7 +264,14 @@ def _commit_group(
             for line, problem in invalid:
                 batch.add_result(_invalid_result(line, problem))
             if valid is not None:
-                run_group(processor, batch, valid, engine)
+                run_group(processor, batch, valid, engine, table, max(start, n_invalid))
+            # Results decided one by one (invalid rows, resets, late readings): their slots.
+            slots = {line: start + k for k, (line, _) in enumerate(invalid)}
+            if valid is not None:
+                first_slot = max(start, n_invalid)
+                slots.update((line, first_slot + k) for k, line in enumerate(valid.line))
+            decided_one_by_one = [(slots[r.row], r) for _, r in batch.unit.results if r.row]
+            batch.after_commit(table.fill_results, decided_one_by_one)
             faults.crash_point("pipeline.before_commit")
             committed = time.perf_counter()
             timings["filter"] = timings.get("filter", 0.0) + committed - decided

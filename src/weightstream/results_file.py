@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import os
 import signal
 import stat
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from weightstream.errors import StorageError, StorageFullError
 
@@ -54,6 +55,7 @@ __all__ = [
     "output_path_problem",
     "protected_paths",
     "write_csv",
+    "write_atomic",
 ]
 
 #: Columns of the results file that hold numbers (or nothing); never neutralised.
@@ -150,24 +152,40 @@ def write_csv(
     ``on_row`` sees each row as given (before neutralisation). See the module docstring for
     the guarantees and the errors.
     """
+    text_columns = [i for i, name in enumerate(header) if name not in NUMERIC_FIELDS]
+
+    def fill(binary: BinaryIO) -> int:
+        count = 0
+        handle = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            if on_row is not None:
+                on_row(row)
+            writer.writerow(row if raw else _neutral_row(row, text_columns))
+            count += 1
+        handle.flush()
+        handle.detach()
+        return count
+
+    return write_atomic(out, fill)
+
+
+def write_atomic(out: Path, fill: Callable[[BinaryIO], int]) -> int:
+    """Write ``out`` atomically with ``fill`` (which writes the bytes and returns a count).
+
+    The temporary file, fsync, rename, signal and error handling of the module docstring.
+    """
     out = Path(out)
     _refuse_special(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    text_columns = [i for i, name in enumerate(header) if name not in NUMERIC_FIELDS]
-    count = 0
     try:
         with _signals_raise():
             with suppress(FileNotFoundError):
                 tmp.unlink()  # a leftover of a killed process that had our pid
             fd = _create_temp(tmp)
-            with open(fd, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(header)
-                for row in rows:
-                    if on_row is not None:
-                        on_row(row)
-                    writer.writerow(row if raw else _neutral_row(row, text_columns))
-                    count += 1
+            with open(fd, "wb") as handle:
+                count = fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, out)

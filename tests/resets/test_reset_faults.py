@@ -31,8 +31,8 @@ from weightstream.config import Config, ResetConfig
 from weightstream.errors import ResetError, StorageError, StorageFullError, StoreBusyError
 from weightstream.model import Measurement, ResetOutcome, ResetType, UserState, Verdict
 from weightstream.processor import Batch, Processor
-from weightstream.resets.breaker import CircuitBreaker
 from weightstream.resets import sequence
+from weightstream.resets.breaker import CircuitBreaker
 from weightstream.resets.manager import ResetManager
 from weightstream.resets.validator import StateValidator
 from weightstream.store import codec

@@ -21,11 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightstream.engine import kernel as K
+from weightstream.engine.results import ResultsTable
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -49,18 +51,22 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupReadings", "run_group", "EngineConfig"]
 
+# What the loop's message codes say: the reason and message of each rule's rejection (the
+# texts of weightstream.rules; the engine's differential tests hold them equal).
 _MESSAGES = {
+    K.MSG_NONE: (Reason.OK, ""),
     K.MSG_POUNDS: (Reason.PROBABLE_UNIT_ERROR, "value looks like pounds labelled as kg"),
     K.MSG_TWICE: (Reason.PROBABLE_UNIT_ERROR, "value looks like kg converted twice"),
     K.MSG_BMI: (Reason.PROBABLE_BMI, "value is BMI-sized, far below the expected weight"),
     K.MSG_RATE: (Reason.RATE_OF_CHANGE, "change since the last accepted reading too fast"),
     K.MSG_UNUSABLE: (Reason.INNOVATION_OUTLIER, "filter uncertainty unusable"),
+    K.MSG_SIGMA: (Reason.INNOVATION_OUTLIER, ""),
 }
+_REASONS = {code: str(reason) for code, (reason, _) in _MESSAGES.items()}
+_TEXTS = {code: text for code, (_, text) in _MESSAGES.items()}
 _ACCEPTED = str(Verdict.ACCEPTED)
 _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
-_OK = str(Reason.OK)
-_SIGMA = str(Reason.INNOVATION_OUTLIER)
 _DUP_KEY = str(Reason.DUPLICATE_KEY)
 _DUP_CONTENT = str(Reason.DUPLICATE_CONTENT)
 
@@ -158,72 +164,293 @@ class EngineConfig:
         return found
 
 
-def run_group(processor: Processor, batch: Batch, g: GroupReadings, engine: EngineConfig) -> None:
-    """Decide every reading of ``g`` into ``batch`` (which the caller commits)."""
-    n = len(g)
-    if not n:
-        return
-    started = time.perf_counter()
-    ids = [
-        i if i is not None else content_key_at(u, t, v, un, s)
-        for i, u, t, v, un, s in zip(g.ident, g.user, g.ts, g.value, g.unit, g.source, strict=True)
-    ]
-    contents = [
-        ids[k] if g.ident[k] is None else content_key_at(u, t, v, un, s)
-        for k, (u, t, v, un, s) in enumerate(
-            zip(g.user, g.ts, g.value, g.unit, g.source, strict=True)
+def run_group(
+    processor: Processor,
+    batch: Batch,
+    g: GroupReadings,
+    engine: EngineConfig,
+    table: ResultsTable | None = None,
+    offset: int = 0,
+) -> None:
+    """Decide every reading of ``g`` into ``batch`` (which the caller commits).
+
+    With ``table``, what the compiled loop decided fills the table's slots from ``offset``
+    once the batch is committed (results decided one by one are the caller's to fill).
+    """
+    if len(g):
+        _Group(processor, batch, g, engine, table, offset).run()
+
+
+class _Group:
+    """One group's readings as the loop's input arrays, and what it decided."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        batch: Batch,
+        g: GroupReadings,
+        engine: EngineConfig,
+        table: ResultsTable | None,
+        offset: int,
+    ) -> None:
+        self.p, self.batch, self.g, self.engine = processor, batch, g, engine
+        self.table, self.offset = table, offset
+        n = len(g)
+        self.ids = [
+            i if i is not None else content_key_at(u, t, v, un, s)
+            for i, u, t, v, un, s in zip(
+                g.ident, g.user, g.ts, g.value, g.unit, g.source, strict=True
+            )
+        ]
+        self.contents = [
+            self.ids[k] if g.ident[k] is None else content_key_at(u, t, v, un, s)
+            for k, (u, t, v, un, s) in enumerate(
+                zip(g.user, g.ts, g.value, g.unit, g.source, strict=True)
+            )
+        ]
+        sources = {s: engine.source(s) for s in set(g.source)}
+        self.r = np.fromiter((sources[s][0] for s in g.source), dtype=np.float64, count=n)
+        self.manual = np.fromiter((sources[s][1] for s in g.source), dtype=np.bool_, count=n)
+        self.srcq = np.fromiter((sources[s][2] for s in g.source), dtype=np.float64, count=n)
+        self.ts = np.asarray(g.ts, dtype=np.int64)
+        self.z = np.asarray(g.weight_kg, dtype=np.float64)
+        self.out = _Outputs(n)
+        self.events: list[ReadingEvent] = []
+        self.dup: list[str | None] = []
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        g, batch = self.g, self.batch
+        users = set(g.user)
+        self.p.preload(users)
+        # Only a user with a stored state can have stored readings: a new user needs no lookup.
+        stored = {u for u in users if batch.current(u) is not None}
+        probe = [
+            pair
+            for u, key, content in zip(g.user, self.ids, self.contents, strict=True)
+            if u in stored
+            for pair in ((u, key), (u, content))
+        ]
+        batch.use_known_keys(self.p.store.existing_keys(probe) if probe else set())
+        self.dup = _duplicates(g.user, self.ids, self.contents, batch)
+        if self.table is not None:
+            own = {self.offset + k: self.ids[k] for k, i in enumerate(g.ident) if i is None}
+            if own:
+                batch.after_commit(self.table.content_ids.update, own)
+        n = len(g)
+        start = 0
+        while start < n:
+            end = start
+            while end < n and g.user[end] == g.user[start]:
+                end += 1
+            self._user(start, end)
+            start = end
+        if self.events:
+            per_row = (time.perf_counter() - started) / n
+            observer = self.p.observer
+            batch.after_commit(lambda rows: observer.readings_processed(rows, per_row), self.events)
+
+    def _user(self, start: int, end: int) -> None:
+        """One user's readings ``start .. end-1``: stretches of the loop, the rest one by one."""
+        g, batch, engine = self.g, self.batch, self.engine
+        i = start
+        while i < end:
+            why = self.dup[i]
+            if why is not None:
+                self._duplicate(i, why)
+                i += 1
+                continue
+            state = batch.current(g.user[i])
+            arrays = _arrays(state, engine) if engine.usable else None
+            if (
+                arrays is not None
+                and state is not None
+                and _in_order(batch, state, g, i, self.ids, self.contents)
+            ):
+                stop = i
+                while stop < end and self.dup[stop] is None:
+                    stop += 1
+                stop = self._loop(i, stop, *arrays)
+                if stop > i:
+                    self._stage(state, i, stop, *arrays[:2])
+                    i = stop
+                    continue
+            batch.process(g.measurement(i, self.ids[i], self.contents[i]), row=g.line[i])
+            i += 1
+
+    def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
+        """Run the compiled loop over readings ``i .. stop-1``; where it stopped."""
+        o = self.out
+        return int(
+            K.run(
+                self.ts,
+                self.z,
+                self.r,
+                self.manual,
+                self.srcq,
+                i,
+                stop,
+                sf,
+                si,
+                rej_w,
+                rej_t,
+                c,
+                o.verdict,
+                o.msg,
+                o.z,
+                o.filt,
+                o.trend,
+                o.std,
+                o.qi,
+                o.qr,
+                o.q,
+            )
         )
-    ]
-    users = set(g.user)
-    processor.preload(users)
-    # Only a user with a stored state can have stored readings: a new user needs no lookup.
-    stored = {u for u in users if batch.current(u) is not None}
-    probe = [
-        pair
-        for u, key, content in zip(g.user, ids, contents, strict=True)
-        if u in stored
-        for pair in ((u, key), (u, content))
-    ]
-    batch.use_known_keys(processor.store.existing_keys(probe) if probe else set())
-    dup = _duplicates(g.user, ids, contents, batch)
-    sources = {s: engine.source(s) for s in set(g.source)}
-    r = np.fromiter((sources[s][0] for s in g.source), dtype=np.float64, count=n)
-    manual = np.fromiter((sources[s][1] for s in g.source), dtype=np.bool_, count=n)
-    srcq = np.fromiter((sources[s][2] for s in g.source), dtype=np.float64, count=n)
-    ts = np.asarray(g.ts, dtype=np.int64)
-    z = np.asarray(g.weight_kg, dtype=np.float64)
-    out = _Outputs(n)
-    events: list[ReadingEvent] = []
-    start = 0
-    while start < n:
-        user = g.user[start]
-        end = start
-        while end < n and g.user[end] == user:
-            end += 1
-        _user_run(
-            processor,
-            batch,
-            g,
-            engine,
-            start,
-            end,
-            ids,
-            contents,
-            dup,
-            ts,
-            z,
-            r,
-            manual,
-            srcq,
-            out,
-            events,
+
+    def _stage(self, base: UserState, i0: int, i1: int, sf: Any, si: Any) -> None:
+        """Stage readings ``i0 .. i1-1`` as the loop decided them, and the user's new state.
+
+        Column by column: the rows for the store are zipped from lists, and only a rejected
+        reading's message is built one by one.
+        """
+        g, batch, engine, out = self.g, self.batch, self.engine, self.out
+        n = i1 - i0
+        user = g.user[i0]
+        codes = out.verdict[i0:i1]
+        accepted = codes == K.ACCEPTED
+        msgs = out.msg[i0:i1].tolist()
+        zs = out.z[i0:i1].tolist()
+        verdicts = [_ACCEPTED if m == K.MSG_NONE else _REJECTED for m in msgs]
+        reasons = [_REASONS[m] for m in msgs]
+        messages = [
+            _TEXTS[m] if m != K.MSG_SIGMA else f"{z:.1f} sigma from the prediction"
+            for m, z in zip(msgs, zs, strict=True)
+        ]
+        filt = out.filt[i0:i1].tolist()
+        trend = out.trend[i0:i1].tolist()
+        std = out.std[i0:i1].tolist()
+        q = out.q[i0:i1].tolist()
+        sources = g.source[i0:i1]
+        quality = {src: engine.source(src)[2] for src in set(sources)}
+        components = [
+            f'[["innovation", {a!r}], ["rate", {b!r}], ["source", {quality[src]!r}]]'
+            for a, b, src in zip(
+                out.qi[i0:i1].tolist(), out.qr[i0:i1].tolist(), sources, strict=True
+            )
+        ]
+        ids = self.ids[i0:i1]
+        contents = self.contents[i0:i1]
+        ts = g.ts[i0:i1]
+        kg = g.weight_kg[i0:i1]
+        users = repeat(user, n)
+        nones = repeat(None, n)
+        batch.unit.reading_rows.extend(
+            zip(
+                ids,
+                contents,
+                users,
+                ts,
+                g.value[i0:i1],
+                g.unit[i0:i1],
+                kg,
+                sources,
+                verdicts,
+                reasons,
+                messages,
+                filt,
+                trend,
+                std,
+                nones,
+                repeat(None, n),
+                q,
+                strict=False,
+            )
         )
-        start = end
-    if events:
-        per_row = (time.perf_counter() - started) / n
-        batch.after_commit(
-            lambda rows: processor.observer.readings_processed(rows, per_row), events
+        batch.unit.result_rows.extend(
+            zip(
+                repeat(batch.input_id, n),
+                g.line[i0:i1],
+                ids,
+                repeat(user, n),
+                verdicts,
+                reasons,
+                messages,
+                ts,
+                sources,
+                kg,
+                filt,
+                trend,
+                std,
+                repeat(None, n),
+                repeat(None, n),
+                q,
+                components,
+                strict=False,
+            )
         )
+        batch.staged_keys.update(zip(repeat(user, n), ids, strict=False))
+        batch.staged_keys.update(zip(repeat(user, n), contents, strict=False))
+        self.events.extend(zip(repeat(user, n), ids, verdicts, reasons, sources, strict=False))
+        if self.table is not None:
+            columns = {
+                "verdict": verdicts,
+                "reason": reasons,
+                "message": messages,
+                "filtered_weight": out.filt[i0:i1].copy(),
+                "trend_kg_week": out.trend[i0:i1].copy(),
+                "std_kg": out.std[i0:i1].copy(),
+                "quality": out.q[i0:i1].copy(),
+            }
+            table, at = self.table, self.offset + i0
+            batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
+        last = i1 - 1
+        batch.note_last_key(
+            user, order_key(g.measurement(last, self.ids[last], self.contents[last]))
+        )
+        # Only the entries the bounded buffer and the rejection list keep become objects.
+        accepted_at = (np.flatnonzero(accepted) + i0).tolist()
+        after = accepted_at[-1] + 1 if accepted_at else i0
+        rejected_since = list(range(after, i1))
+        size = engine.buffer_size
+        buffer = [*base.buffer[-size:], *(_entry(g, i) for i in accepted_at[-size:])][-size:]
+        kept = K.REJECTED_KEPT
+        earlier = base.rejected if not accepted_at else ()
+        rejected = [*earlier[-kept:], *(_entry(g, i) for i in rejected_since[-kept:])][-kept:]
+        batch.stage_state(_state(base, engine, sf, si, buffer, rejected))
+
+    def _duplicate(self, i: int, reason: str) -> None:
+        g, batch = self.g, self.batch
+        reading_id = self.ids[i]
+        batch.unit.result_rows.append(
+            (
+                batch.input_id,
+                g.line[i],
+                reading_id,
+                g.user[i],
+                _DUPLICATE,
+                reason,
+                "already processed",
+                g.ts[i],
+                g.source[i],
+                g.weight_kg[i],
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+        self.events.append((g.user[i], reading_id, _DUPLICATE, reason, g.source[i]))
+        if self.table is not None:
+            columns = {
+                "verdict": [_DUPLICATE],
+                "reason": [reason],
+                "message": ["already processed"],
+            }
+            table, at = self.table, self.offset + i
+            batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
 
 
 class _Outputs:
@@ -259,114 +486,6 @@ def _duplicates(
             seen.add(k)
             seen.add(c)
     return out
-
-
-def _user_run(
-    processor: Processor,
-    batch: Batch,
-    g: GroupReadings,
-    engine: EngineConfig,
-    start: int,
-    end: int,
-    ids: list[str],
-    contents: list[str],
-    dup: list[str | None],
-    ts: Any,
-    z: Any,
-    r: Any,
-    manual: Any,
-    srcq: Any,
-    out: _Outputs,
-    events: list[ReadingEvent],
-) -> None:
-    i = start
-    while i < end:
-        why = dup[i]
-        if why is not None:
-            _stage_duplicate(batch, g, i, ids[i], why, events)
-            i += 1
-            continue
-        state = batch.current(g.user[i])
-        arrays = _arrays(state, engine) if engine.usable else None
-        if (
-            arrays is not None
-            and state is not None
-            and _in_order(batch, state, g, i, ids, contents)
-        ):
-            sf, si, rej_w, rej_t, c = arrays
-            stop = _kernel_stretch(
-                i, end, dup, ts, z, r, manual, srcq, sf, si, rej_w, rej_t, c, out
-            )
-            if stop > i:
-                _stage_stretch(
-                    batch,
-                    g,
-                    engine,
-                    state,
-                    i,
-                    stop,
-                    ids,
-                    contents,
-                    dup,
-                    sf,
-                    si,
-                    rej_w,
-                    rej_t,
-                    out,
-                    events,
-                )
-                i = stop
-                continue
-        m = g.measurement(i, ids[i], contents[i])
-        batch.process(m, row=g.line[i])
-        i += 1
-
-
-def _kernel_stretch(
-    i: int,
-    end: int,
-    dup: list[str | None],
-    ts: Any,
-    z: Any,
-    r: Any,
-    manual: Any,
-    srcq: Any,
-    sf: Any,
-    si: Any,
-    rej_w: Any,
-    rej_t: Any,
-    c: Any,
-    out: _Outputs,
-) -> int:
-    """Run the compiled loop over the readings from ``i`` up to the next duplicate or ``end``."""
-    stop = i
-    while stop < end and dup[stop] is None:
-        stop += 1
-    return int(
-        K.run(
-            ts,
-            z,
-            r,
-            manual,
-            srcq,
-            i,
-            stop,
-            sf,
-            si,
-            rej_w,
-            rej_t,
-            c,
-            out.verdict,
-            out.msg,
-            out.z,
-            out.filt,
-            out.trend,
-            out.std,
-            out.qi,
-            out.qr,
-            out.q,
-        )
-    )
 
 
 def _in_order(
@@ -424,147 +543,8 @@ def _arrays(state: UserState | None, engine: EngineConfig) -> tuple[Any, ...] | 
     return sf, si, rej_w, rej_t, c
 
 
-def _stage_stretch(
-    batch: Batch,
-    g: GroupReadings,
-    engine: EngineConfig,
-    base: UserState,
-    i0: int,
-    i1: int,
-    ids: list[str],
-    contents: list[str],
-    dup: list[str | None],
-    sf: Any,
-    si: Any,
-    rej_w: Any,
-    rej_t: Any,
-    out: _Outputs,
-    events: list[ReadingEvent],
-) -> None:
-    """Stage the readings ``i0 .. i1-1`` the loop decided, and the user's state after them."""
-    user = g.user[i0]
-    verdicts = out.verdict[i0:i1].tolist()
-    msgs = out.msg[i0:i1].tolist()
-    zs = out.z[i0:i1].tolist()
-    filt = out.filt[i0:i1].tolist()
-    trend = out.trend[i0:i1].tolist()
-    std = out.std[i0:i1].tolist()
-    qi = out.qi[i0:i1].tolist()
-    qr = out.qr[i0:i1].tolist()
-    q = out.q[i0:i1].tolist()
-    input_id = batch.input_id
-    reading_rows = batch.unit.reading_rows
-    result_rows = batch.unit.result_rows
-    staged = batch.staged_keys
-    accepted_at: list[int] = []  # indexes of the stretch's accepted readings, in order
-    rejected_since: list[int] = []  # indexes rejected since the last accepted one
-    for k in range(i1 - i0):
-        i = i0 + k
-        src = g.source[i]
-        if verdicts[k] == K.ACCEPTED:
-            verdict, reason, message = _ACCEPTED, _OK, ""
-            accepted_at.append(i)
-            rejected_since.clear()
-        else:
-            verdict = _REJECTED
-            if msgs[k] == K.MSG_SIGMA:
-                reason, message = _SIGMA, f"{zs[k]:.1f} sigma from the prediction"
-            else:
-                why, message = _MESSAGES[msgs[k]]
-                reason = str(why)
-            rejected_since.append(i)
-        sq = engine.source(src)[2]
-        components = f'[["innovation", {qi[k]!r}], ["rate", {qr[k]!r}], ["source", {sq!r}]]'
-        reading_rows.append(
-            (
-                ids[i],
-                contents[i],
-                user,
-                g.ts[i],
-                g.value[i],
-                g.unit[i],
-                g.weight_kg[i],
-                src,
-                verdict,
-                reason,
-                message,
-                filt[k],
-                trend[k],
-                std[k],
-                None,
-                None,
-                q[k],
-            )
-        )
-        result_rows.append(
-            (
-                input_id,
-                g.line[i],
-                ids[i],
-                user,
-                verdict,
-                reason,
-                message,
-                g.ts[i],
-                src,
-                g.weight_kg[i],
-                filt[k],
-                trend[k],
-                std[k],
-                None,
-                None,
-                q[k],
-                components,
-            )
-        )
-        staged.add((user, ids[i]))
-        staged.add((user, contents[i]))
-        events.append((user, ids[i], verdict, reason, src))
-    last = i1 - 1
-    batch.note_last_key(user, order_key(g.measurement(last, ids[last], contents[last])))
-    # Only the entries the bounded buffer and the rejection list keep become objects.
-    size = engine.buffer_size
-    buffer = [*base.buffer[-size:], *(_entry(g, i) for i in accepted_at[-size:])][-size:]
-    kept = K.REJECTED_KEPT
-    earlier = base.rejected if not accepted_at else ()
-    rejected = [*earlier[-kept:], *(_entry(g, i) for i in rejected_since[-kept:])][-kept:]
-    batch.stage_state(_state(base, engine, sf, si, buffer, rejected))
-
-
 def _entry(g: GroupReadings, i: int) -> BufferedReading:
     return BufferedReading(from_micros(g.ts[i]), g.weight_kg[i], g.source[i])
-
-
-def _stage_duplicate(
-    batch: Batch,
-    g: GroupReadings,
-    i: int,
-    reading_id: str,
-    reason: str,
-    events: list[ReadingEvent],
-) -> None:
-    batch.unit.result_rows.append(
-        (
-            batch.input_id,
-            g.line[i],
-            reading_id,
-            g.user[i],
-            _DUPLICATE,
-            reason,
-            "already processed",
-            g.ts[i],
-            g.source[i],
-            g.weight_kg[i],
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-    )
-    events.append((g.user[i], reading_id, _DUPLICATE, reason, g.source[i]))
 
 
 def _state(

@@ -1,0 +1,218 @@
+"""The results of one input, held as columns, and their results file written column-wise.
+
+A file run fills a :class:`ResultsTable`: one slot per row of the input, in processing order
+(invalid rows first, then the valid readings as sorted). What the input already says (row,
+user, time, source, weight, id) is read from the sorted readings at the end; the table holds
+only what was decided: verdict, reason, message, the filter's numbers, the reset. The
+compiled loop fills whole stretches from its output arrays; a result decided one by one (a
+reset, a late reading, an invalid row) fills its own slot. Slots are filled once their group
+is committed, so the table says what the store says. A resumed run takes the rows an earlier
+run committed from the store (:meth:`ResultsTable.fill_result` on each stored result).
+
+:meth:`ResultsTable.csv_bytes` writes the results file in input order. Its text is the text
+``csv.writer`` gives for the same rows (``tests/engine/test_results_table.py`` holds the two
+writers together): minimal quoting, CRLF line ends, floats as ``repr`` writes them (polars
+formats them, and Python only the few whose ``repr`` is in exponent form), times as
+``datetime.isoformat``, and text cells neutralised against spreadsheet formulas unless raw.
+Written with polars, not by hand, because formatting a million rows cell by cell in Python
+was a quarter of a run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from weightstream.ingest import RowProblem
+from weightstream.model import Result
+from weightstream.results_file import NUMERIC_FIELDS
+
+__all__ = ["ResultsTable", "RESULT_FIELDS", "invalid_message"]
+
+#: The results file's columns.
+RESULT_FIELDS = (
+    "row",
+    "reading_id",
+    "user_id",
+    "verdict",
+    "reason",
+    "message",
+    "timestamp",
+    "source",
+    "weight_kg",
+    "filtered_weight",
+    "trend_kg_week",
+    "std_kg",
+    "reset_type",
+    "reset_outcome",
+    "quality",
+)
+_NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality")
+_DECIDED = ("verdict", "reason", "message", "reset_type", "reset_outcome")
+
+
+def invalid_message(line: int, problem: RowProblem) -> str:
+    """The message of an invalid row's result."""
+    return f"line {line}: {problem.field}: {problem.message}"
+
+
+class ResultsTable:
+    """One slot per input row, in processing order; see the module docstring."""
+
+    def __init__(self, invalid: Sequence[tuple[int, RowProblem]], valid: pl.DataFrame) -> None:
+        self.invalid_rows = [line for line, _ in invalid]
+        self.valid = valid
+        self.offset = len(invalid)
+        size = self.offset + valid.height
+        self.size = size
+        self.filled = np.zeros(size, dtype=np.bool_)
+        self.numbers = {name: np.full(size, np.nan) for name in _NUMBERS}
+        self.decided: dict[str, list[str | None]] = {name: [None] * size for name in _DECIDED}
+        # The reading id of a valid reading without an id of its own (its content key).
+        self.content_ids: dict[int, str] = {}
+        self._invalid_results: dict[int, Result] = {}
+
+    # -- filling ----------------------------------------------------------------------------
+
+    def fill_stretch(self, start: int, columns: dict[str, Any]) -> None:
+        """Fill slots ``start ..`` from decided columns (lists or arrays of equal length)."""
+        end = start + len(columns["verdict"])
+        for name in _NUMBERS:
+            if name in columns:
+                self.numbers[name][start:end] = columns[name]
+        for name in _DECIDED:
+            if name in columns:
+                self.decided[name][start:end] = columns[name]
+        self.filled[start:end] = True
+
+    def fill_result(self, position: int, r: Result) -> None:
+        """Fill one slot from a result decided one by one (or read back from the store)."""
+        for name in _NUMBERS:
+            value = getattr(r, name)
+            self.numbers[name][position] = np.nan if value is None else value
+        self.decided["verdict"][position] = str(r.verdict)
+        self.decided["reason"][position] = str(r.reason)
+        self.decided["message"][position] = r.message
+        self.decided["reset_type"][position] = None if r.reset_type is None else str(r.reset_type)
+        outcome = r.reset_outcome
+        self.decided["reset_outcome"][position] = None if outcome is None else str(outcome)
+        if position < self.offset:
+            self._invalid_results[position] = r
+        self.filled[position] = True
+
+    def fill_results(self, items: Sequence[tuple[int, Result]]) -> None:
+        """Fill the slots of results decided one by one: (slot, result) pairs."""
+        for position, r in items:
+            self.fill_result(position, r)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def frame(self) -> pl.DataFrame:
+        """Every row's result, typed, in input (row) order."""
+        v = self.valid
+        ids = v.get_column("id")
+        if self.content_ids:
+            at = [p - self.offset for p in self.content_ids]
+            ids = ids.scatter(at, list(self.content_ids.values()))
+        inputs = pl.DataFrame(
+            {
+                "row": v.get_column("line"),
+                "reading_id": ids,
+                "user_id": v.get_column("user"),
+                "ts": v.get_column("ts"),
+                "source": v.get_column("source"),
+                "weight_kg": v.get_column("weight_kg"),
+            }
+        )
+        invalid = pl.DataFrame(
+            {
+                "row": pl.Series(self.invalid_rows, dtype=pl.Int64),
+                "reading_id": pl.Series([None] * self.offset, dtype=pl.String),
+                "user_id": pl.Series([None] * self.offset, dtype=pl.String),
+                "ts": pl.Series([None] * self.offset, dtype=pl.Int64),
+                "source": pl.Series([None] * self.offset, dtype=pl.String),
+                "weight_kg": pl.Series([None] * self.offset, dtype=pl.Float64),
+            }
+        )
+        decided: dict[str, Any] = {
+            name: pl.Series(name, self.numbers[name]).fill_nan(None) for name in _NUMBERS
+        }
+        for name in _DECIDED:
+            decided[name] = pl.Series(name, self.decided[name], dtype=pl.String)
+        both = pl.concat([invalid, inputs], how="vertical")
+        return pl.concat([both, pl.DataFrame(decided)], how="horizontal").sort("row")
+
+    def counts(self, f: pl.DataFrame) -> dict[str, Counter[str]]:
+        """Verdicts, reasons of rejected and invalid rows, resets by type and by outcome."""
+        out: dict[str, Counter[str]] = {"verdicts": _count(f.get_column("verdict"))}
+        for verdict in ("rejected", "invalid"):
+            out[verdict] = _count(f.filter(pl.col("verdict") == verdict).get_column("reason"))
+        for name in ("reset_type", "reset_outcome"):
+            out[name] = _count(f.get_column(name))
+        return out
+
+    def csv_bytes(self, f: pl.DataFrame, *, raw: bool = False) -> bytes:
+        """The results file: header and one line per row, in row order (see module doc)."""
+        cells: list[pl.Expr] = []
+        for name in RESULT_FIELDS:
+            if name == "row":
+                expr = pl.col("row").cast(pl.String)
+            elif name == "timestamp":
+                expr = _iso(pl.col("ts"))
+            elif name in _NUMBERS or name == "weight_kg":
+                expr = _float_text(f.get_column(name))
+            else:
+                expr = pl.col(name).fill_null("")
+            if name not in NUMERIC_FIELDS and not raw:
+                expr = pl.when(expr.str.contains(r"^[=+\-@\t\r]")).then("'" + expr).otherwise(expr)
+            cells.append(_quoted(expr).alias(name))
+        lines = f.select(pl.concat_str(cells, separator=",").alias("line")).get_column("line")
+        body = "".join(line + "\r\n" for line in lines.to_list())
+        return (",".join(RESULT_FIELDS) + "\r\n" + body).encode("utf-8")
+
+
+def _count(col: pl.Series) -> Counter[str]:
+    col = col.drop_nulls()
+    col = col.filter(col != "")
+    return Counter({str(k): int(n) for k, n in col.value_counts().iter_rows()})
+
+
+def _iso(ts: pl.Expr) -> pl.Expr:
+    """``datetime.isoformat`` of aware UTC instants: microseconds only when not zero."""
+    whole = pl.from_epoch(ts, time_unit="us").dt.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = (ts % 1_000_000).cast(pl.String).str.zfill(6)
+    text = (
+        pl.when(ts % 1_000_000 == 0)
+        .then(whole + "+00:00")
+        .otherwise(whole + "." + fraction + "+00:00")
+    )
+    return pl.when(ts.is_null()).then(pl.lit("")).otherwise(text)
+
+
+def _float_text(values: pl.Series) -> pl.Expr:
+    """``repr`` of each float ('' for none): polars' shortest text, Python's for exponents."""
+    text = values.cast(pl.String)
+    magnitude = values.abs()
+    odd = ((magnitude < 1e-4) & (values != 0.0)) | (magnitude >= 1e16) | ~values.is_finite()
+    odd = odd.fill_null(False)
+    if odd.any():
+        fixed = [repr(v) for v in values.filter(odd).to_list()]
+        text = text.scatter(odd.arg_true(), fixed)
+    return pl.lit(text.fill_null(""))
+
+
+def _quoted(expr: pl.Expr) -> pl.Expr:
+    """Minimal quoting, as ``csv.writer``: a cell with a comma, quote or line end is quoted."""
+    return (
+        pl.when(expr.str.contains(r'[,"\r\n]'))
+        .then('"' + expr.str.replace_all('"', '""', literal=True) + '"')
+        .otherwise(expr)
+    )
