@@ -229,7 +229,7 @@ def process_file(
         frame = table.frame()
         summary.count_table(table, frame)
         if out is not None:
-            write_atomic(Path(out), lambda handle: handle.write(table.csv_bytes(frame, raw=raw)))
+            write_atomic(Path(out), lambda handle: table.write_csv(handle, frame, raw=raw))
     elif out is not None:  # not expected: the store is the reference, so read it
         write_results(store, input_id, Path(out), summary=summary, raw=raw)
     else:

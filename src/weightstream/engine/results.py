@@ -9,7 +9,7 @@ reset, a late reading, an invalid row) fills its own slot. Slots are filled once
 is committed, so the table says what the store says. A resumed run takes the rows an earlier
 run committed from the store (:meth:`ResultsTable.fill_result` on each stored result).
 
-:meth:`ResultsTable.csv_bytes` writes the results file in input order. Its text is the text
+:meth:`ResultsTable.write_csv` writes the results file in input order. Its text is the text
 ``csv.writer`` gives for the same rows (``tests/engine/test_results_table.py`` holds the two
 writers together): minimal quoting, CRLF line ends, floats as ``repr`` writes them (polars
 formats them, and Python only the few whose ``repr`` is in exponent form), times as
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -53,6 +53,7 @@ RESULT_FIELDS = (
 )
 _NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality")
 _DECIDED = ("verdict", "reason", "message", "reset_type", "reset_outcome")
+_SLICE = 100_000  # rows formatted at a time
 
 
 def invalid_message(line: int, problem: RowProblem) -> str:
@@ -159,24 +160,37 @@ class ResultsTable:
             out[name] = _count(f.get_column(name))
         return out
 
-    def csv_bytes(self, f: pl.DataFrame, *, raw: bool = False) -> bytes:
-        """The results file: header and one line per row, in row order (see module doc)."""
-        cells: list[pl.Expr] = []
-        for name in RESULT_FIELDS:
-            if name == "row":
-                expr = pl.col("row").cast(pl.String)
-            elif name == "timestamp":
-                expr = _iso(pl.col("ts"))
-            elif name in _NUMBERS or name == "weight_kg":
-                expr = _float_text(f.get_column(name))
-            else:
-                expr = pl.col(name).fill_null("")
-            if name not in NUMERIC_FIELDS and not raw:
-                expr = pl.when(expr.str.contains(r"^[=+\-@\t\r]")).then("'" + expr).otherwise(expr)
-            cells.append(_quoted(expr).alias(name))
-        lines = f.select(pl.concat_str(cells, separator=",").alias("line")).get_column("line")
-        body = "".join(line + "\r\n" for line in lines.to_list())
-        return (",".join(RESULT_FIELDS) + "\r\n" + body).encode("utf-8")
+    def write_csv(self, handle: BinaryIO, f: pl.DataFrame, *, raw: bool = False) -> int:
+        """Write the results file to ``handle``: header and one line per row, in row order.
+
+        In slices, so that the text of a whole file is never held at once. Returns the rows.
+        """
+        handle.write((",".join(RESULT_FIELDS) + "\r\n").encode("utf-8"))
+        for start in range(0, f.height, _SLICE):
+            part = f.slice(start, _SLICE)
+            lines = part.select(pl.concat_str(_cells(part, raw), separator=",").alias("line"))
+            lines.write_csv(
+                handle, include_header=False, quote_style="never", line_terminator="\r\n"
+            )
+        return f.height
+
+
+def _cells(f: pl.DataFrame, raw: bool) -> list[pl.Expr]:
+    """The results-file cells of ``f``'s rows, as ``csv.writer`` would write them."""
+    cells: list[pl.Expr] = []
+    for name in RESULT_FIELDS:
+        if name == "row":
+            expr = pl.col("row").cast(pl.String)
+        elif name == "timestamp":
+            expr = _iso(pl.col("ts"))
+        elif name in _NUMBERS or name == "weight_kg":
+            expr = _float_text(f.get_column(name))
+        else:
+            expr = pl.col(name).fill_null("")
+        if name not in NUMERIC_FIELDS and not raw:
+            expr = pl.when(expr.str.contains(r"^[=+\-@\t\r]")).then("'" + expr).otherwise(expr)
+        cells.append(_quoted(expr).alias(name))
+    return cells
 
 
 def _count(col: pl.Series) -> Counter[str]:
