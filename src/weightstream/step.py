@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from weightstream import kalman
+from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.model import (
     BufferedReading,
@@ -54,7 +55,7 @@ __all__ = [
     "predict",
 ]
 
-_DAY = 86_400.0
+_DAY = float(SECONDS_PER_DAY)
 _REJECTED_KEPT = 20
 #: A filter state predicted to a reading's time: (x, P).
 Prediction = tuple[kalman.Vec, kalman.Mat]

@@ -44,6 +44,7 @@ from weightstream.model import (
 from weightstream.observe import ReadingEvent
 from weightstream.resets.manager import ResetManager
 from weightstream.resets.validator import StateValidator
+from weightstream.store.codec import RESULT_COLUMNS
 
 if TYPE_CHECKING:
     from weightstream.batch import Batch
@@ -64,6 +65,8 @@ _MESSAGES = {
 }
 _REASONS = {code: str(reason) for code, (reason, _) in _MESSAGES.items()}
 _TEXTS = {code: text for code, (_, text) in _MESSAGES.items()}
+#: The result columns after the weight for a reading that touched no filter (codec order).
+_NO_FILTER = (None,) * (len(RESULT_COLUMNS) - RESULT_COLUMNS.index("weight_kg") - 1)
 _ACCEPTED = str(Verdict.ACCEPTED)
 _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
@@ -332,12 +335,7 @@ class _Group:
         q = out.q[i0:i1].tolist()
         sources = g.source[i0:i1]
         quality = {src: engine.source(src)[2] for src in set(sources)}
-        components = [
-            f'[["innovation", {a!r}], ["rate", {b!r}], ["source", {quality[src]!r}]]'
-            for a, b, src in zip(
-                out.qi[i0:i1].tolist(), out.qr[i0:i1].tolist(), sources, strict=True
-            )
-        ]
+        q_source = [quality[src] for src in sources]
         ids = self.ids[i0:i1]
         contents = self.contents[i0:i1]
         ts = g.ts[i0:i1]
@@ -384,7 +382,10 @@ class _Group:
                 repeat(None, n),
                 repeat(None, n),
                 q,
-                components,
+                out.qi[i0:i1].tolist(),
+                out.qr[i0:i1].tolist(),
+                q_source,
+                repeat(None, n),
                 strict=False,
             )
         )
@@ -433,13 +434,7 @@ class _Group:
                 g.ts[i],
                 g.source[i],
                 g.weight_kg[i],
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
+                *_NO_FILTER,
             )
         )
         self.events.append((g.user[i], reading_id, _DUPLICATE, reason, g.source[i]))

@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from weightstream.clock import SECONDS_PER_DAY
+
 __all__ = [
     "run",
     "COMPILED",
@@ -104,7 +106,7 @@ REJECTED: Final = 2
 # Which rule rejected, and so the message (the reason follows from it).
 MSG_NONE, MSG_POUNDS, MSG_TWICE, MSG_BMI, MSG_RATE, MSG_UNUSABLE, MSG_SIGMA = range(7)
 
-_DAY = 86_400.0
+_DAY = float(SECONDS_PER_DAY)
 _LB_PER_KG = 1.0 / 0.45359237
 
 

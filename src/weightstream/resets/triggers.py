@@ -20,6 +20,7 @@ Pure functions of values: no store, no clock.
 
 from __future__ import annotations
 
+from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.model import Measurement, ResetType, UserState
 from weightstream.resets.manager import ResetDecision, ResetManager
@@ -38,7 +39,7 @@ __all__ = ["decide", "reset_rejection", "STREAK_TRIGGER", "POUND_TRIGGER"]
 
 STREAK_TRIGGER = "consistent rejected readings"
 POUND_TRIGGER = "baseline looked like pounds sent as kg"
-_DAY = 86_400.0
+_DAY = float(SECONDS_PER_DAY)
 
 
 def decide(

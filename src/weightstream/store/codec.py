@@ -42,6 +42,7 @@ __all__ = [
     "reading_to_row",
     "row_to_reading",
     "RESULT_COLUMNS",
+    "COMPONENT_NAMES",
     "result_to_row",
     "row_to_result",
     "audit_to_row",
@@ -412,8 +413,14 @@ RESULT_COLUMNS = (
     "reset_type",
     "reset_outcome",
     "quality",
+    "q_innovation",
+    "q_rate",
+    "q_source",
     "quality_components",
 )
+#: The quality components the processor gives, stored as three numbers; any other set of
+#: components is stored as JSON in ``quality_components``.
+COMPONENT_NAMES = ("innovation", "rate", "source")
 
 
 def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
@@ -434,11 +441,23 @@ def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
         _s(r.reset_type),
         _s(r.reset_outcome),
         r.quality,
-        _components_json(r.quality_components) if r.quality_components else None,
+        *_components(r.quality_components),
     )
 
 
-_PLAIN_NAMES = frozenset({"innovation", "rate", "source"})
+def _components(components: tuple[tuple[str, float], ...]) -> tuple[Any, Any, Any, Any]:
+    """(innovation, rate, source, None) for the usual components; else Nones and the JSON."""
+    if len(components) == 3 and all(
+        name == want and type(value) is float
+        for (name, value), want in zip(components, COMPONENT_NAMES, strict=True)
+    ):
+        return (components[0][1], components[1][1], components[2][1], None)
+    if not components:
+        return (None, None, None, None)
+    return (None, None, None, _components_json(components))
+
+
+_PLAIN_NAMES = frozenset(COMPONENT_NAMES)
 
 
 def _components_json(components: tuple[tuple[str, float], ...]) -> str:
@@ -474,6 +493,9 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         reset_type,
         reset_outcome,
         quality,
+        q_innovation,
+        q_rate,
+        q_source,
         components,
     ) = tuple(row)
     return Result(
@@ -492,8 +514,18 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         reset_type=_reset_type(reset_type),
         reset_outcome=_outcome(reset_outcome),
         quality=quality,
-        quality_components=tuple((n, v) for n, v in json.loads(components)) if components else (),
+        quality_components=_decoded_components(q_innovation, q_rate, q_source, components),
     )
+
+
+def _decoded_components(
+    innovation: Any, rate: Any, source: Any, text: Any
+) -> tuple[tuple[str, float], ...]:
+    if text:
+        return tuple((n, v) for n, v in json.loads(text))
+    if innovation is None:
+        return ()
+    return (("innovation", innovation), ("rate", rate), ("source", source))
 
 
 def _s(value: object | None) -> str | None:

@@ -149,4 +149,45 @@ CREATE TABLE readings_v2 (
             "CREATE UNIQUE INDEX readings_user_content ON readings (user_id, content_key)",
         ),
     ),
+    (
+        3,
+        "results refer to their input by a number; quality components as three numbers",
+        (
+            # The input's SHA-256 text was in every result row and in the (input, row) key:
+            # 64 bytes a row, twice, and a key index written all over for each group.
+            """
+CREATE TABLE inputs (
+    ref INTEGER PRIMARY KEY,
+    input_id TEXT NOT NULL UNIQUE
+)""",
+            "INSERT INTO inputs (input_id) "
+            "SELECT DISTINCT input_id FROM results WHERE input_id IS NOT NULL ORDER BY input_id",
+            """
+CREATE TABLE results_v3 (
+    id INTEGER PRIMARY KEY,
+    input_ref INTEGER REFERENCES inputs (ref),
+    row INTEGER,
+    reading_id TEXT,
+    user_id TEXT,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER,
+    source TEXT,
+    weight_kg REAL, filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL,
+    q_innovation REAL, q_rate REAL, q_source REAL, quality_components TEXT,
+    UNIQUE (input_ref, row)
+)""",
+            "INSERT INTO results_v3 (id, input_ref, row, reading_id, user_id, verdict, reason, "
+            "message, ts, source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, "
+            "reset_outcome, quality, quality_components) "
+            "SELECT r.id, i.ref, r.row, r.reading_id, r.user_id, r.verdict, r.reason, r.message, "
+            "r.ts, r.source, r.weight_kg, r.filtered_weight, r.trend_kg_week, r.std_kg, "
+            "r.reset_type, r.reset_outcome, r.quality, r.quality_components "
+            "FROM results r LEFT JOIN inputs i ON i.input_id = r.input_id ORDER BY r.id",
+            "DROP TABLE results",
+            "ALTER TABLE results_v3 RENAME TO results",
+        ),
+    ),
 )

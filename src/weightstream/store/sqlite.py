@@ -62,7 +62,13 @@ _STATE_COLS = ", ".join(codec.STATE_COLUMNS)
 _STATE_MARKS = ", ".join("?" * len(codec.STATE_COLUMNS))
 _STATE_SETS = ", ".join(f"{c} = ?" for c in codec.STATE_COLUMNS[1:])
 _READING_COLS = ", ".join(codec.READING_COLUMNS)
-_RESULT_COLS = ", ".join(codec.RESULT_COLUMNS)
+# Stored as: the input's number, then the other result columns (codec.RESULT_COLUMNS[1:]).
+_RESULT_STORED = ", ".join(codec.RESULT_COLUMNS[1:])
+_RESULT_INSERT = (
+    f"INSERT INTO results (input_ref, {_RESULT_STORED}) "
+    f"VALUES ({', '.join('?' * len(codec.RESULT_COLUMNS))})"
+)
+_INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
 _AUDIT_COLS = (
     "user_id, reading_id, reset_type, trigger, outcome, failed_operation, reason, "
     "duration_s, at, fallback, checkpoints"
@@ -287,17 +293,9 @@ class SQLiteStore:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         faults.crash_point("store.after_results")
         if unit.results:
-            c.executemany(
-                f"INSERT INTO results ({_RESULT_COLS}) VALUES "
-                f"({', '.join('?' * len(codec.RESULT_COLUMNS))})",
-                [codec.result_to_row(input_id, r) for input_id, r in unit.results],
-            )
+            self._insert_results([codec.result_to_row(i, r) for i, r in unit.results])
         if unit.result_rows:
-            c.executemany(
-                f"INSERT INTO results ({_RESULT_COLS}) VALUES "
-                f"({', '.join('?' * len(codec.RESULT_COLUMNS))})",
-                unit.result_rows,
-            )
+            self._insert_results(unit.result_rows)
         if unit.states:
             fresh, known, corrupt = [], [], []
             for uid, state in unit.states.items():
@@ -364,6 +362,18 @@ class SQLiteStore:
             if cur.rowcount != 1:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
             faults.crash_point("store.after_position")
+
+    def _insert_results(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert result rows (codec order), each input's text stored once, as a number."""
+        c = self._conn
+        refs: dict[str | None, int | None] = {None: None}
+        for input_id in {row[0] for row in rows}:
+            if input_id is not None:
+                c.execute("INSERT OR IGNORE INTO inputs (input_id) VALUES (?)", (input_id,))
+                refs[input_id] = c.execute(
+                    "SELECT ref FROM inputs WHERE input_id = ?", (input_id,)
+                ).fetchone()[0]
+        c.executemany(_RESULT_INSERT, [(refs[row[0]], *row[1:]) for row in rows])
 
     # -- queries ------------------------------------------------------------------------
 
@@ -477,7 +487,9 @@ class SQLiteStore:
     def results_for_input(self, input_id: str) -> Iterator[Result]:
         try:
             cur = self._conn.execute(
-                f"SELECT {_RESULT_COLS} FROM results WHERE input_id = ? ORDER BY row", (input_id,)
+                f"SELECT ?, {_RESULT_STORED} FROM results WHERE input_ref = {_INPUT_REF} "
+                "ORDER BY row",
+                (input_id, input_id),
             )
             for row in cur:
                 yield codec.row_to_result(row)
@@ -496,7 +508,7 @@ class SQLiteStore:
                 "SELECT row, coalesce(reading_id, ''), coalesce(user_id, ''), verdict, reason, "
                 "message, ts, coalesce(source, ''), weight_kg, filtered_weight, trend_kg_week, "
                 "std_kg, coalesce(reset_type, ''), coalesce(reset_outcome, ''), quality "
-                "FROM results WHERE input_id = ? ORDER BY row",
+                f"FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
                 (input_id,),
             )
             for row in cur:
