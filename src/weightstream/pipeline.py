@@ -277,6 +277,10 @@ def _commit_group(
             timings["filter"] = timings.get("filter", 0.0) + committed - decided
             batch.commit(position=(input_id, end))
             timings["store"] = timings.get("store", 0.0) + time.perf_counter() - committed
+            # Readings come user by user: a user of this group comes back only if it is the
+            # last one. Keeping no other state bounds memory by the group, not the file.
+            if valid is not None:
+                processor.forget_all_but(valid.user[-1])
             return
         except (ConflictError, StoreBusyError):
             processor.forget()

@@ -217,6 +217,14 @@ class Processor:
         self._cache.update(states)
         self._absent.difference_update(states)
 
+    def forget_all_but(self, user_id: str) -> None:
+        """Drop every cached state but ``user_id``'s (a file engine moving on through users)."""
+        kept = self._cache.get(user_id)
+        self._cache.clear()
+        self._absent.clear()
+        if kept is not None:
+            self._cache[user_id] = kept
+
     def forget(self, user_ids: Iterable[str] | None = None) -> None:
         """Drop cached committed states (after a conflict, or to re-read the store)."""
         if user_ids is None:
