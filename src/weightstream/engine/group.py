@@ -19,7 +19,6 @@ synthetic scenario both ways, with chaos on, and compares every result and state
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -28,10 +27,9 @@ import numpy as np
 
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
+from weightstream.engine.state import from_arrays, to_arrays
 from weightstream.model import (
-    AdaptationState,
     BufferedReading,
-    KalmanState,
     Measurement,
     Reason,
     UserState,
@@ -132,7 +130,7 @@ class EngineConfig:
         c[K.C_MAX_TREND] = v.max_abs_trend
         c[K.C_MAX_BUFFER] = v.max_buffer
         self.base = c
-        self.by_type: dict[object, np.ndarray] = {}
+        self.by_type: dict[str, np.ndarray] = {}
         for reset_type in ("initial", "hard", "soft"):
             boost = cfg.resets.boost(reset_type)
             ct = c.copy()
@@ -264,7 +262,7 @@ class _Group:
                 i += 1
                 continue
             state = batch.current(g.user[i])
-            arrays = _arrays(state, engine) if engine.usable else None
+            arrays = to_arrays(state, engine.by_type, engine.base) if engine.usable else None
             if (
                 arrays is not None
                 and state is not None
@@ -417,7 +415,7 @@ class _Group:
         kept = K.REJECTED_KEPT
         earlier = base.rejected if not accepted_at else ()
         rejected = [*earlier[-kept:], *(_entry(g, i) for i in rejected_since[-kept:])][-kept:]
-        batch.stage_state(_state(base, engine, sf, si, buffer, rejected))
+        batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
 
     def _duplicate(self, i: int, reason: str) -> None:
         g, batch = self.g, self.batch
@@ -499,107 +497,5 @@ def _in_order(
     return key is not None and order_key(g.measurement(i, ids[i], contents[i])) > key
 
 
-def _arrays(state: UserState | None, engine: EngineConfig) -> tuple[Any, ...] | None:
-    """The user's state as the loop's arrays, or None if the loop cannot take it."""
-    if state is None or state.kalman is None or state.last_accepted_at is None or not state.version:
-        return None
-    a = state.adaptation
-    if a.is_adapting and a.reset_type is None:
-        return None
-    if len(state.rejected) > K.REJECTED_KEPT:
-        return None
-    k = state.kalman
-    sf = np.empty(K.F_SLOTS)
-    sf[K.F_X0], sf[K.F_X1] = k.x
-    (sf[K.F_P00], sf[K.F_P01]), (sf[K.F_P10], sf[K.F_P11]) = k.P
-    sf[K.F_FACTOR] = a.adaptation_factor
-    si = np.empty(K.I_SLOTS, dtype=np.int64)
-    si[K.I_K_TS] = to_micros(k.timestamp)
-    si[K.I_ADAPTING] = 1 if a.is_adapting else 0
-    si[K.I_ADAPT_START] = K.NONE if a.adaptation_start is None else to_micros(a.adaptation_start)
-    si[K.I_ADAPT_N] = a.measurements_since_reset
-    last = state.buffer[-1] if state.buffer else None
-    si[K.I_HAS_LAST] = 1 if last is not None else 0
-    si[K.I_LAST_TS] = to_micros(last.timestamp) if last is not None else K.NONE
-    sf[K.F_LAST_W] = last.weight_kg if last is not None else 0.0
-    si[K.I_LAST_ACCEPTED] = to_micros(state.last_accepted_at)
-    si[K.I_LAST_RESET] = K.NONE if state.last_reset_at is None else to_micros(state.last_reset_at)
-    si[K.I_LAST_EVENT] = K.NONE if state.last_event_at is None else to_micros(state.last_event_at)
-    si[K.I_ACCEPTED] = state.accepted_count
-    si[K.I_VERSION] = state.version
-    rej_w = np.zeros(K.REJECTED_KEPT)
-    rej_t = np.zeros(K.REJECTED_KEPT, dtype=np.int64)
-    for j, b in enumerate(state.rejected):
-        rej_w[j] = b.weight_kg
-        rej_t[j] = to_micros(b.timestamp)
-    si[K.I_REJ_COUNT] = len(state.rejected)
-    si[K.I_REJ_START] = 0
-    c = engine.by_type[str(a.reset_type)] if a.is_adapting else engine.base
-    return sf, si, rej_w, rej_t, c
-
-
 def _entry(g: GroupReadings, i: int) -> BufferedReading:
     return BufferedReading(from_micros(g.ts[i]), g.weight_kg[i], g.source[i])
-
-
-def _state(
-    base: UserState,
-    engine: EngineConfig,
-    sf: Any,
-    si: Any,
-    buffer: Sequence[BufferedReading],
-    rejected: Sequence[BufferedReading],
-) -> UserState:
-    """The user's state after a stretch of the loop, from its arrays."""
-    if int(si[K.I_ACCEPTED]) == base.accepted_count:  # rejections only: the filter as it was
-        return UserState(
-            user_id=base.user_id,
-            kalman=base.kalman,
-            adaptation=base.adaptation,
-            buffer=base.buffer,
-            rejected=tuple(rejected[-K.REJECTED_KEPT :]),
-            last_accepted_at=base.last_accepted_at,
-            last_event_at=from_micros(int(si[K.I_LAST_EVENT])),
-            last_reset_at=base.last_reset_at,
-            last_reset_type=base.last_reset_type,
-            accepted_count=base.accepted_count,
-            version=int(si[K.I_VERSION]),
-        )
-    x0, x1, p00, p01, p10, p11 = (float(v) for v in sf[: K.F_FACTOR])
-    k_ts = from_micros(int(si[K.I_K_TS]))
-    kalman = base.kalman
-    assert kalman is not None
-    if (
-        (x0, x1) != kalman.x
-        or k_ts != kalman.timestamp
-        or (p00, p01, p10, p11) != (kalman.P[0][0], kalman.P[0][1], kalman.P[1][0], kalman.P[1][1])
-    ):
-        kalman = KalmanState(x=(x0, x1), P=((p00, p01), (p10, p11)), timestamp=k_ts)
-    if si[K.I_ADAPTING]:
-        a = base.adaptation
-        adaptation = AdaptationState(
-            is_adapting=True,
-            adaptation_start=a.adaptation_start,
-            adaptation_factor=float(sf[K.F_FACTOR]),
-            measurements_since_reset=int(si[K.I_ADAPT_N]),
-            reset_type=a.reset_type,
-        )
-        if adaptation == a:
-            adaptation = a
-    else:
-        adaptation = AdaptationState()
-    last_accepted = int(si[K.I_LAST_ACCEPTED])
-    last_event = int(si[K.I_LAST_EVENT])
-    return UserState(
-        user_id=base.user_id,
-        kalman=kalman,
-        adaptation=adaptation,
-        buffer=tuple(buffer[-engine.buffer_size :]),
-        rejected=tuple(rejected[-K.REJECTED_KEPT :]),
-        last_accepted_at=from_micros(last_accepted),
-        last_event_at=from_micros(last_event) if last_event != K.NONE else None,
-        last_reset_at=base.last_reset_at,
-        last_reset_type=base.last_reset_type,
-        accepted_count=int(si[K.I_ACCEPTED]),
-        version=int(si[K.I_VERSION]),
-    )
