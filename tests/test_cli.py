@@ -514,3 +514,20 @@ def test_every_command_help_has_an_example():
         res = runner.invoke(app, [command, "--help"])
         assert res.exit_code == 0, (command, res.output)
         assert "Example" in res.output, command
+
+
+@pytest.mark.parametrize("args", [["config", "--db", "x.db"],
+                                  ["synth", "--out", "x.csv", "--db", "x.db"],
+                                  ["synth", "--out", "x.csv", "--config", "c.toml"]])
+def test_options_that_did_nothing_are_gone(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``synth --db/--config`` and ``config --db`` are usage errors, not silently ignored."""
+    from typer.testing import CliRunner
+
+    from weightstream.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "No such option" in res.output
+    assert not (tmp_path / "x.csv").exists()

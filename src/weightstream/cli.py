@@ -1,9 +1,8 @@
 """The ``weightstream`` command line (typer + rich).
 
-Errors become exit codes here, at the edge only (see :data:`weightstream.errors.EXIT_CODES`):
-0 success, 64 bad usage (including an output path that would destroy something), 65 unusable
-input, 66 missing column, 70 internal, 73 storage full, 74 storage failure or unusable
-database, 75 busy/conflict (retry), 78 bad configuration.
+Errors become exit codes here, at the edge only. Every exit code is named by
+:class:`weightstream.errors.ExitCode`, the one table of their numbers (and
+:data:`weightstream.errors.EXIT_CODES` gives the code of each kind of error).
 
 Text that came from the input (user ids, sources, messages, paths) is printed only through
 :mod:`weightstream._display`: as rich ``Text``, never markup, with control characters made
@@ -25,7 +24,7 @@ from rich.text import Text
 
 from weightstream._display import error_text, text
 from weightstream.config import Config, load_config
-from weightstream.errors import StateCorruptionError, WeightstreamError, exit_code_for
+from weightstream.errors import ExitCode, StateCorruptionError, WeightstreamError, exit_code_for
 
 __all__ = ["app", "main"]
 
@@ -46,10 +45,10 @@ ConfigOpt = Annotated[
 T = TypeVar("T")
 
 
-def _fail(message: object, code: int) -> NoReturn:
+def _fail(message: object, code: ExitCode | int) -> NoReturn:
     """One ``error:`` line on stderr (shown as text, never markup), then exit ``code``."""
     err.print(error_text(message), highlight=False)
-    raise typer.Exit(code)
+    raise typer.Exit(int(code))
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -59,7 +58,7 @@ def _guard(fn: Callable[[], T]) -> T:
         _fail(exc, exit_code_for(exc))
 
 
-def _config(path: Path | None, db: Path | None = None) -> Config:
+def _config(path: Path | None) -> Config:
     return _guard(lambda: load_config(path))
 
 
@@ -121,12 +120,12 @@ def process(
     for item in column or []:
         name, sep, header = item.partition("=")
         if not sep:
-            _fail(f"--column takes canonical=header, got {item!r}", 64)
+            _fail(f"--column takes canonical=header, got {item!r}", ExitCode.USAGE)
         mapping[name.strip()] = header.strip()
     if not input.is_file():
-        _fail(f"no such input file: {input}", 66)
+        _fail(f"no such input file: {input}", ExitCode.NO_INPUT)
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
-        _fail(f"--metrics-port takes a port from 1 to 65535, got {metrics_port}", 64)
+        _fail(f"--metrics-port takes a port from 1 to 65535, got {metrics_port}", ExitCode.USAGE)
     _check_outputs(input, db, config, [("--out", out), ("--metrics-file", metrics_file)])
     from weightstream.ingest import open_csv
 
@@ -137,7 +136,7 @@ def process(
             f"{input} is a weightstream results file, not an export: processing it would "
             "count its readings again (if it really is an export, map its columns with "
             "--column)",
-            65,
+            ExitCode.BAD_INPUT,
         )
     metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
     observer = Observers([metrics, LogObserver()])
@@ -181,7 +180,7 @@ def process(
 def _check_outputs(
     input: Path, db: Path, config: Path | None, outputs: list[tuple[str, Path | None]]
 ) -> None:
-    """Refuse (exit 64) an output path that would destroy something, before any work.
+    """Refuse (exit ``USAGE``) an output path that would destroy something, before any work.
 
     See :func:`weightstream.results_file.output_path_problem`: never the input, the database
     or its side files, the configuration, another output, a device, directory or fifo; only
@@ -197,16 +196,16 @@ def _check_outputs(
             continue
         problem = output_path_problem(path, keep=keep, option=option)
         if problem is not None:
-            _fail(problem, 64)
+            _fail(problem, ExitCode.USAGE)
         keep[f"the file given to {option}"] = [path]
 
 
 def _serve_metrics(metrics: Any, port: int) -> Any:
-    """Start the /metrics server before any work; a port that cannot be bound is exit 64."""
+    """Start the /metrics server before any work; a port that cannot be bound is ``USAGE``."""
     try:
         return metrics.serve(port)
     except OSError as exc:
-        _fail(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}", 64)
+        _fail(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}", ExitCode.USAGE)
 
 
 def _run_with_progress(run: Callable[[Any], T]) -> T:
@@ -268,7 +267,7 @@ def state(
             _fail(exc, exit_code_for(exc))
         if st is None:
             err.print(Text.assemble("unknown user ", text(user_id)), highlight=False)
-            raise typer.Exit(1)
+            raise typer.Exit(int(ExitCode.UNKNOWN_USER))
         v = cfg.validation
         problems = StateValidator(
             min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg
@@ -291,7 +290,7 @@ def state(
         try:
             rows = store.history(user_id)[-last:]
         except StateCorruptionError as exc:
-            _fail(f"the stored readings of user {user_id} cannot be read: {exc}", 74)
+            _fail(f"the stored readings of user {user_id} cannot be read: {exc}", ExitCode.STORAGE)
         except WeightstreamError as exc:
             _fail(exc, exit_code_for(exc))
         hist = Table(title="last readings")
@@ -313,7 +312,10 @@ def state(
 
 
 def _corrupt_state(user_id: str, reason: object) -> NoReturn:
-    """A stored state that does not decode or validate: say so (no traceback, no nan), exit 74."""
+    """A stored state that does not decode or validate: say so (no traceback, no nan).
+
+    Exit ``STORAGE``.
+    """
     err.print(
         error_text(
             f"the stored state of user {user_id} is corrupt and is not shown ({reason}); "
@@ -322,7 +324,7 @@ def _corrupt_state(user_id: str, reason: object) -> NoReturn:
         ),
         highlight=False,
     )
-    raise typer.Exit(74)
+    raise typer.Exit(int(ExitCode.STORAGE))
 
 
 @app.command()
@@ -408,7 +410,7 @@ def stats(
         try:
             start = datetime.fromisoformat(since)
         except ValueError:
-            _fail(f"--since takes an ISO date or time, got {since!r}", 64)
+            _fail(f"--since takes an ISO date or time, got {since!r}", ExitCode.USAGE)
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
     cfg = _config(config)
@@ -457,7 +459,7 @@ def recover(
         rebuild = _guard(lambda: rebuild_user(store, user_id, cfg))
         if rebuild.readings == 0:
             err.print(Text.assemble("no stored readings for user ", text(user_id)))
-            raise typer.Exit(1)
+            raise typer.Exit(int(ExitCode.UNKNOWN_USER))
         diffs = rebuild.differences()
         console.print(
             f"replayed {rebuild.readings} readings; {len(rebuild.changed)} results would change"
@@ -501,8 +503,6 @@ def synth(
     truth: Annotated[Path | None, typer.Option("--truth", help="Ground truth CSV.")] = None,
     scenario: Annotated[str, typer.Option("--scenario")] = "mixed",
     no_ids: Annotated[bool, typer.Option("--no-ids", help="Omit the id column.")] = False,
-    db: DbOpt = Path("weightstream.db"),
-    config: ConfigOpt = None,
 ) -> None:
     """Write a realistic synthetic export (and its ground truth).
 
@@ -511,7 +511,10 @@ def synth(
     from weightstream import synth as synthmod
 
     if scenario not in synthmod.SCENARIOS:
-        _fail(f"unknown scenario {scenario!r}; one of {', '.join(synthmod.SCENARIOS)}", 64)
+        _fail(
+            f"unknown scenario {scenario!r}; one of {', '.join(synthmod.SCENARIOS)}",
+            ExitCode.USAGE,
+        )
     rows = synthmod.write_stream(
         users, per_user, seed, out, truth, scenario=scenario, ids=not no_ids
     )
@@ -519,10 +522,7 @@ def synth(
 
 
 @app.command("config")
-def show_config(
-    config: ConfigOpt = None,
-    db: DbOpt = Path("weightstream.db"),
-) -> None:
+def show_config(config: ConfigOpt = None) -> None:
     """Print the effective configuration (file + environment + defaults) as TOML.
 
     Example: WEIGHTSTREAM_RESETS__HARD_GAP_DAYS=21 weightstream config > my.toml

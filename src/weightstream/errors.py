@@ -25,6 +25,8 @@ never a weight value (health data stays out of error bodies).
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 __all__ = [
     "WeightstreamError",
     "ConfigError",
@@ -39,6 +41,7 @@ __all__ = [
     "StoreBusyError",
     "ConflictError",
     "StoreOpenError",
+    "ExitCode",
     "EXIT_CODES",
     "exit_code_for",
 ]
@@ -145,17 +148,35 @@ class StoreOpenError(StorageError):
     """The database file is corrupt, foreign, or opened with unsafe durability settings."""
 
 
-#: Process exit codes, by error class (most specific first). 0 = success.
-EXIT_CODES: tuple[tuple[type[WeightstreamError], int], ...] = (
-    (MissingColumnError, 66),
-    (InputError, 65),
-    (ConfigError, 78),
-    (StorageFullError, 73),
-    (StoreBusyError, 75),
-    (ConflictError, 75),
-    (StoreOpenError, 74),
-    (StorageError, 74),
-    (WeightstreamError, 70),
+class ExitCode(IntEnum):
+    """The process exit codes of the command line: the only place their numbers are written.
+
+    ``sysexits.h`` numbers where one fits; the CLI names a member, never a number.
+    """
+
+    OK = 0
+    UNKNOWN_USER = 1  # the user asked for has no state or no readings (state, recover)
+    USAGE = 64  # bad usage, including an output path that would destroy something
+    BAD_INPUT = 65  # unusable input: empty, not CSV, a results file fed back in
+    NO_INPUT = 66  # missing input file or required column
+    INTERNAL = 70  # a weightstream error with no more specific code
+    STORAGE_FULL = 73  # the database or an output file is out of space
+    STORAGE = 74  # storage failure, unusable database, failed output write, corrupt state
+    BUSY = 75  # busy or conflicting writer: retry
+    CONFIG = 78  # bad configuration
+
+
+#: The exit code of each kind of error (most specific first).
+EXIT_CODES: tuple[tuple[type[WeightstreamError], ExitCode], ...] = (
+    (MissingColumnError, ExitCode.NO_INPUT),
+    (InputError, ExitCode.BAD_INPUT),
+    (ConfigError, ExitCode.CONFIG),
+    (StorageFullError, ExitCode.STORAGE_FULL),
+    (StoreBusyError, ExitCode.BUSY),
+    (ConflictError, ExitCode.BUSY),
+    (StoreOpenError, ExitCode.STORAGE),
+    (StorageError, ExitCode.STORAGE),
+    (WeightstreamError, ExitCode.INTERNAL),
 )
 
 
@@ -169,5 +190,5 @@ def exit_code_for(error: WeightstreamError) -> int:
     """
     for cls, code in EXIT_CODES:
         if isinstance(error, cls):
-            return code
-    return 70
+            return int(code)
+    return int(ExitCode.INTERNAL)
