@@ -1,8 +1,9 @@
 """Injected time.
 
 Everything time-dependent (the breaker's timeout, audit timestamps, durations, the
-"not in the future" check) takes a :class:`Clock`, so tests advance a
-:class:`weightstream.testing.FakeClock` instead of sleeping.
+"not in the future" check, the stored ``updated_at`` times, the back-off between retries)
+takes a :class:`Clock`, so tests advance a :class:`weightstream.testing.FakeClock` instead of
+sleeping. Nothing else in the package reads the wall clock or sleeps.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Clock(Protocol):
         """Seconds from an arbitrary origin; never goes backwards."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a fake clock moves forward instead)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -39,6 +44,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 SYSTEM_CLOCK = SystemClock()

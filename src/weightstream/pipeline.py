@@ -211,7 +211,7 @@ def process_file(
     total = len(entries)
     while position < total:
         end = min(position + group, total)
-        _commit_group(processor, engine, input_id, entries, position, end, summary)
+        _commit_group(processor, engine, input_id, entries, position, end, summary, clock)
         summary.processed_now += end - position
         position = end
         faults.crash_point("pipeline.group_committed")
@@ -250,6 +250,7 @@ def _commit_group(
     start: int,
     end: int,
     summary: RunSummary,
+    clock: Clock,
 ) -> None:
     n_invalid = len(entries.invalid)
     invalid = entries.invalid[start:end] if start < n_invalid else []
@@ -287,7 +288,7 @@ def _commit_group(
             if attempt == _RETRIES:
                 raise
             summary.retries += 1
-            time.sleep(min(0.05 * 2**attempt, 1.0))
+            clock.sleep(min(0.05 * 2**attempt, 1.0))
 
 
 def _readings(valid: pl.DataFrame, first: int, last: int) -> GroupReadings:

@@ -90,6 +90,10 @@ class FakeClock:
         with self._lock:
             self._elapsed += seconds
 
+    def sleep(self, seconds: float) -> None:
+        """Return at once, ``seconds`` later: a sleep is an :meth:`advance`."""
+        self.advance(seconds)
+
 
 def measurement(
     weight: float,

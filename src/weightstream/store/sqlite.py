@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from weightstream import faults
+from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import StoreConfig
 from weightstream.errors import (
     ConflictError,
@@ -76,7 +77,11 @@ _AUDIT_COLS = (
 
 
 class SQLiteStore:
-    """A :class:`~weightstream.store.base.StateStore` on one SQLite file."""
+    """A :class:`~weightstream.store.base.StateStore` on one SQLite file.
+
+    ``clock`` gives the stored times (migrations, input positions) and the waits while the
+    file is switched to WAL.
+    """
 
     def __init__(
         self,
@@ -88,8 +93,10 @@ class SQLiteStore:
         cache_mb: int = 32,
         wal_autocheckpoint_pages: int = 10_000,
         observer: Observer | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
+        self.clock = clock
         self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
         self._observer = observer or Observer()
         self._pid = os.getpid()
@@ -122,6 +129,7 @@ class SQLiteStore:
         *,
         create: bool = True,
         observer: Observer | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> SQLiteStore:
         """A store with the configured settings (``path`` overrides ``config.path``)."""
         return cls(
@@ -132,6 +140,7 @@ class SQLiteStore:
             cache_mb=config.cache_mb,
             wal_autocheckpoint_pages=config.wal_autocheckpoint_pages,
             observer=observer,
+            clock=clock,
         )
 
     # -- open ---------------------------------------------------------------------------
@@ -158,7 +167,7 @@ class SQLiteStore:
         # Two first openers switching a fresh file to WAL at once: SQLite fails one of them
         # at once with "database is locked" (waiting there could deadlock), so wait here,
         # within the busy timeout, then report busy (exit 75), never an unusable database.
-        deadline = time.monotonic() + busy_timeout_ms / 1000
+        deadline = self.clock.monotonic() + busy_timeout_ms / 1000
         while True:
             try:
                 mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -167,10 +176,10 @@ class SQLiteStore:
                 typed = _typed(exc)
                 if not isinstance(typed, StoreBusyError):
                     raise
-                if time.monotonic() >= deadline:
+                if self.clock.monotonic() >= deadline:
                     c.close()
                     raise typed from None
-                time.sleep(0.01)
+                self.clock.sleep(0.01)
         c.execute("PRAGMA synchronous = FULL")
         sync = c.execute("PRAGMA synchronous").fetchone()[0]
         c.execute("PRAGMA foreign_keys = ON")
@@ -223,7 +232,7 @@ class SQLiteStore:
                         c.execute(statement)
                     c.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                        (version, description, time.time_ns() // 1000),
+                        (version, description, to_micros(self.clock.now())),
                     )
                 c.execute("COMMIT")
             except BaseException:
@@ -357,7 +366,7 @@ class SQLiteStore:
                 "INSERT INTO input_positions VALUES (?, ?, ?) ON CONFLICT (input_id) DO UPDATE "
                 "SET position = excluded.position, updated_at = excluded.updated_at "
                 "WHERE excluded.position >= input_positions.position",
-                (input_id, position, time.time_ns() // 1000),
+                (input_id, position, to_micros(self.clock.now())),
             )
             if cur.rowcount != 1:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
