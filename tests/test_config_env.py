@@ -50,7 +50,7 @@ def test_known_variables_and_other_weightstream_settings_are_accepted(
     """A real override applies; variables without `__` (crash points, chaos) are not config."""
     monkeypatch.setenv("WEIGHTSTREAM_RESETS__TRANSACTIONAL", "false")
     monkeypatch.setenv("WEIGHTSTREAM_CHAOS_SEED", "3")
-    monkeypatch.setenv("WEIGHTSTREAM_TEST_SPLIT_UNIT", "0")
+    monkeypatch.setenv("WEIGHTSTREAM_FAULT", "list")
     assert load_config().resets.transactional is False
 
 

@@ -4,6 +4,11 @@ Errors become exit codes here, at the edge only. Every exit code is named by
 :class:`weightstream.errors.ExitCode`, the one table of their numbers (and
 :data:`weightstream.errors.EXIT_CODES` gives the code of each kind of error).
 
+:func:`main` is the one place that reads the crash-point and chaos variables
+(``WEIGHTSTREAM_FAULT``, ``WEIGHTSTREAM_CHAOS``, ``WEIGHTSTREAM_CHAOS_SEED``; see
+:mod:`weightstream.faults`): it builds the run's :class:`~weightstream.faults.FaultPoints` and
+hands it, with the store class, to the commands as their :class:`Wiring`.
+
 Text that came from the input (user ids, sources, messages, paths) is printed only through
 :mod:`weightstream._display`: as rich ``Text``, never markup, with control characters made
 visible (invariant I13).
@@ -12,10 +17,12 @@ visible (invariant I13).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,8 +32,12 @@ from rich.text import Text
 from weightstream._display import error_text, text
 from weightstream.config import Config, load_config
 from weightstream.errors import ExitCode, StateCorruptionError, WeightstreamError, exit_code_for
+from weightstream.faults import NO_FAULTS, FaultPoints
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    from weightstream.store.sqlite import SQLiteStore
+
+__all__ = ["app", "main", "Wiring"]
 
 app = typer.Typer(
     name="weightstream",
@@ -43,6 +54,25 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML configuration file.", exists=False)
 ]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the commands build their objects with (``main`` passes it as the context object).
+
+    ``faults``: the run's crash points and chaos; ``store_class``: the SQLite store class
+    (``None``: :class:`~weightstream.store.sqlite.SQLiteStore`; the crash matrix's negative
+    control runs :func:`weightstream.testing.split_unit_cli`, which gives another).
+    """
+
+    faults: FaultPoints = NO_FAULTS
+    store_class: type[SQLiteStore] | None = None
+
+
+def _wiring(ctx: typer.Context) -> Wiring:
+    """The command's :class:`Wiring` (the default one when the app is run without ``main``)."""
+    obj = ctx.find_object(Wiring)
+    return obj if obj is not None else Wiring()
 
 
 def _fail(message: object, code: ExitCode | int) -> NoReturn:
@@ -62,16 +92,23 @@ def _config(path: Path | None) -> Config:
     return _guard(lambda: load_config(path))
 
 
-def _open_store(db: Path, config: Config, *, create: bool, observer: Any = None) -> Any:
+def _open_store(
+    ctx: typer.Context, db: Path, config: Config, *, create: bool, observer: Any = None
+) -> SQLiteStore:
     from weightstream.store.sqlite import SQLiteStore
 
+    wiring = _wiring(ctx)
+    store_class = wiring.store_class or SQLiteStore
     return _guard(
-        lambda: SQLiteStore.from_config(config.store, db, create=create, observer=observer)
+        lambda: store_class.from_config(
+            config.store, db, create=create, observer=observer, faults=wiring.faults
+        )
     )
 
 
 @app.command()
 def process(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="CSV export to process.")],
     db: DbOpt = Path("weightstream.db"),
     out: Annotated[Path | None, typer.Option("--out", help="Results CSV to write.")] = None,
@@ -142,7 +179,7 @@ def process(
     observer = Observers([metrics, LogObserver()])
     server = None if metrics_port is None else _serve_metrics(metrics, metrics_port)
     try:
-        store = _open_store(db, cfg, create=True, observer=observer)
+        store = _open_store(ctx, db, cfg, create=True, observer=observer)
         try:
             summary = _guard(
                 lambda: _run_with_progress(
@@ -154,6 +191,7 @@ def process(
                         column_map=mapping or None,
                         observer=observer,
                         progress=progress,
+                        faults=_wiring(ctx).faults,
                     )
                 )
             )
@@ -245,6 +283,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 @app.command()
 def state(
+    ctx: typer.Context,
     user_id: Annotated[str, typer.Argument(help="The user's id.")],
     db: DbOpt = Path("weightstream.db"),
     config: ConfigOpt = None,
@@ -257,7 +296,7 @@ def state(
     from weightstream.resets.validator import StateValidator
 
     cfg = _config(config)
-    store = _open_store(db, cfg, create=False)
+    store = _open_store(ctx, db, cfg, create=False)
     try:
         try:
             st = store.load_state(user_id)
@@ -329,6 +368,7 @@ def _corrupt_state(user_id: str, reason: object) -> NoReturn:
 
 @app.command()
 def resets(
+    ctx: typer.Context,
     db: DbOpt = Path("weightstream.db"),
     config: ConfigOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user.")] = None,
@@ -343,7 +383,7 @@ def resets(
     Example: weightstream resets --outcome rolled_back --db weightstream.db
     """
     cfg = _config(config)
-    store = _open_store(db, cfg, create=False)
+    store = _open_store(ctx, db, cfg, create=False)
     try:
         audits = _guard(lambda: store.audits(user_id=user, outcome=outcome))
     finally:
@@ -389,6 +429,7 @@ def resets(
 
 @app.command()
 def stats(
+    ctx: typer.Context,
     db: DbOpt = Path("weightstream.db"),
     config: ConfigOpt = None,
     since: Annotated[
@@ -414,7 +455,7 @@ def stats(
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
     cfg = _config(config)
-    store = _open_store(db, cfg, create=False)
+    store = _open_store(ctx, db, cfg, create=False)
     try:
         result = _guard(lambda: compute_stats(store, start))
     finally:
@@ -442,6 +483,7 @@ def stats(
 
 @app.command()
 def recover(
+    ctx: typer.Context,
     user_id: Annotated[str, typer.Argument(help="The user to rebuild from history.")],
     db: DbOpt = Path("weightstream.db"),
     config: ConfigOpt = None,
@@ -454,7 +496,7 @@ def recover(
     from weightstream.replay import rebuild_user
 
     cfg = _config(config)
-    store = _open_store(db, cfg, create=False)
+    store = _open_store(ctx, db, cfg, create=False)
     try:
         rebuild = _guard(lambda: rebuild_user(store, user_id, cfg))
         if rebuild.readings == 0:
@@ -532,8 +574,21 @@ def show_config(config: ConfigOpt = None) -> None:
     sys.stdout.write(to_toml(_config(config)))
 
 
-def main() -> None:
-    app()
+def main(*, store_class: type[SQLiteStore] | None = None) -> None:
+    """Run the command line: the crash points and chaos of this run come from the environment.
+
+    In listing mode (``WEIGHTSTREAM_FAULT=list``) the hit counts are written to stderr when
+    the command ends, however it ends (a SIGKILL at a crash point aside).
+    """
+    try:
+        faults = FaultPoints.from_environ(os.environ)
+    except ValueError as exc:
+        err.print(error_text(exc), highlight=False)
+        sys.exit(int(ExitCode.CONFIG))
+    try:
+        app(obj=Wiring(faults=faults, store_class=store_class))
+    finally:
+        faults.report(sys.stderr)
 
 
 if __name__ == "__main__":

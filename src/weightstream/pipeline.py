@@ -26,12 +26,12 @@ from pathlib import Path
 
 import polars as pl
 
-from weightstream import faults
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
 from weightstream.engine.results import RESULT_FIELDS, ResultsTable, invalid_message
 from weightstream.errors import ConflictError, StoreBusyError
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.columnar import read_columns
 from weightstream.model import Result, Verdict
@@ -195,15 +195,24 @@ def process_file(
     processor: Processor | None = None,
     progress: Callable[[int, int], None] | None = None,
     raw: bool = False,
+    faults: FaultPoints | None = None,
 ) -> RunSummary:
-    """Process ``path`` into ``store``; write the results CSV to ``out``. Resumable."""
+    """Process ``path`` into ``store``; write the results CSV to ``out``. Resumable.
+
+    ``faults``: crash points and chaos (:mod:`weightstream.faults`) for this run and the
+    processor built for it; by default ``processor``'s, else none.
+    """
     started = time.perf_counter()
     path = Path(path)
     input_id = file_digest(path)
     summary = RunSummary(input_id=input_id)
     timings = summary.timings
     entries = _load(path, config, column_map, clock, timings)
-    processor = processor or Processor(store, config, clock=clock, observer=observer)
+    if processor is None:
+        processor = Processor(
+            store, config, clock=clock, observer=observer, faults=faults or NO_FAULTS
+        )
+    faults = faults or processor.faults
     engine = EngineConfig(processor)
     position = store.position(input_id)
     summary.resumed_from = position
@@ -211,7 +220,7 @@ def process_file(
     total = len(entries)
     while position < total:
         end = min(position + group, total)
-        _commit_group(processor, engine, input_id, entries, position, end, summary, clock)
+        _commit_group(processor, engine, input_id, entries, (position, end), summary, faults, clock)
         summary.processed_now += end - position
         position = end
         faults.crash_point("pipeline.group_committed")
@@ -247,11 +256,12 @@ def _commit_group(
     engine: EngineConfig,
     input_id: str,
     entries: Loaded,
-    start: int,
-    end: int,
+    span: tuple[int, int],
     summary: RunSummary,
+    faults: FaultPoints,
     clock: Clock,
 ) -> None:
+    start, end = span
     n_invalid = len(entries.invalid)
     invalid = entries.invalid[start:end] if start < n_invalid else []
     first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid

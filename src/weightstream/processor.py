@@ -35,6 +35,7 @@ from weightstream.errors import (
     StateCorruptionError,
     StorageError,
 )
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest.rows import invalid_result, validate_reading
 from weightstream.model import AuditOutcome, Measurement, RecoveryAttempt, Result, UserState
 from weightstream.observe import Observer
@@ -82,12 +83,13 @@ class Processor:
         manager: ResetManager | None = None,
         validator: StateValidator | None = None,
         recovery: ResetRecoveryService | None = None,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self.store = store
         self.config = config or Config()
         self.clock = clock
         self.observer = observer or Observer()
-        self.policy = Policy(self.config, manager=manager, validator=validator)
+        self.policy = Policy(self.config, manager=manager, validator=validator, faults=faults)
         b = self.config.breaker
         self.breaker = breaker or CircuitBreaker(
             failure_threshold=b.failure_threshold,
@@ -123,6 +125,15 @@ class Processor:
     @validator.setter
     def validator(self, validator: StateValidator) -> None:
         self.policy.validator = validator
+
+    @property
+    def faults(self) -> FaultPoints:
+        """Crash points and chaos of this processor's resets (replaceable, as in tests)."""
+        return self.policy.faults
+
+    @faults.setter
+    def faults(self, faults: FaultPoints) -> None:
+        self.policy.faults = faults
 
     # -- public verbs -----------------------------------------------------------------------
 

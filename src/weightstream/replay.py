@@ -15,7 +15,8 @@ bit for bit (invariant I7):
   stored state row fails validation on load.
 
 A reset inside a replay runs the same sequence (:func:`~weightstream.resets.sequence.run_reset`)
-in a :class:`~weightstream.resets.transaction.ResetTransaction`, with chaos off and no
+in a :class:`~weightstream.resets.transaction.ResetTransaction`, with chaos off (the
+policy's crash points kept, :meth:`~weightstream.faults.FaultPoints.without_chaos`) and no
 circuit breaker (a replay is not a live attempt that can be retried later). If a replayed
 reset fails validation, the replay falls back to its own last-known-good state, else to the
 conservative state; it does not query the store's history as the live recovery service does.
@@ -28,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from weightstream import faults
 from weightstream.config import Config
 from weightstream.errors import ResetError, StateCorruptionError
+from weightstream.faults import FaultPoints
 from weightstream.model import (
     Measurement,
     Result,
@@ -58,24 +59,30 @@ def replay(
     Returns the final state and one result per reading.
     """
     policy = policy or Policy(config)
+    faults = policy.faults.without_chaos()
     state: UserState | None = None
     last_good: UserState | None = None
     results: list[Result] = []
-    with faults.no_chaos():
-        for m in readings:
-            s = step(state, m, policy)
-            if s.reset is not None:
-                s = _reset(s.reset, m, policy, last_good)
-            if s.state is not None:
-                state = s.state
-                if s.last_good:
-                    last_good = s.state
-            assert s.result is not None
-            results.append(s.result)
+    for m in readings:
+        s = step(state, m, policy)
+        if s.reset is not None:
+            s = _reset(s.reset, m, policy, last_good, faults)
+        if s.state is not None:
+            state = s.state
+            if s.last_good:
+                last_good = s.state
+        assert s.result is not None
+        results.append(s.result)
     return state, results
 
 
-def _reset(plan: ResetPlan, m: Measurement, policy: Policy, good: UserState | None) -> Step:
+def _reset(
+    plan: ResetPlan,
+    m: Measurement,
+    policy: Policy,
+    good: UserState | None,
+    faults: FaultPoints,
+) -> Step:
     txn = ResetTransaction(
         m.user_id,
         reading_id=m.reading_id,
@@ -87,7 +94,7 @@ def _reset(plan: ResetPlan, m: Measurement, policy: Policy, good: UserState | No
     check = checks_for(txn, policy.config.resets.transactional)
     try:
         with txn:
-            new, result = run_reset(plan, m, policy, check)
+            new, result = run_reset(plan, m, policy, check, faults)
         return Step(new, result, last_good=True)
     except ResetError:
         pass

@@ -26,6 +26,7 @@ from datetime import datetime
 from weightstream import kalman
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.model import (
     BufferedReading,
     KalmanState,
@@ -62,9 +63,13 @@ Prediction = tuple[kalman.Vec, kalman.Mat]
 
 
 class Policy:
-    """What a step needs besides the state and the reading: the configuration, built once."""
+    """What a step needs besides the state and the reading: the configuration, built once.
 
-    __slots__ = ("config", "manager", "validator", "_source_quality")
+    ``faults`` are the crash points and chaos the reset sequence passes through
+    (:mod:`weightstream.faults`; inert by default).
+    """
+
+    __slots__ = ("config", "manager", "validator", "faults", "_source_quality")
 
     def __init__(
         self,
@@ -72,8 +77,10 @@ class Policy:
         *,
         manager: ResetManager | None = None,
         validator: StateValidator | None = None,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self.config = config
+        self.faults = faults
         self.manager = manager or ResetManager(config)
         v = config.validation
         self.validator = validator or StateValidator(

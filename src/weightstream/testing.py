@@ -15,6 +15,11 @@
 * :class:`FaultyResetManager`: a reset manager whose steps raise or return corrupted values
   (NaN, wrong shape, asymmetric or negative P, Q <= 0, factor out of range, oversized buffer);
 * :class:`FaultyStore`: wraps a store and makes chosen commits fail;
+* :class:`SplitUnitStore`: a SQLite store that commits each unit of work as two transactions,
+  the negative control of the crash matrix (:func:`split_unit_cli` is the command line with
+  it), so the matrix can prove that it notices a unit that is not atomic;
+* :class:`FaultPoints` (from :mod:`weightstream.faults`): crash points and chaos to hand to a
+  store, a processor or ``process_file``;
 * :func:`measurement`: a terse Measurement constructor for tests and examples.
 """
 
@@ -28,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from weightstream.config import Config
+from weightstream.faults import FaultPoints
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -38,12 +44,17 @@ from weightstream.model import (
 from weightstream.resets.manager import ResetManager
 from weightstream.store.base import StateStore, UnitOfWork
 from weightstream.store.memory import MemoryStore
+from weightstream.store.sqlite import SQLiteStore
 
 __all__ = [
     "FakeClock",
     "MemoryStore",
     "FaultyResetManager",
     "FaultyStore",
+    "FaultPoints",
+    "SplitUnitStore",
+    "split_unit",
+    "split_unit_cli",
     "FAULTS",
     "measurement",
     "T0",
@@ -237,3 +248,48 @@ class FaultyStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
+    """``unit`` as two units: its readings and results, then everything else."""
+    first = UnitOfWork(
+        readings=unit.readings,
+        replaced_readings=unit.replaced_readings,
+        results=unit.results,
+        reading_rows=unit.reading_rows,
+        result_rows=unit.result_rows,
+    )
+    second = UnitOfWork(
+        states=unit.states,
+        expected_versions=unit.expected_versions,
+        audits=unit.audits,
+        recoveries=unit.recoveries,
+        last_good=unit.last_good,
+        position=unit.position,
+    )
+    return first, second
+
+
+class SplitUnitStore(SQLiteStore):
+    """A SQLite store that breaks rule 1 on purpose (the crash matrix's negative control).
+
+    Each unit is committed as two transactions (:func:`split_unit`), with the crash point
+    ``store.between_split`` between them, so a kill there leaves results without their state
+    and position. Never for real data.
+    """
+
+    def commit(self, unit: UnitOfWork) -> None:
+        first, second = split_unit(unit)
+        if first.empty or second.empty:
+            super().commit(unit)
+            return
+        super().commit(first)
+        self.faults.crash_point("store.between_split")
+        super().commit(second)
+
+
+def split_unit_cli() -> None:
+    """The ``weightstream`` command line with :class:`SplitUnitStore` as its store."""
+    from weightstream import cli
+
+    cli.main(store_class=SplitUnitStore)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from weightstream import faults
 from weightstream.cli import app
 from weightstream.config import Config
 from weightstream.engine import kernel
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.pipeline import process_file
 from weightstream.store.sqlite import SQLiteStore
 
@@ -38,12 +37,6 @@ _ORDER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _rearm() -> Iterator[None]:
-    yield
-    faults.rearm()
-
-
 def _synth(path: Path, scenario: str, seed: int, users: int = 40, per_user: int = 30) -> None:
     args = ["synth", "--users", str(users), "--per-user", str(per_user), "--seed", str(seed),
             "--scenario", scenario, "--out", str(path)]
@@ -52,10 +45,14 @@ def _synth(path: Path, scenario: str, seed: int, users: int = 40, per_user: int 
 
 
 def _run(src: Path, db: Path, out: Path, engine: str, chaos: str | None) -> dict[str, list[tuple[object, ...]]]:
-    faults.rearm({"WEIGHTSTREAM_CHAOS": chaos, "WEIGHTSTREAM_CHAOS_SEED": "13"} if chaos else {})
+    faults = (
+        FaultPoints.from_environ({"WEIGHTSTREAM_CHAOS": chaos, "WEIGHTSTREAM_CHAOS_SEED": "13"})
+        if chaos
+        else NO_FAULTS
+    )
     config = Config(processing={"engine": engine, "commit_group_size": 500})
     with SQLiteStore(db) as store:
-        process_file(src, store, config, out=out)
+        process_file(src, store, config, out=out, faults=faults)
     conn = sqlite3.connect(db)
     tables = {}
     for table, order in _ORDER.items():

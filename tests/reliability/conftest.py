@@ -84,16 +84,17 @@ def run_cli(
 # (``weightstream.cli.main``) with its own environment, argv, stdout and stderr; a crash point
 # SIGKILLs it exactly as it would a ``python -m weightstream.cli`` process. Forking only saves
 # the ~1 s of imports per run (CI has 2 cores and 140 runs to do). The zygote opens no
-# database and starts no thread before forking (rule 3: no connection used across fork), and
-# re-reads the crash/chaos environment in each grandchild (``faults.rearm``). The reference
-# and listing runs use a plain ``python -m weightstream.cli`` subprocess, so every crash case
-# also cross-checks the zygote against the genuine entry point, byte for byte.
+# database and starts no thread before forking (rule 3: no connection used across fork); the
+# entry point reads the crash/chaos environment of each grandchild when it starts, as
+# ``python -m weightstream.cli`` does. A request may name another entry point ("module:function",
+# e.g. the negative control's ``weightstream.testing:split_unit_cli``). The reference and
+# listing runs use a plain ``python -m weightstream.cli`` subprocess, so every crash case also
+# cross-checks the zygote against the genuine entry point, byte for byte.
 _ZYGOTE = r"""
-import atexit, json, os, sys, traceback
+import atexit, importlib, json, os, sys, traceback
 import weightstream.cli as cli
-from weightstream import faults
 import weightstream.logs, weightstream.metrics, weightstream.observe, weightstream.pipeline
-import weightstream.replay, weightstream.store.sqlite
+import weightstream.replay, weightstream.store.sqlite, weightstream.testing
 import rich.progress
 channel = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
@@ -113,10 +114,13 @@ while True:
             os.dup2(os.open(req["stderr"], flags, 0o644), 2)
             os.environ.clear()
             os.environ.update(req["env"])
-            faults.rearm()
+            main = cli.main
+            if req.get("entry"):
+                module, _, name = req["entry"].partition(":")
+                main = getattr(importlib.import_module(module), name)
             sys.argv = ["weightstream", *req["args"]]
             try:
-                cli.main()
+                main()
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -150,9 +154,12 @@ class Zygote:
         )
 
     def run(
-        self, *args: str | Path, env: dict[str, str] | None = None
+        self, *args: str | Path, env: dict[str, str] | None = None, entry: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run the CLI with ``args`` in a forked child; like :func:`run_cli`."""
+        """Run the CLI with ``args`` in a forked child; like :func:`run_cli`.
+
+        ``entry`` ("module:function") replaces ``weightstream.cli:main`` as the entry point.
+        """
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.count += 1
         out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
@@ -161,6 +168,7 @@ class Zygote:
             "env": env if env is not None else child_env(),
             "stdout": str(out),
             "stderr": str(err),
+            "entry": entry,
         }
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
@@ -187,12 +195,12 @@ class ZygotePool:
             self._free.put(z)
 
     def run(
-        self, *args: str | Path, env: dict[str, str] | None = None
+        self, *args: str | Path, env: dict[str, str] | None = None, entry: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run the CLI in a forked child of a free zygote."""
+        """Run the CLI in a forked child of a free zygote (``entry``: see :meth:`Zygote.run`)."""
         zygote = self._free.get(timeout=CHILD_TIMEOUT_S * 4)
         try:
-            return zygote.run(*args, env=env)
+            return zygote.run(*args, env=env, entry=entry)
         finally:
             self._free.put(zygote)
 

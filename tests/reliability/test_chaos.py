@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from weightstream import faults
 from weightstream.config import load_config
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest import file_digest
 from weightstream.pipeline import process_file
 from weightstream.replay import rebuild_user
@@ -35,18 +34,12 @@ CHAOS = "reset:0.3,persist:0.1"
 USERS, PER_USER = 40, 20
 
 
-@pytest.fixture
-def chaos_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Restore the unarmed fault module after the test, whatever it armed."""
-    yield monkeypatch
-    monkeypatch.undo()
-    faults.rearm()
-
-
-def _run(src: Path, db: Path, out: Path, config: Any) -> tuple[list[Any], dict[str, Any]]:
-    """Process ``src`` in-process; the stored results and user states."""
+def _run(
+    src: Path, db: Path, out: Path, config: Any, faults: FaultPoints = NO_FAULTS
+) -> tuple[list[Any], dict[str, Any]]:
+    """Process ``src`` in-process (with ``faults``); the stored results and user states."""
     with SQLiteStore(db) as store:
-        process_file(src, store, config, out=out)
+        process_file(src, store, config, out=out, faults=faults)
         results = list(store.results_for_input(file_digest(src)))
         states = {u: store.load_state(u) for u in store.users()}
     return results, states
@@ -54,7 +47,7 @@ def _run(src: Path, db: Path, out: Path, config: Any) -> tuple[list[Any], dict[s
 
 @pytest.mark.parametrize("breaker", ["default", "never_opens"])
 def test_chaos_keeps_every_row_and_leaves_unaffected_users_exact(
-    harness: Any, chaos_env: pytest.MonkeyPatch, tmp_path: Path, breaker: str
+    harness: Any, tmp_path: Path, breaker: str
 ) -> None:
     """Under reset/persist chaos: one result per row, valid states, unaffected users exact."""
     seed = int(os.environ.get("CHAOS_TEST_SEED") or secrets.randbelow(2**32))
@@ -66,13 +59,11 @@ def test_chaos_keeps_every_row_and_leaves_unaffected_users_exact(
 
     clean_results, clean_states = _run(src, tmp_path / "clean.db", tmp_path / "clean.csv", config)
 
-    chaos_env.setenv("WEIGHTSTREAM_CHAOS", CHAOS)
-    chaos_env.setenv("WEIGHTSTREAM_CHAOS_SEED", str(seed))
-    faults.rearm()
+    chaos = FaultPoints.from_environ(
+        {"WEIGHTSTREAM_CHAOS": CHAOS, "WEIGHTSTREAM_CHAOS_SEED": str(seed)}
+    )
     db = tmp_path / "chaos.db"
-    results, states = _run(src, db, tmp_path / "chaos.csv", config)
-    chaos_env.delenv("WEIGHTSTREAM_CHAOS")
-    faults.rearm()
+    results, states = _run(src, db, tmp_path / "chaos.csv", config, chaos)
 
     # I3: every input row ends in exactly one result.
     assert len(results) == rows == len(clean_results)

@@ -34,6 +34,8 @@ RANDOM_CASES = 20
 DOUBLE_CASES = 6
 MIN_CASES = 60
 WORKERS = 2
+#: The command line whose store commits each unit as two transactions (the negative control).
+SPLIT_UNIT_CLI = "weightstream.testing:split_unit_cli"
 
 
 def deterministic_cases(listing: dict[str, int]) -> list[tuple[str, int]]:
@@ -96,15 +98,22 @@ def run_case(
     k: int,
     tag: str,
     again: str | None = None,
+    *,
+    entry: str | None = None,
     **extra_env: str,
 ) -> tuple[str, list[str]]:
-    """Kill at (point, k) [and at ``again`` during recovery], rerun, compare; (case, problems)."""
+    """Kill at (point, k) [and at ``again`` during recovery], rerun, compare; (case, problems).
+
+    Every run of the case goes through ``entry`` (default: the real CLI; see ``Zygote.run``).
+    """
     case = f"{point}:{k}" + (f"+{again}" if again else "")
     d = w.root / "cases" / tag / case.replace(":", "@")
     d.mkdir(parents=True)
     db, out = d / "weightstream.db", d / "results.csv"
     cmd = h.process_cmd(w, db, out)
-    crashed = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=f"{point}:{k}", **extra_env))
+    crashed = cli.run(
+        *cmd, env=h.child_env(WEIGHTSTREAM_FAULT=f"{point}:{k}", **extra_env), entry=entry
+    )
     problems = []
     if crashed.returncode != -signal.SIGKILL:
         problems.append(
@@ -113,11 +122,13 @@ def run_case(
         )
     problems += committed_prefix_problems(h, w, db)
     if again:  # A4: crash again while recovering (the rerun may also finish before the point)
-        recovering = cli.run(*cmd, env=h.child_env(WEIGHTSTREAM_FAULT=again, **extra_env))
+        recovering = cli.run(
+            *cmd, env=h.child_env(WEIGHTSTREAM_FAULT=again, **extra_env), entry=entry
+        )
         if recovering.returncode not in (-signal.SIGKILL, 0):
             problems.append(f"recovery run exited {recovering.returncode}")
         problems += committed_prefix_problems(h, w, db)
-    rerun = cli.run(*cmd, env=h.child_env(**extra_env))
+    rerun = cli.run(*cmd, env=h.child_env(**extra_env), entry=entry)
     if rerun.returncode != 0:
         problems.append(f"rerun exited {rerun.returncode}: {rerun.stderr[-500:]}")
     if db.exists():
@@ -134,12 +145,16 @@ def run_cases(
     reference: Any,
     cases: list[tuple[str, int]] | list[tuple[str, int, str | None]],
     tag: str,
+    *,
+    entry: str | None = None,
     **extra_env: str,
 ) -> dict[str, list[str]]:
     """Run cases two at a time; map each case to its problems."""
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [
-            pool.submit(run_case, h, cli, w, reference, *c[:2], tag, *c[2:], **extra_env)
+            pool.submit(
+                run_case, h, cli, w, reference, *c[:2], tag, *c[2:], entry=entry, **extra_env
+            )
             for c in cases
         ]
         return dict(f.result() for f in futures)
@@ -184,20 +199,23 @@ def test_crash_matrix(
 def test_split_unit_negative_control(
     harness: Any, cli_pool: Any, workload: Any, reference: Any
 ) -> None:
-    """With the unit split into two transactions, a kill between them is caught by the matrix."""
+    """With the unit split into two transactions, a kill between them is caught by the matrix.
+
+    The CLI runs with ``weightstream.testing.SplitUnitStore`` (its entry point
+    ``split_unit_cli``), which commits each unit as two transactions.
+    """
     h, w = harness, workload
     listing_dir = w.root / "split-listing"
     listing_dir.mkdir()
     listed = cli_pool.run(
         *h.process_cmd(w, listing_dir / "db", listing_dir / "out.csv"),
-        env=h.child_env(WEIGHTSTREAM_FAULT="list", WEIGHTSTREAM_TEST_SPLIT_UNIT="1"),
+        env=h.child_env(WEIGHTSTREAM_FAULT="list"),
+        entry=SPLIT_UNIT_CLI,
     )
     assert listed.returncode == 0, listed.stderr
     hits = h.fault_points(listed.stderr)["store.between_split"]
     cases = [("store.between_split", k) for k in sorted({1, (hits + 1) // 2, hits})]
-    outcome = run_cases(
-        h, cli_pool, w, reference, cases, "split", WEIGHTSTREAM_TEST_SPLIT_UNIT="1"
-    )
+    outcome = run_cases(h, cli_pool, w, reference, cases, "split", entry=SPLIT_UNIT_CLI)
     print("negative control:", outcome)
     assert any(outcome.values()), "the harness did not notice a non-atomic unit of work"
 

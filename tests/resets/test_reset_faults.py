@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from weightstream import faults, kalman
+from weightstream import kalman
 from weightstream.cli import app
 from weightstream.config import Config, ResetConfig
 from weightstream.errors import ResetError, StorageError, StorageFullError, StoreBusyError
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.model import Measurement, ResetOutcome, ResetType, UserState, Verdict
 from weightstream.processor import Batch, Processor
 from weightstream.resets import sequence
@@ -128,18 +129,12 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.close()
 
 
-@pytest.fixture
-def no_chaos() -> Iterator[None]:
-    yield
-    faults.rearm()
-
-
 def inject(w: World, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Arm ``fault`` for the next reset (manager faults, persist chaos or a skipped version)."""
     if fault in FAULTS:
         w.manager.fault, w.manager.remaining = fault, 1
     elif fault == "persist_raises":
-        faults.rearm({"WEIGHTSTREAM_CHAOS": "persist:1.0"})
+        w.p.faults = FaultPoints(chaos={"persist": 1.0})
     elif fault == "persist_version_skip":
         real = sequence.reset_state
         calls = []
@@ -182,7 +177,7 @@ def _boom() -> None:
 @pytest.mark.parametrize("fault", sorted(EXPECTED))
 def test_step_fault_rolls_back_and_falls_back(
     world: World, tmp_path: Path, fault: str, reset_type: ResetType,
-    monkeypatch: pytest.MonkeyPatch, no_chaos: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A fault at any reset step leaves no trace of the reset: the row is exactly the fallback's, the audit says why."""
     trigger = TRIGGERS[reset_type]
@@ -191,7 +186,7 @@ def test_step_fault_rolls_back_and_falls_back(
     inject(world, fault, monkeypatch)
 
     result = world.p.process_one(trigger)
-    faults.rearm()
+    world.p.faults = NO_FAULTS
 
     operation, why = EXPECTED[fault]
     assert world.manager.triggered == (1 if fault in FAULTS else 0)

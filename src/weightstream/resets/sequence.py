@@ -9,8 +9,9 @@ checkpoint and raises on a failure; the plain shell passes :func:`unchecked`, wh
 nothing. Nothing here writes: the caller stages the returned state and result and commits them
 in one store transaction.
 
-Crash points and chaos (:mod:`weightstream.faults`) mark each operation so that the crash
-matrix and the chaos tests can fail a reset at every step.
+Crash points and chaos (a :class:`~weightstream.faults.FaultPoints`, the policy's by default)
+mark each operation so that the crash matrix and the chaos tests can fail a reset at every
+step.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from weightstream import faults
+from weightstream.faults import FaultPoints
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -84,12 +85,20 @@ def checks_for(txn: ResetTransaction, transactional: bool) -> Check:
 
 
 def run_reset(
-    plan: ResetPlan, m: Measurement, policy: Policy, check: Check
+    plan: ResetPlan,
+    m: Measurement,
+    policy: Policy,
+    check: Check,
+    faults: FaultPoints | None = None,
 ) -> tuple[UserState, Result]:
     """Run the reset of ``plan`` for reading ``m``.
 
-    Returns the user's whole new state and the reading's result (outcome ``committed``).
+    ``faults`` (``policy.faults`` unless given) marks each operation with a crash point and
+    chaos. Returns the user's whole new state and the reading's result (outcome
+    ``committed``).
     """
+    if faults is None:
+        faults = policy.faults
     manager = policy.manager
     base = plan.base
     reset_type = plan.decision.reset_type

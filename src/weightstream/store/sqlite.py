@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from weightstream import faults
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import StoreConfig
 from weightstream.errors import (
@@ -39,6 +38,7 @@ from weightstream.errors import (
     StoreBusyError,
     StoreOpenError,
 )
+from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.model import (
     RecoveryAttempt,
     ResetAudit,
@@ -80,7 +80,8 @@ class SQLiteStore:
     """A :class:`~weightstream.store.base.StateStore` on one SQLite file.
 
     ``clock`` gives the stored times (migrations, input positions) and the waits while the
-    file is switched to WAL.
+    file is switched to WAL; ``faults`` marks the write path with crash points
+    (:mod:`weightstream.faults`, inert by default).
     """
 
     def __init__(
@@ -94,9 +95,11 @@ class SQLiteStore:
         wal_autocheckpoint_pages: int = 10_000,
         observer: Observer | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.faults = faults
         self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
         self._observer = observer or Observer()
         self._pid = os.getpid()
@@ -130,6 +133,7 @@ class SQLiteStore:
         create: bool = True,
         observer: Observer | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        faults: FaultPoints = NO_FAULTS,
     ) -> SQLiteStore:
         """A store with the configured settings (``path`` overrides ``config.path``)."""
         return cls(
@@ -141,6 +145,7 @@ class SQLiteStore:
             wal_autocheckpoint_pages=config.wal_autocheckpoint_pages,
             observer=observer,
             clock=clock,
+            faults=faults,
         )
 
     # -- open ---------------------------------------------------------------------------
@@ -249,19 +254,13 @@ class SQLiteStore:
             raise StorageError("SQLite connection used across fork; open a new store")
         if unit.empty:
             return
-        if os.environ.get("WEIGHTSTREAM_TEST_SPLIT_UNIT") == "1":  # negative control, tests only
-            first, second = _split_unit(unit)
-            if not (first.empty or second.empty):
-                self.commit(first)
-                faults.crash_point("store.between_split")
-                self.commit(second)
-                return
         started = time.perf_counter()
         c = self._conn
         try:
             c.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _typed(exc) from None
+        faults = self.faults
         try:
             faults.crash_point("store.after_begin")
             self._write(unit)
@@ -300,7 +299,7 @@ class SQLiteStore:
             )
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
-        faults.crash_point("store.after_results")
+        self.faults.crash_point("store.after_results")
         if unit.results:
             self._insert_results([codec.result_to_row(i, r) for i, r in unit.results])
         if unit.result_rows:
@@ -342,7 +341,7 @@ class SQLiteStore:
                 )
                 if cur.rowcount != 1:
                     raise ConflictError("corrupt user state changed under its repair")
-            faults.crash_point("store.after_state")
+            self.faults.crash_point("store.after_state")
         if unit.last_good:
             c.executemany(
                 f"INSERT OR REPLACE INTO last_good_states ({_STATE_COLS}, taken_at) "
@@ -370,7 +369,7 @@ class SQLiteStore:
             )
             if cur.rowcount != 1:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
-            faults.crash_point("store.after_position")
+            self.faults.crash_point("store.after_position")
 
     def _insert_results(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert result rows (codec order), each input's text stored once, as a number."""
@@ -593,30 +592,6 @@ def _check_file(path: Path, *, create: bool) -> None:
         head = handle.read(len(_SQLITE_MAGIC))
     if head and head != _SQLITE_MAGIC:
         raise StoreOpenError(f"{path} is not a SQLite database; refusing to overwrite it")
-
-
-def _split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
-    """Test-only (``WEIGHTSTREAM_TEST_SPLIT_UNIT=1``): readings + results, then the rest.
-
-    Committing the two halves as separate transactions breaks rule 1 on purpose, so the crash
-    matrix can prove it detects a unit that is not atomic. Never set in production.
-    """
-    first = UnitOfWork(
-        readings=unit.readings,
-        replaced_readings=unit.replaced_readings,
-        results=unit.results,
-        reading_rows=unit.reading_rows,
-        result_rows=unit.result_rows,
-    )
-    second = UnitOfWork(
-        states=unit.states,
-        expected_versions=unit.expected_versions,
-        audits=unit.audits,
-        recoveries=unit.recoveries,
-        last_good=unit.last_good,
-        position=unit.position,
-    )
-    return first, second
 
 
 def _typed(exc: sqlite3.Error) -> StorageError:
