@@ -268,14 +268,16 @@ class _Group:
                 and state is not None
                 and _in_order(batch, state, g, i, self.ids, self.contents)
             ):
-                stop = i
-                while stop < end and self.dup[stop] is None:
-                    stop += 1
-                stop = self._loop(i, stop, *arrays)
+                limit = i
+                while limit < end and self.dup[limit] is None:
+                    limit += 1
+                stop = self._loop(i, limit, *arrays)
                 if stop > i:
                     self._stage(state, i, stop, *arrays[:2])
                     i = stop
-                    continue
+                    if stop == limit:
+                        continue
+                    # The loop stopped at a reading it cannot decide: that one goes to the step.
             batch.process(g.measurement(i, self.ids[i], self.contents[i]), row=g.line[i])
             i += 1
 
