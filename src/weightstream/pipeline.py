@@ -69,10 +69,6 @@ class RunSummary:
     def users(self) -> int:
         return len(self.user_ids)
 
-    def count(self, r: Result) -> None:
-        """Count one stored result into the summary."""
-        self.count_row(_result_row(r))
-
     def count_row(self, row: tuple[object, ...]) -> None:
         """Count one results-file row (:data:`RESULT_FIELDS` order) into the summary."""
         _, _, user_id, verdict, reason, *_, reset_type, reset_outcome, _ = row

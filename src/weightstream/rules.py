@@ -37,6 +37,12 @@ __all__ = [
     "STREAK_DOWN_RULES",
     "first_rejection",
     "LB_PER_KG",
+    "POUNDS_AS_KG",
+    "KG_CONVERTED_TWICE",
+    "BMI_SIZED",
+    "TOO_FAST",
+    "UNCERTAINTY_UNUSABLE",
+    "sigma_message",
 ]
 
 LB_PER_KG = 1.0 / 0.45359237  # 2.2046226...
@@ -66,15 +72,28 @@ class Rejection:
 
 Rule = Callable[[RuleContext], Rejection | None]
 
+# The rules' fixed verdicts (the innovation gate's message carries its sigma, so it has none).
+# The file engine's compiled loop reports them by code and names them from here.
+POUNDS_AS_KG = Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like pounds labelled as kg")
+KG_CONVERTED_TWICE = Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like kg converted twice")
+BMI_SIZED = Rejection(Reason.PROBABLE_BMI, "value is BMI-sized, far below the expected weight")
+TOO_FAST = Rejection(Reason.RATE_OF_CHANGE, "change since the last accepted reading too fast")
+UNCERTAINTY_UNUSABLE = Rejection(Reason.INNOVATION_OUTLIER, "filter uncertainty unusable")
+
+
+def sigma_message(z: float) -> str:
+    """The innovation gate's message for a reading ``z`` sigma from the prediction."""
+    return f"{z:.1f} sigma from the prediction"
+
 
 def unit_error(ctx: RuleContext) -> Rejection | None:
     """A value near expected x 2.2046 (pounds sent as kg) or expected / 2.2046."""
     tol = ctx.config.unit_error_tolerance
     ratio = ctx.weight_kg / ctx.expected_kg
     if abs(ratio / LB_PER_KG - 1.0) <= tol:
-        return Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like pounds labelled as kg")
+        return POUNDS_AS_KG
     if abs(ratio * LB_PER_KG - 1.0) <= tol:
-        return Rejection(Reason.PROBABLE_UNIT_ERROR, "value looks like kg converted twice")
+        return KG_CONVERTED_TWICE
     return None
 
 
@@ -82,7 +101,7 @@ def bmi_value(ctx: RuleContext) -> Rejection | None:
     """A BMI-sized number where a much larger weight is expected."""
     low, high = ctx.config.bmi_range
     if low <= ctx.weight_kg <= high and ctx.weight_kg < 0.6 * ctx.expected_kg:
-        return Rejection(Reason.PROBABLE_BMI, "value is BMI-sized, far below the expected weight")
+        return BMI_SIZED
     return None
 
 
@@ -94,7 +113,7 @@ def rate_of_change(ctx: RuleContext) -> Rejection | None:
     allowed = cfg.rate_slack_kg + cfg.max_rate_kg_per_day * max(0.0, ctx.days_since_accepted)
     drift = ctx.trend_kg_per_day * max(0.0, ctx.days_since_accepted)
     if abs(ctx.weight_kg - (ctx.last_accepted_kg + drift)) > allowed:
-        return Rejection(Reason.RATE_OF_CHANGE, "change since the last accepted reading too fast")
+        return TOO_FAST
     return None
 
 
@@ -102,10 +121,10 @@ def innovation_gate(ctx: RuleContext) -> Rejection | None:
     """Normalised innovation |y| / sqrt(S) beyond the gate (looser while adapting)."""
     gate = ctx.config.adapting_gate_sigma if ctx.adapting else ctx.config.gate_sigma
     if ctx.innovation_var <= 0 or not math.isfinite(ctx.innovation_var):
-        return Rejection(Reason.INNOVATION_OUTLIER, "filter uncertainty unusable")
+        return UNCERTAINTY_UNUSABLE
     z = abs(ctx.innovation) / math.sqrt(ctx.innovation_var)
     if z > gate:
-        return Rejection(Reason.INNOVATION_OUTLIER, f"{z:.1f} sigma from the prediction")
+        return Rejection(Reason.INNOVATION_OUTLIER, sigma_message(z))
     return None
 
 

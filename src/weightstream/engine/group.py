@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weightstream import rules
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
 from weightstream.engine.state import from_arrays, to_arrays
@@ -50,19 +51,18 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupReadings", "run_group", "EngineConfig"]
 
-# What the loop's message codes say: the reason and message of each rule's rejection (the
-# texts of weightstream.rules; the engine's differential tests hold them equal).
+# What the loop's message codes say: the rules' own verdicts (weightstream.rules).
 _MESSAGES = {
-    K.MSG_NONE: (Reason.OK, ""),
-    K.MSG_POUNDS: (Reason.PROBABLE_UNIT_ERROR, "value looks like pounds labelled as kg"),
-    K.MSG_TWICE: (Reason.PROBABLE_UNIT_ERROR, "value looks like kg converted twice"),
-    K.MSG_BMI: (Reason.PROBABLE_BMI, "value is BMI-sized, far below the expected weight"),
-    K.MSG_RATE: (Reason.RATE_OF_CHANGE, "change since the last accepted reading too fast"),
-    K.MSG_UNUSABLE: (Reason.INNOVATION_OUTLIER, "filter uncertainty unusable"),
-    K.MSG_SIGMA: (Reason.INNOVATION_OUTLIER, ""),
+    K.MSG_NONE: rules.Rejection(Reason.OK, ""),
+    K.MSG_POUNDS: rules.POUNDS_AS_KG,
+    K.MSG_TWICE: rules.KG_CONVERTED_TWICE,
+    K.MSG_BMI: rules.BMI_SIZED,
+    K.MSG_RATE: rules.TOO_FAST,
+    K.MSG_UNUSABLE: rules.UNCERTAINTY_UNUSABLE,
+    K.MSG_SIGMA: rules.Rejection(Reason.INNOVATION_OUTLIER, ""),  # its message has its sigma
 }
-_REASONS = {code: str(reason) for code, (reason, _) in _MESSAGES.items()}
-_TEXTS = {code: text for code, (_, text) in _MESSAGES.items()}
+_REASONS = {code: str(verdict.reason) for code, verdict in _MESSAGES.items()}
+_TEXTS = {code: verdict.message for code, verdict in _MESSAGES.items()}
 #: The result columns after the weight for a reading that touched no filter (codec order).
 _NO_FILTER = (None,) * (len(RESULT_COLUMNS) - RESULT_COLUMNS.index("weight_kg") - 1)
 _ACCEPTED = str(Verdict.ACCEPTED)
@@ -128,7 +128,6 @@ class EngineConfig:
         c[K.C_MIN_W] = v.min_weight_kg
         c[K.C_MAX_W] = v.max_weight_kg
         c[K.C_MAX_TREND] = v.max_abs_trend
-        c[K.C_MAX_BUFFER] = v.max_buffer
         self.base = c
         self.by_type: dict[str, np.ndarray] = {}
         for reset_type in ("initial", "hard", "soft"):
@@ -326,7 +325,7 @@ class _Group:
         verdicts = [_ACCEPTED if m == K.MSG_NONE else _REJECTED for m in msgs]
         reasons = [_REASONS[m] for m in msgs]
         messages = [
-            _TEXTS[m] if m != K.MSG_SIGMA else f"{z:.1f} sigma from the prediction"
+            _TEXTS[m] if m != K.MSG_SIGMA else rules.sigma_message(z)
             for m, z in zip(msgs, zs, strict=True)
         ]
         filt = out.filt[i0:i1].tolist()

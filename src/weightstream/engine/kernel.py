@@ -93,13 +93,12 @@ NONE: Final = np.iinfo(np.int64).min
     C_MIN_W,
     C_MAX_W,
     C_MAX_TREND,
-    C_MAX_BUFFER,
     C_BOOST_Q,
     C_BOOST_READINGS,
     C_BOOST_DAYS,
     C_BOOST_DECAY,
-) = range(24)
-C_SLOTS: Final = 24
+) = range(23)
+C_SLOTS: Final = 23
 
 ACCEPTED: Final = 1
 REJECTED: Final = 2

@@ -69,13 +69,11 @@ class ResultsTable:
         self.valid = valid
         self.offset = len(invalid)
         size = self.offset + valid.height
-        self.size = size
         self.filled = np.zeros(size, dtype=np.bool_)
         self.numbers = {name: np.full(size, np.nan) for name in _NUMBERS}
         self.decided: dict[str, list[str | None]] = {name: [None] * size for name in _DECIDED}
         # The reading id of a valid reading without an id of its own (its content key).
         self.content_ids: dict[int, str] = {}
-        self._invalid_results: dict[int, Result] = {}
 
     # -- filling ----------------------------------------------------------------------------
 
@@ -101,8 +99,6 @@ class ResultsTable:
         self.decided["reset_type"][position] = None if r.reset_type is None else str(r.reset_type)
         outcome = r.reset_outcome
         self.decided["reset_outcome"][position] = None if outcome is None else str(outcome)
-        if position < self.offset:
-            self._invalid_results[position] = r
         self.filled[position] = True
 
     def fill_results(self, items: Sequence[tuple[int, Result]]) -> None:
