@@ -119,6 +119,8 @@ how much of it:
 - ``manual_disagree``: 40% of readings manual, min(1, 4 × ``scenario_rate``) of those off
   by 2-5 kg;
 - ``sparse_clinical``: clinic-visit histories over years, clean readings only (below).
+- ``offsets`` and ``duplicates``: source and time-of-day offsets; the same weighing exported
+  twice (below).
 
 **The sparse clinical cohort** (``sparse_clinical``) is what a clinic's records look like: a
 weight at each visit, about one a month, for years (50 readings span about four years).
@@ -139,6 +141,34 @@ weight at each visit, about one a month, for years (50 readings span about four 
   that no reading of a long history lies in the future. Visits average about 30 days apart:
   from the default start, 50 a user begin around 2019, while beyond about 400 a user the
   first ones fall before 1990, which the default ``validation.min_year`` refuses.
+
+**Offsets and the same weighing exported twice** (issue 13). Two scenarios carry what real
+exports carry beyond noise; their truth files add ``true_offset_kg`` and ``duplicate_of``
+(:data:`~weightstream.synth.options.TRUTH_EXTRA_COLUMNS`), the other scenarios' files are
+unchanged byte for byte.
+
+- ``offsets``: a source reads above (below) the true weight by a fixed offset, and a weighing
+  in the day or evening reads heavier than one in the morning. Defaults
+  (:attr:`SynthOptions.source_offsets`, ``day_offset_kg``, ``evening_offset_kg``): iglucose
+  +1.0 kg and connectivehealth.io +0.7 kg (integrations weigh people clothed),
+  questionnaires -1.5 kg (under-reported, and recorded in whole pounds like every manual
+  source), device, uploads and care team 0; local hour bands morning 04-11 (0), day 11-17
+  (+0.4 kg), evening 17-04 (+0.8 kg). A reading with a date and no time (``00:00:00``) has no
+  time-of-day offset. The offsets are added to what the source measured, before its
+  rounding, and are deterministic (no draw), so no other scenario moves. Every source is in
+  use (a profile of all six for 40% of users), at the dense cadence (mornings and, half the
+  days, an evening); half the users begin with an initial questionnaire.
+- ``duplicates``: the ``mixed`` source profiles, clean readings, plus ``duplicate_unit``
+  (``SynthOptions.duplicate_unit``, 6% of rows: the same weighing in pounds, ``[lb_ap]``, at the same
+  instant, whole pounds for manual sources and 0.1 lb otherwise, so value x 0.45359237 is the
+  kg row within its rounding) and ``clock_shift`` (``SynthOptions.clock_shift``, 6%: the same row, value
+  text to its last digit, source and unit, with the event and ingest times moved by a whole
+  number of hours, 1-14 either way, one shift per user: local time against UTC). Copies take
+  slots of ``per_user`` like the other duplicates; a reading has at most one copy of each
+  kind. The pound copy follows its original; a shifted copy stands where its time puts it
+  among its source's rows. ``duplicate_of`` is the file line of the original; a processor is
+  right to keep either row of the pair (at one instant a ``[lb_ap]`` row sorts before ``kg``)
+  as long as it keeps exactly one.
 
 **File order**, like real exports: grouped by user (in generation order); within a user
 grouped by source (a random source order per user); within a source newest first; a

@@ -33,10 +33,18 @@ from weightstream.synth.sources import (
     _date_text,
     _hex_id,
     _ingest_lag_ms,
+    _lb_text,
     _stamp_text,
     _step_text,
 )
-from weightstream.synth.trouble import duplicate_counts, inject, place_duplicates, row_kinds
+from weightstream.synth.trouble import (
+    duplicate_counts,
+    inject,
+    place_duplicates,
+    place_twice,
+    row_kinds,
+    twice_counts,
+)
 
 __all__ = ["generate", "iter_users"]
 
@@ -54,7 +62,10 @@ def _user(
     user_id = _hex_id(rng)
     # Duplicates take slots: per_user = distinct readings + duplicates.
     n_dup_id, n_dup_content = duplicate_counts(rng.random, plan, per_user)
-    m = per_user - n_dup_id - n_dup_content
+    n_unit = n_shift = 0
+    if plan.dup_unit or plan.dup_shift:
+        n_unit, n_shift = twice_counts(rng.random, plan, per_user - n_dup_id - n_dup_content)
+    m = per_user - n_dup_id - n_dup_content - n_unit - n_shift
     person = draw_person(rng, plan, m)
     sds = noise_sds(opts)
     readings = readings_of(rng, plan, opts, person, start_day, m, sds)
@@ -65,7 +76,12 @@ def _user(
         rng, readings, kinds, outlier_kg, person.h2, user_id, ids
     )
     dups = place_duplicates(rng.random, kinds, n_dup_id, n_dup_content)
-    return _in_file_order(rng, readings, rows, texts, ingest_ms, dups, ids, first_row)
+    shift_hours = 0
+    if n_unit or n_shift:
+        place_twice(rng.random, kinds, n_unit, n_shift, dups)
+        # One user, one zone: the UTC copy is 1-14 hours after or before the local time.
+        shift_hours = rng.randint(1, 14) * (1 if rng.random() < 0.5 else -1)
+    return _in_file_order(rng, readings, rows, texts, ingest_ms, dups, ids, first_row, shift_hours)
 
 
 def _reading_rows(
@@ -138,8 +154,13 @@ def _in_file_order(
     dups: dict[int, list[str]],
     ids: bool,
     first_row: int,
+    shift_hours: int = 0,
 ) -> tuple[list[SynthRow], list[TruthRow]]:
-    """The rows as the export lists them, duplicates added, and the truth row for each."""
+    """The rows as the export lists them, duplicates added, and the truth row for each.
+
+    A copy follows its original, except a clock-shifted copy, which stands where its shifted
+    time puts it among its source's rows (newest first), as a real export lists it.
+    """
     rand, clock = rng.random, _clock_texts()
     srcs, times, true_kg, trend = r.srcs, r.times, r.true_kg, r.trend
     # File order: by source (a random order per user), newest first.
@@ -148,13 +169,63 @@ def _in_file_order(
     rank = {s: k for k, s in enumerate(order_of_sources)}
     order = sorted(range(len(srcs)), key=lambda i: (rank[srcs[i]], -times[i], -i))
 
-    rows: list[SynthRow] = []
-    truth: list[TruthRow] = []
-    row_no = first_row
+    # (row, reading index, kind, time the row stands at in its source's run or None)
+    entries: list[tuple[SynthRow, int, str, float | None]] = []
+    shifted = False
     for i in order:
         row = reading_rows[i]
-        effective, value, kind = reading_truth[i]
+        entries.append((row, i, reading_truth[i][2], None))
+        for dup_kind in dups.get(i, ()):
+            at: float | None = None
+            if dup_kind == "duplicate_content":
+                new_id = _hex_id(rng)
+                later = ingest_ms[i] + 1 + int(rand() * 50)
+                row = row._replace(
+                    id=new_id if ids else "",
+                    timestamp=_stamp_text(clock, r.start_day + r.days[i], later),
+                )
+            elif dup_kind == "duplicate_unit":
+                new_id = _hex_id(rng)
+                later = ingest_ms[i] + 1 + int(rand() * 50)
+                text, _ = _lb_text(srcs[i], reading_truth[i][1])
+                row = reading_rows[i]._replace(
+                    id=new_id if ids else "",
+                    timestamp=_stamp_text(clock, r.start_day + r.days[i], later),
+                    weight=text,
+                    unit="[lb_ap]",
+                )
+            elif dup_kind == "clock_shift":
+                new_id = _hex_id(rng)
+                day, sec = divmod(r.secs[i] + shift_hours * 3600, 86_400)
+                day += r.start_day + r.days[i]
+                row = reading_rows[i]._replace(
+                    id=new_id if ids else "",
+                    timestamp=_stamp_text(
+                        clock, r.start_day + r.days[i], ingest_ms[i] + shift_hours * 3_600_000
+                    ),
+                    effective=_date_text(day) + " " + clock[sec],
+                )
+                at, shifted = times[i] + shift_hours / 24.0, True
+            else:
+                row = entries[-1][0] if entries[-1][1] == i else row
+            entries.append((row, i, dup_kind, at))
+    if shifted:
+        # A stable sort by (source, newest first): originals and their adjacent copies keep
+        # their order; a shifted copy moves to its own time.
+        entries.sort(key=lambda e: (rank[srcs[e[1]]], -(times[e[1]] if e[3] is None else e[3])))
+
+    rows: list[SynthRow] = []
+    truth: list[TruthRow] = []
+    first_of: dict[int, int] = {}  # reading index -> line of its original row
+    for k, (_row, i, kind, _at) in enumerate(entries):
+        if i not in first_of and kind == reading_truth[i][2]:
+            first_of[i] = first_row + k
+    for k, (row, i, kind, _at) in enumerate(entries):
+        row_no = first_row + k
+        original = first_of.get(i, row_no)
+        effective, value = reading_truth[i][0], reading_truth[i][1]
         rows.append(row)
+        # tuple.__new__: a NamedTuple's own __new__ costs twice as much, in the hot loop.
         truth.append(
             tuple.__new__(
                 TruthRow,
@@ -169,34 +240,11 @@ def _in_file_order(
                     EXPECTED[kind],
                     row_no,
                     value,
+                    r.offset_at(i),
+                    original if original != row_no else 0,
                 ),
             )
         )
-        row_no += 1
-        for dup_kind in dups.get(i, ()):
-            if dup_kind == "duplicate_content":
-                new_id = _hex_id(rng)
-                later = ingest_ms[i] + 1 + int(rand() * 50)
-                row = row._replace(
-                    id=new_id if ids else "",
-                    timestamp=_stamp_text(clock, r.start_day + r.days[i], later),
-                )
-            rows.append(row)
-            truth.append(
-                TruthRow(
-                    row.id,
-                    row.user_id,
-                    effective,
-                    row.source_type,
-                    true_kg[i],
-                    trend[i],
-                    dup_kind,
-                    EXPECTED[dup_kind],
-                    row_no,
-                    value,
-                )
-            )
-            row_no += 1
     return rows, truth
 
 
@@ -270,4 +318,5 @@ def generate(
     ):
         rows.extend(user_rows)
         truth.extend(user_truth)
-    return SynthData(rows, truth, ids)
+    extra = _plan(scenario, options if options is not None else SynthOptions()).extra_truth
+    return SynthData(rows, truth, ids, extra)

@@ -18,6 +18,7 @@ from weightstream.synth.sources import (
     CONNECTIVE,
     DEVICE,
     IGLUCOSE,
+    INITIAL_Q,
     INTERNAL_Q,
     PATIENT_UPLOAD,
 )
@@ -25,10 +26,13 @@ from weightstream.synth.sources import (
 __all__ = [
     "EXPORT_COLUMNS",
     "TRUTH_COLUMNS",
+    "TRUTH_EXTRA_COLUMNS",
     "EXPECTED",
     "KINDS",
     "SCENARIOS",
     "SCENARIO_KINDS",
+    "DEFAULT_SOURCE_OFFSETS",
+    "TIME_OF_DAY_BANDS",
     "SynthOptions",
     "SynthRow",
     "TruthRow",
@@ -54,6 +58,11 @@ TRUTH_COLUMNS: tuple[str, ...] = (
     "kind",
     "expected",
 )
+#: Columns the truth file adds for the scenarios with offsets or exported-twice readings
+#: (``offsets``, ``duplicates``; the other scenarios' files are unchanged): the reading's true
+#: offset in kg (source plus time of day: what the scale read above the true weight, before
+#: noise) and the file line of the row this one repeats (0: none).
+TRUTH_EXTRA_COLUMNS: tuple[str, ...] = ("true_offset_kg", "duplicate_of")
 
 #: Every row kind, and what an ideal processor should say about it.
 EXPECTED: dict[str, str] = {
@@ -72,6 +81,10 @@ EXPECTED: dict[str, str] = {
     "bad_number": "invalid",
     "duplicate_id": "duplicate",
     "duplicate_content": "duplicate",
+    # The same weighing exported twice (``duplicates``): a ``[lb_ap]`` row at the same instant,
+    # and a copy with the clock shifted by whole hours (local time and UTC).
+    "duplicate_unit": "duplicate",
+    "clock_shift": "duplicate",
 }
 KINDS: tuple[str, ...] = tuple(EXPECTED)
 
@@ -89,10 +102,13 @@ SCENARIOS: tuple[str, ...] = (
     "outlier_bursts",
     "manual_disagree",
     "sparse_clinical",
+    "offsets",
+    "duplicates",
 )
-#: The kinds each scenario can produce (``mixed``: all of them).
+_NEW_DUPLICATES = frozenset({"duplicate_unit", "clock_shift"})
+#: The kinds each scenario can produce (``mixed``: all but the exported-twice ones).
 SCENARIO_KINDS: dict[str, frozenset[str]] = {
-    "mixed": frozenset(KINDS),
+    "mixed": frozenset(KINDS) - _NEW_DUPLICATES,
     "steady_loss": frozenset({"clean"}),
     "plateau": frozenset({"clean"}),
     "loss_regain": frozenset({"clean"}),
@@ -105,7 +121,28 @@ SCENARIO_KINDS: dict[str, frozenset[str]] = {
     "outlier_bursts": frozenset({"clean", "outlier"}),
     "manual_disagree": frozenset({"clean", "manual_off"}),
     "sparse_clinical": frozenset({"clean"}),
+    "offsets": frozenset({"clean"}),
+    "duplicates": frozenset({"clean", "duplicate_unit", "clock_shift"}),
 }
+
+#: True source offsets (kg a source reads above the true weight) of the ``offsets`` scenario:
+#: integrations weigh people clothed (+0.5..+1.5 kg), questionnaires are under-reported by
+#: 1-2 kg; home scales, uploads (a photo of the scale) and the clinic's scale read true.
+DEFAULT_SOURCE_OFFSETS: tuple[tuple[str, float], ...] = (
+    (IGLUCOSE, 1.0),
+    (CONNECTIVE, 0.7),
+    (INTERNAL_Q, -1.5),
+    (INITIAL_Q, -1.5),
+)
+#: Local hour bands of the time-of-day offset, (name, first hour, end hour): the same default
+#: bands as :data:`weightstream.offsets.DEFAULT_BANDS`, so a calibration's estimates compare
+#: with the truth band for band. Morning is the reference (0 kg).
+TIME_OF_DAY_BANDS: tuple[tuple[str, int, int], ...] = (
+    ("morning", 4, 11),
+    ("day", 11, 17),
+    ("evening", 17, 4),
+)
+_OFFSET_FIELDS = frozenset({"source_offsets", "day_offset_kg", "evening_offset_kg"})
 
 # Per-row trouble drawn by one uniform number; duplicates, manual_off and bursts are separate.
 _ROW_KINDS: tuple[str, ...] = (
@@ -155,9 +192,29 @@ class SynthOptions:
     #: Per visit interval (``sparse_clinical``): a long interval of 30-91 days instead of a
     #: 21-29 day follow-up. 0.13 makes about 15% of rows trigger a reset (module docstring).
     clinical_long_gap: float = 0.13
+    #: Per reading (``duplicates``): the same weighing also exported in pounds (``[lb_ap]``) at
+    #: the same instant, and a copy with its clock shifted by a whole number of hours (1-14,
+    #: one shift per user: local time against UTC).
+    duplicate_unit: float = 0.06
+    clock_shift: float = 0.06
+    #: The ``offsets`` scenario: each source's offset in kg (sources not listed: 0) and the
+    #: time-of-day offset of the ``day`` and ``evening`` bands (:data:`TIME_OF_DAY_BANDS`)
+    #: above the morning, within -5..5 kg. A reading with a date and no time has none.
+    source_offsets: tuple[tuple[str, float], ...] = DEFAULT_SOURCE_OFFSETS
+    day_offset_kg: float = 0.4
+    evening_offset_kg: float = 0.8
 
     def __post_init__(self) -> None:
+        for name, kg in (
+            *self.source_offsets,
+            ("day_offset_kg", self.day_offset_kg),
+            ("evening_offset_kg", self.evening_offset_kg),
+        ):
+            if not isinstance(kg, int | float) or not -5.0 <= kg <= 5.0:
+                raise ValueError(f"SynthOptions offset of {name} must be within [-5, 5] kg")
         for f in fields(self):
+            if f.name in _OFFSET_FIELDS:
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"SynthOptions.{f.name} must be a finite number")
@@ -169,6 +226,22 @@ class SynthOptions:
             raise ValueError("SynthOptions: the per-row trouble rates add up to more than 0.5")
         if self.duplicate_id + self.duplicate_content > 0.5:
             raise ValueError("SynthOptions: the duplicate rates add up to more than 0.5")
+        if self.duplicate_unit + self.clock_shift > 0.5:
+            raise ValueError("SynthOptions: the exported-twice rates add up to more than 0.5")
+
+    def source_offset(self, source: str) -> float:
+        """The true offset of ``source`` in the ``offsets`` scenario (kg)."""
+        return dict(self.source_offsets).get(source, 0.0)
+
+    def time_of_day_offset(self, second_of_day: int) -> float:
+        """The true time-of-day offset (kg) of a reading at ``second_of_day`` (local clock);
+        0 at exactly midnight, a date without a time."""
+        if second_of_day == 0:
+            return 0.0
+        hour = second_of_day // 3600
+        if 4 <= hour < 11:
+            return 0.0
+        return self.day_offset_kg if 11 <= hour < 17 else self.evening_offset_kg
 
 
 class SynthRow(NamedTuple):
@@ -198,6 +271,10 @@ class TruthRow(NamedTuple):
     row: int
     #: The source's reading in kg after its rounding, before any trouble (not in the CSV).
     measured_kg: float
+    #: The reading's true offset (source and time of day, kg; ``offsets`` only, else 0).
+    offset_kg: float = 0.0
+    #: The file line of the row this row repeats (exported-twice kinds; 0: none).
+    duplicate_of: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +284,9 @@ class SynthData:
     rows: list[SynthRow]
     truth: list[TruthRow]
     ids: bool = True
+    #: The truth file has :data:`TRUTH_EXTRA_COLUMNS` (the ``offsets`` and ``duplicates``
+    #: scenarios).
+    extra_truth: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +307,10 @@ _CONNECTIVE_PROFILE = (
 )
 _MANUAL_PROFILE = ((DEVICE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM), (0.60, 0.15, 0.15, 0.10))
 _CLINIC_PROFILE = ((CARE_TEAM, PATIENT_UPLOAD, INTERNAL_Q), (0.80, 0.10, 0.10))
+_OFFSET_PROFILE = (
+    (DEVICE, IGLUCOSE, CONNECTIVE, INTERNAL_Q, PATIENT_UPLOAD, CARE_TEAM),
+    (0.55, 0.10, 0.10, 0.09, 0.08, 0.08),
+)
 
 _Profile = tuple[tuple[str, ...], tuple[float, ...]]
 
@@ -254,6 +338,14 @@ class _Plan:
     dup_id: float
     dup_content: float
     initial_q: float
+    dup_unit: float = 0.0  # per reading: a [lb_ap] copy at the same instant
+    dup_shift: float = 0.0  # per reading: a copy with the clock shifted by whole hours
+    offsets: bool = False  # source and time-of-day offsets in what is measured
+
+    @property
+    def extra_truth(self) -> bool:
+        """The truth file has the extra columns (offsets or exported-twice readings)."""
+        return self.offsets or bool(self.dup_unit or self.dup_shift)
 
 
 def _plan(scenario: str, o: SynthOptions) -> _Plan:
@@ -263,6 +355,8 @@ def _plan(scenario: str, o: SynthOptions) -> _Plan:
     profile_weights: tuple[float, ...] = (1.0,)
     cadence, path = "daily", "random"
     gap_rate = burst_rate = manual_off = dup_id = dup_content = initial_q = 0.0
+    dup_unit = dup_shift = 0.0
+    offsets = False
     rates: dict[str, float] = {}
     if scenario == "mixed":
         profiles = (_DEVICE_PROFILE, _IGLUCOSE_PROFILE, _CONNECTIVE_PROFILE)
@@ -290,6 +384,16 @@ def _plan(scenario: str, o: SynthOptions) -> _Plan:
     elif scenario == "sparse_clinical":
         profiles = (_CLINIC_PROFILE,)
         cadence = path = "clinical"
+    elif scenario == "offsets":
+        # Every source in use, mornings and evenings (the dense cadence), so that a
+        # calibration can tell the offsets apart; half the users begin with a questionnaire.
+        profiles = (_OFFSET_PROFILE, _DEVICE_PROFILE, _IGLUCOSE_PROFILE, _CONNECTIVE_PROFILE)
+        profile_weights = (0.4, 0.3, 0.15, 0.15)
+        cadence, offsets, initial_q = "dense", True, 0.5
+    elif scenario == "duplicates":
+        profiles = (_DEVICE_PROFILE, _IGLUCOSE_PROFILE, _CONNECTIVE_PROFILE)
+        profile_weights = (0.70, 0.15, 0.15)
+        dup_unit, dup_shift = o.duplicate_unit, o.clock_shift
     names = tuple(k for k in _ROW_KINDS if rates.get(k, 0.0) > 0)
     cum, total = [], 0.0
     for k in names:
@@ -309,4 +413,7 @@ def _plan(scenario: str, o: SynthOptions) -> _Plan:
         dup_id=dup_id,
         dup_content=dup_content,
         initial_q=initial_q,
+        dup_unit=dup_unit,
+        dup_shift=dup_shift,
+        offsets=offsets,
     )

@@ -16,7 +16,7 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from weightstream.clock import SECONDS_PER_DAY
@@ -86,6 +86,12 @@ class Readings:
     true_kg: list[float]
     trend: list[float]  # true trend, kg/week
     measured: list[float]  # what the source measured, kg (before its rounding)
+    #: The true offset in ``measured`` (source and time of day, kg; empty: none).
+    offset: list[float] = field(default_factory=list)
+
+    def offset_at(self, i: int) -> float:
+        """The true offset of reading ``i`` (0 without offsets)."""
+        return self.offset[i] if self.offset else 0.0
 
 
 def readings_of(
@@ -98,11 +104,17 @@ def readings_of(
     sds: dict[str, float],
 ) -> Readings:
     """``m`` readings of ``person``: when and where (:func:`schedule`), the true weight then
-    (:func:`true_weights`) and what was measured (:func:`measure`), drawn in that order."""
+    (:func:`true_weights`) and what was measured (:func:`measure`), drawn in that order; in
+    the ``offsets`` scenario the source's and the time of day's offsets are added to it."""
     start_day, days, secs, srcs = schedule(rng, plan, opts, person, start_day, m)
     times, true_kg, trend = true_weights(rng, plan, person, days, secs)
     measured = measure(rng.random, sds, srcs, true_kg)
-    return Readings(start_day, days, secs, srcs, times, true_kg, trend, measured)
+    offset: list[float] = []
+    if plan.offsets:
+        # Deterministic given the source and the clock: no draw, so no other file moves.
+        offset = [opts.source_offset(srcs[i]) + opts.time_of_day_offset(secs[i]) for i in range(m)]
+        measured = [measured[i] + offset[i] for i in range(m)]
+    return Readings(start_day, days, secs, srcs, times, true_kg, trend, measured, offset)
 
 
 def schedule(

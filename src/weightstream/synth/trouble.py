@@ -3,7 +3,10 @@
 Which rows of a user are in trouble is drawn by :func:`duplicate_counts` (duplicates take
 slots of ``per_user``), :func:`row_kinds` (bursts of another person on the scale, then one
 uniform draw per row for the per-row kinds, then manual readings that are off) and
-:func:`place_duplicates`; :func:`inject` writes a troubled reading's text. The kinds, rates
+:func:`place_duplicates`; :func:`inject` writes a troubled reading's text. The same weighing
+exported twice (``duplicates`` scenario: a pound row at the same instant, a copy with its clock
+shifted) is drawn by :func:`twice_counts` and :func:`place_twice`, only for plans that have it,
+so no other scenario's draws move. The kinds, rates
 and what an ideal processor should say are in the package docstring and
 :data:`~weightstream.synth.options.EXPECTED`.
 """
@@ -18,7 +21,14 @@ from collections.abc import Callable
 from weightstream.synth.options import SynthOptions, _Plan
 from weightstream.synth.sources import MANUAL_SOURCES, _kg_text, _lb_text, _with_year
 
-__all__ = ["duplicate_counts", "row_kinds", "place_duplicates", "inject"]
+__all__ = [
+    "duplicate_counts",
+    "twice_counts",
+    "row_kinds",
+    "place_duplicates",
+    "place_twice",
+    "inject",
+]
 
 
 def duplicate_counts(rand: Callable[[], float], plan: _Plan, per_user: int) -> tuple[int, int]:
@@ -39,6 +49,45 @@ def duplicate_counts(rand: Callable[[], float], plan: _Plan, per_user: int) -> t
             n_dup_content -= cut
             n_dup_id -= excess - cut
     return n_dup_id, n_dup_content
+
+
+def twice_counts(rand: Callable[[], float], plan: _Plan, budget: int) -> tuple[int, int]:
+    """(pound copies, clock-shifted copies) among ``budget`` rows. Each reading has at most one
+    copy of each kind, and at least one reading stays: both counts are at most the readings
+    left, ``budget`` minus the copies."""
+    n_unit = n_shift = 0
+    a, b = plan.dup_unit, plan.dup_unit + plan.dup_shift
+    for _ in range(budget):
+        r = rand()
+        if r < a:
+            n_unit += 1
+        elif r < b:
+            n_shift += 1
+    while n_unit + n_shift and max(n_unit, n_shift) > budget - n_unit - n_shift:
+        if n_unit >= n_shift:
+            n_unit -= 1
+        else:
+            n_shift -= 1
+    return n_unit, n_shift
+
+
+def place_twice(
+    rand: Callable[[], float],
+    kinds: list[str],
+    n_unit: int,
+    n_shift: int,
+    dups: dict[int, list[str]],
+) -> None:
+    """Add to ``dups`` which readings are exported twice, and how: distinct clean readings
+    for each kind (any reading when there are too few clean ones)."""
+    m = len(kinds)
+    for dup_kind, count in (("duplicate_unit", n_unit), ("clock_shift", n_shift)):
+        pool = [i for i in range(m) if kinds[i] == "clean"]
+        if len(pool) < count:
+            pool = list(range(m))
+        for _ in range(count):
+            i = pool.pop(int(rand() * len(pool)))
+            dups.setdefault(i, []).append(dup_kind)
 
 
 def row_kinds(
