@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -39,6 +40,7 @@ from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
 from weightstream.results_file import write_atomic, write_csv
 from weightstream.store.base import ResultRows, StateStore
+from weightstream.store.columns import RESULTS, Kind
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
@@ -337,25 +339,20 @@ def _result_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...
     return (_result_row(r) for r in store.results_for_input(input_id))
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else repr(value)
+def _cell(value: object, kind: Kind) -> object:
+    """A result's value as the results file shows it (absent: ``""``)."""
+    if value is None:
+        return ""
+    if kind is Kind.REAL:
+        return repr(value)
+    if kind is Kind.TIME:
+        return value.isoformat() if isinstance(value, datetime) else value
+    return value if kind is Kind.INTEGER else str(value)
+
+
+#: (Result attribute, kind) of each results-file column: the file's names are the Result's.
+_FILE_CELLS = tuple((c.file or c.name, c.kind) for c in RESULTS.file_columns)
 
 
 def _result_row(r: Result) -> tuple[object, ...]:
-    return (
-        r.row,
-        r.reading_id or "",
-        r.user_id or "",
-        str(r.verdict),
-        r.reason,
-        r.message,
-        r.timestamp.isoformat() if r.timestamp else "",
-        r.source or "",
-        _fmt(r.weight_kg),
-        _fmt(r.filtered_weight),
-        _fmt(r.trend_kg_week),
-        _fmt(r.std_kg),
-        r.reset_type or "",
-        r.reset_outcome or "",
-        _fmt(r.quality),
-    )
+    return tuple(_cell(getattr(r, name), kind) for name, kind in _FILE_CELLS)

@@ -46,6 +46,7 @@ from types import FrameType
 from typing import Any, BinaryIO, Final
 
 from weightstream.errors import StorageError, StorageFullError
+from weightstream.store.columns import RESULTS, Kind
 
 __all__ = [
     "NUMERIC_FIELDS",
@@ -60,7 +61,7 @@ __all__ = [
 
 #: Columns of the results file that hold numbers (or nothing); never neutralised.
 NUMERIC_FIELDS: Final = frozenset(
-    {"row", "weight_kg", "filtered_weight", "trend_kg_week", "std_kg", "quality"}
+    c.file for c in RESULTS.file_columns if c.kind in (Kind.INTEGER, Kind.REAL)
 )
 #: A text cell starting with one of these is read as a formula by spreadsheet programs.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")

@@ -43,7 +43,7 @@ from weightstream.model import (
 from weightstream.observe import ReadingEvent
 from weightstream.resets.manager import ResetManager
 from weightstream.resets.validator import StateValidator
-from weightstream.store.codec import RESULT_COLUMNS
+from weightstream.store.codec import READING_COLUMNS, RESULT_COLUMNS
 
 if TYPE_CHECKING:
     from weightstream.batch import Batch
@@ -64,7 +64,6 @@ _MESSAGES = {
 _REASONS = {code: str(verdict.reason) for code, verdict in _MESSAGES.items()}
 _TEXTS = {code: verdict.message for code, verdict in _MESSAGES.items()}
 #: The result columns after the weight for a reading that touched no filter (codec order).
-_NO_FILTER = (None,) * (len(RESULT_COLUMNS) - RESULT_COLUMNS.index("weight_kg") - 1)
 _ACCEPTED = str(Verdict.ACCEPTED)
 _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
@@ -340,53 +339,48 @@ class _Group:
         ts = g.ts[i0:i1]
         kg = g.weight_kg[i0:i1]
         users = repeat(user, n)
-        nones = repeat(None, n)
+        reading = {
+            "key": ids,
+            "content_key": contents,
+            "user_id": users,
+            "ts": ts,
+            "value": g.value[i0:i1],
+            "unit": g.unit[i0:i1],
+            "weight_kg": kg,
+            "source": sources,
+            "verdict": verdicts,
+            "reason": reasons,
+            "message": messages,
+            "filtered_weight": filt,
+            "trend_kg_week": trend,
+            "std_kg": std,
+            "quality": q,
+        }
+        result = {
+            "input_id": repeat(batch.input_id, n),
+            "row": g.line[i0:i1],
+            "reading_id": ids,
+            "user_id": repeat(user, n),
+            "verdict": verdicts,
+            "reason": reasons,
+            "message": messages,
+            "ts": ts,
+            "source": sources,
+            "weight_kg": kg,
+            "filtered_weight": filt,
+            "trend_kg_week": trend,
+            "std_kg": std,
+            "quality": q,
+            "q_innovation": out.qi[i0:i1].tolist(),
+            "q_rate": out.qr[i0:i1].tolist(),
+            "q_source": q_source,
+        }
+        # In the column tables' order; a column the loop does not decide is NULL.
         batch.unit.reading_rows.extend(
-            zip(
-                ids,
-                contents,
-                users,
-                ts,
-                g.value[i0:i1],
-                g.unit[i0:i1],
-                kg,
-                sources,
-                verdicts,
-                reasons,
-                messages,
-                filt,
-                trend,
-                std,
-                nones,
-                repeat(None, n),
-                q,
-                strict=False,
-            )
+            zip(*(reading.get(name) or repeat(None, n) for name in READING_COLUMNS), strict=False)
         )
         batch.unit.result_rows.extend(
-            zip(
-                repeat(batch.input_id, n),
-                g.line[i0:i1],
-                ids,
-                repeat(user, n),
-                verdicts,
-                reasons,
-                messages,
-                ts,
-                sources,
-                kg,
-                filt,
-                trend,
-                std,
-                repeat(None, n),
-                repeat(None, n),
-                q,
-                out.qi[i0:i1].tolist(),
-                out.qr[i0:i1].tolist(),
-                q_source,
-                repeat(None, n),
-                strict=False,
-            )
+            zip(*(result.get(name) or repeat(None, n) for name in RESULT_COLUMNS), strict=False)
         )
         batch.staged_keys.update(zip(repeat(user, n), ids, strict=False))
         batch.staged_keys.update(zip(repeat(user, n), contents, strict=False))
@@ -421,21 +415,19 @@ class _Group:
     def _duplicate(self, i: int, reason: str) -> None:
         g, batch = self.g, self.batch
         reading_id = self.ids[i]
-        batch.unit.result_rows.append(
-            (
-                batch.input_id,
-                g.line[i],
-                reading_id,
-                g.user[i],
-                _DUPLICATE,
-                reason,
-                "already processed",
-                g.ts[i],
-                g.source[i],
-                g.weight_kg[i],
-                *_NO_FILTER,
-            )
-        )
+        given = {
+            "input_id": batch.input_id,
+            "row": g.line[i],
+            "reading_id": reading_id,
+            "user_id": g.user[i],
+            "verdict": _DUPLICATE,
+            "reason": reason,
+            "message": "already processed",
+            "ts": g.ts[i],
+            "source": g.source[i],
+            "weight_kg": g.weight_kg[i],
+        }
+        batch.unit.result_rows.append(tuple(given.get(name) for name in RESULT_COLUMNS))
         self.events.append((g.user[i], reading_id, _DUPLICATE, reason, g.source[i]))
         if self.table is not None:
             columns = {

@@ -30,27 +30,12 @@ import polars as pl
 from weightstream.ingest import RowProblem
 from weightstream.model import Result
 from weightstream.results_file import NUMERIC_FIELDS
+from weightstream.store.columns import RESULTS
 
 __all__ = ["ResultsTable", "RESULT_FIELDS", "invalid_message"]
 
-#: The results file's columns.
-RESULT_FIELDS = (
-    "row",
-    "reading_id",
-    "user_id",
-    "verdict",
-    "reason",
-    "message",
-    "timestamp",
-    "source",
-    "weight_kg",
-    "filtered_weight",
-    "trend_kg_week",
-    "std_kg",
-    "reset_type",
-    "reset_outcome",
-    "quality",
-)
+#: The results file's columns (the result table's columns that the file shows).
+RESULT_FIELDS = RESULTS.file_fields
 _NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality")
 _DECIDED = ("verdict", "reason", "message", "reset_type", "reset_outcome")
 _SLICE = 100_000  # rows formatted at a time

@@ -33,6 +33,7 @@ from weightstream.model import (
     from_micros,
     to_micros,
 )
+from weightstream.store.columns import READINGS, RESULTS, STATES
 
 __all__ = [
     "STATE_COLUMNS",
@@ -68,30 +69,7 @@ def iso(micros: int | None) -> str:
     return "" if micros is None else from_micros(micros).isoformat()
 
 
-STATE_COLUMNS = (
-    "user_id",
-    "version",
-    "has_kalman",
-    "x0",
-    "x1",
-    "p00",
-    "p01",
-    "p10",
-    "p11",
-    "kalman_ts",
-    "adapting",
-    "adapt_start",
-    "adapt_factor",
-    "adapt_n",
-    "adapt_type",
-    "buffer",
-    "rejected",
-    "last_accepted",
-    "last_event",
-    "last_reset",
-    "last_reset_type",
-    "accepted_count",
-)
+STATE_COLUMNS = STATES.names
 
 
 def state_to_row(state: UserState) -> tuple[Any, ...]:
@@ -312,25 +290,7 @@ def _pack(readings: tuple[BufferedReading, ...]) -> str:
     )
 
 
-READING_COLUMNS = (
-    "key",
-    "content_key",
-    "user_id",
-    "ts",
-    "value",
-    "unit",
-    "weight_kg",
-    "source",
-    "verdict",
-    "reason",
-    "message",
-    "filtered_weight",
-    "trend_kg_week",
-    "std_kg",
-    "reset_type",
-    "reset_outcome",
-    "quality",
-)
+READING_COLUMNS = READINGS.names
 
 
 def reading_to_row(m: Measurement, r: Result) -> tuple[Any, ...]:
@@ -396,28 +356,8 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
     return m, r
 
 
-RESULT_COLUMNS = (
-    "input_id",
-    "row",
-    "reading_id",
-    "user_id",
-    "verdict",
-    "reason",
-    "message",
-    "ts",
-    "source",
-    "weight_kg",
-    "filtered_weight",
-    "trend_kg_week",
-    "std_kg",
-    "reset_type",
-    "reset_outcome",
-    "quality",
-    "q_innovation",
-    "q_rate",
-    "q_source",
-    "quality_components",
-)
+#: A result row: the input's id text where the table keeps its number (``inputs.ref``).
+RESULT_COLUMNS = ("input_id", *RESULTS.names[1:])
 #: The quality components the processor gives, stored as three numbers; any other set of
 #: components is stored as JSON in ``quality_components``.
 COMPONENT_NAMES = ("innovation", "rate", "source")

@@ -50,6 +50,7 @@ from weightstream.model import (
 from weightstream.observe import Observer
 from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
+from weightstream.store.columns import AUDITS, READINGS, RECOVERIES, RESULTS, STATES, Kind
 from weightstream.store.schema import APPLICATION_ID, MIGRATIONS
 
 __all__ = ["SQLiteStore"]
@@ -59,21 +60,29 @@ _CHUNK = 500  # host parameters per IN (...) query
 _MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
 _MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
 
-_STATE_COLS = ", ".join(codec.STATE_COLUMNS)
-_STATE_MARKS = ", ".join("?" * len(codec.STATE_COLUMNS))
-_STATE_SETS = ", ".join(f"{c} = ?" for c in codec.STATE_COLUMNS[1:])
-_READING_COLS = ", ".join(codec.READING_COLUMNS)
+_STATE_COLS = STATES.column_list()
+_STATE_MARKS = ", ".join("?" * len(STATES.names))
+_STATE_SETS = STATES.assignments(STATES.names[1:])
+_READING_COLS = READINGS.column_list()
+_READING_INSERT = READINGS.insert()
+# What replaying a late reading may change in a stored reading: its result, from the verdict on.
+_READING_DECIDED = READINGS.names[READINGS.index("verdict") :]
+_READING_UPDATE = (
+    f"UPDATE readings SET {READINGS.assignments(_READING_DECIDED)} WHERE user_id = ? AND key = ?"
+)
 # Stored as: the input's number, then the other result columns (codec.RESULT_COLUMNS[1:]).
-_RESULT_STORED = ", ".join(codec.RESULT_COLUMNS[1:])
-_RESULT_INSERT = (
-    f"INSERT INTO results (input_ref, {_RESULT_STORED}) "
-    f"VALUES ({', '.join('?' * len(codec.RESULT_COLUMNS))})"
-)
+_RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
+_RESULT_INSERT = RESULTS.insert()
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
-_AUDIT_COLS = (
-    "user_id, reading_id, reset_type, trigger, outcome, failed_operation, reason, "
-    "duration_s, at, fallback, checkpoints"
+# The results file's cells as SQL gives them: absent texts as "", times converted after.
+_FILE_CELLS = ", ".join(
+    f"coalesce({c.name}, '')" if c.kind is Kind.TEXT else c.name for c in RESULTS.file_columns
 )
+_FILE_TIMES = tuple(k for k, c in enumerate(RESULTS.file_columns) if c.kind is Kind.TIME)
+_AUDIT_COLS = AUDITS.column_list()
+_AUDIT_INSERT = AUDITS.insert()
+_RECOVERY_COLS = RECOVERIES.column_list()
+_RECOVERY_INSERT = RECOVERIES.insert()
 
 
 class SQLiteStore:
@@ -278,25 +287,13 @@ class SQLiteStore:
     def _write(self, unit: UnitOfWork) -> None:
         c = self._conn
         if unit.readings:
-            c.executemany(
-                f"INSERT INTO readings ({_READING_COLS}) VALUES "
-                f"({', '.join('?' * len(codec.READING_COLUMNS))})",
-                [codec.reading_to_row(m, r) for m, r in unit.readings],
-            )
+            c.executemany(_READING_INSERT, [codec.reading_to_row(m, r) for m, r in unit.readings])
         if unit.reading_rows:
-            c.executemany(
-                f"INSERT INTO readings ({_READING_COLS}) VALUES "
-                f"({', '.join('?' * len(codec.READING_COLUMNS))})",
-                unit.reading_rows,
-            )
+            c.executemany(_READING_INSERT, unit.reading_rows)
+        first = READINGS.index(_READING_DECIDED[0])
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
-            cur = c.execute(
-                "UPDATE readings SET verdict = ?, reason = ?, message = ?, filtered_weight = ?, "
-                "trend_kg_week = ?, std_kg = ?, reset_type = ?, reset_outcome = ?, quality = ? "
-                "WHERE user_id = ? AND key = ?",
-                (*row[8:], m.user_id, m.reading_id),
-            )
+            cur = c.execute(_READING_UPDATE, (*row[first:], m.user_id, m.reading_id))
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         self.faults.crash_point("store.after_results")
@@ -349,16 +346,9 @@ class SQLiteStore:
                 [(*codec.state_to_row(s), to_micros(t)) for s, t in unit.last_good.values()],
             )
         if unit.audits:
-            c.executemany(
-                f"INSERT INTO reset_audit ({_AUDIT_COLS}) VALUES ({', '.join('?' * 11)})",
-                [codec.audit_to_row(a) for a in unit.audits],
-            )
+            c.executemany(_AUDIT_INSERT, [codec.audit_to_row(a) for a in unit.audits])
         if unit.recoveries:
-            c.executemany(
-                "INSERT INTO recovery_attempts (user_id, reading_id, strategy, succeeded, "
-                "detail, at) VALUES (?, ?, ?, ?, ?, ?)",
-                [codec.recovery_to_row(a) for a in unit.recoveries],
-            )
+            c.executemany(_RECOVERY_INSERT, [codec.recovery_to_row(a) for a in unit.recoveries])
         if unit.position is not None:
             input_id, position = unit.position
             cur = c.execute(
@@ -513,14 +503,18 @@ class SQLiteStore:
         iso = codec.iso
         try:
             cur = self._conn.execute(
-                "SELECT row, coalesce(reading_id, ''), coalesce(user_id, ''), verdict, reason, "
-                "message, ts, coalesce(source, ''), weight_kg, filtered_weight, trend_kg_week, "
-                "std_kg, coalesce(reset_type, ''), coalesce(reset_outcome, ''), quality "
-                f"FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
+                f"SELECT {_FILE_CELLS} FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
                 (input_id,),
             )
-            for row in cur:
-                yield (*row[:6], iso(row[6]), *row[7:])
+            if _FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
+                for row in cur:
+                    yield (*row[:6], iso(row[6]), *row[7:])
+            else:
+                for cells in cur:
+                    row = list(cells)
+                    for k in _FILE_TIMES:
+                        row[k] = iso(row[k])
+                    yield tuple(row)
         except sqlite3.Error as exc:
             raise _typed(exc) from None
 
@@ -536,7 +530,7 @@ class SQLiteStore:
         return [codec.row_to_audit(r) for r in self._query(sql + " ORDER BY id", params)]
 
     def recovery_attempts(self, user_id: str | None = None) -> list[RecoveryAttempt]:
-        sql = "SELECT user_id, reading_id, strategy, succeeded, detail, at FROM recovery_attempts"
+        sql = f"SELECT {_RECOVERY_COLS} FROM recovery_attempts"
         params: tuple[Any, ...] = ()
         if user_id is not None:
             sql += " WHERE user_id = ?"

@@ -1,0 +1,79 @@
+"""The column tables are the one statement of each stored record (issue 12).
+
+The migrations are literal history, so these tests hold the two together: a fresh file's
+tables have exactly the columns of :mod:`weightstream.store.columns`, and a column added to a
+copy of a table reaches the DDL, the insert, the select and the results-file header.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from weightstream.engine.results import RESULT_FIELDS
+from weightstream.store import codec
+from weightstream.store.columns import (
+    AUDITS,
+    LAST_GOOD,
+    READINGS,
+    RECOVERIES,
+    RESULTS,
+    STATES,
+    Column,
+    Kind,
+    Table,
+)
+from weightstream.store.sqlite import SQLiteStore
+
+TABLES = (STATES, LAST_GOOD, READINGS, RESULTS, AUDITS, RECOVERIES)
+
+
+def _info(conn: sqlite3.Connection, name: str) -> list[tuple[str, str, int]]:
+    """(name, declared type, not null) of each column, the row key left out."""
+    rows = conn.execute(f"PRAGMA table_info({name})").fetchall()
+    return [(r[1], r[2], r[3]) for r in rows if r[1] not in ("id", "seq")]
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
+def test_fresh_file_has_exactly_the_table_columns(tmp_path: Path, table: Table):
+    SQLiteStore(tmp_path / "w.db").close()
+    migrated = sqlite3.connect(tmp_path / "w.db")
+    derived = sqlite3.connect(":memory:")
+    derived.execute("CREATE TABLE inputs (ref INTEGER PRIMARY KEY, input_id TEXT)")
+    derived.execute(table.ddl())
+    assert _info(migrated, table.name) == _info(derived, table.name)
+    # and the declared order is the codec's row order
+    assert [c for c, _, _ in _info(migrated, table.name)] == list(table.names)
+
+
+def test_codec_orders_come_from_the_tables():
+    assert codec.STATE_COLUMNS == STATES.names
+    assert codec.READING_COLUMNS == READINGS.names
+    assert codec.RESULT_COLUMNS == ("input_id", *RESULTS.names[1:])
+    assert RESULT_FIELDS == RESULTS.file_fields
+
+
+def test_a_new_column_flows_through_ddl_insert_select_and_header(tmp_path: Path):
+    extra = Column("note", Kind.TEXT, file="note")
+    wider = RESULTS.with_column(extra, after="quality")
+    assert "note TEXT" in wider.ddl()
+    assert wider.file_fields == (*RESULTS.file_fields, "note")
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE inputs (ref INTEGER PRIMARY KEY, input_id TEXT)")
+    conn.execute(wider.ddl())
+    row = [None] * len(wider.names)
+    row[wider.index("verdict")] = "accepted"
+    row[wider.index("reason")] = "ok"
+    row[wider.index("message")] = ""
+    row[wider.index("note")] = "seen"
+    conn.execute(wider.insert(), row)
+    (got,) = conn.execute(f"SELECT {wider.column_list()} FROM results").fetchall()
+    assert got[wider.index("note")] == "seen"
+    assert len(got) == len(RESULTS.names) + 1
+    with pytest.raises(sqlite3.OperationalError):  # the old table has no such column
+        old = sqlite3.connect(":memory:")
+        old.execute("CREATE TABLE inputs (ref INTEGER PRIMARY KEY, input_id TEXT)")
+        old.execute(RESULTS.ddl())
+        old.execute(wider.insert(), row)
