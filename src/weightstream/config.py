@@ -39,6 +39,7 @@ __all__ = [
     "BreakerConfig",
     "ProcessingConfig",
     "StoreConfig",
+    "OffsetConfig",
     "load_config",
     "load_config_text",
     "to_toml",
@@ -244,6 +245,50 @@ class StoreConfig(_Section):
     allow_unsafe_durability: bool = False
 
 
+OffsetKg = Annotated[float, Field(ge=-10.0, le=10.0, allow_inf_nan=False)]
+
+
+class OffsetConfig(_Section):
+    """Systematic offsets a reading carries, subtracted before the filter sees it (issue 13).
+
+    Written by ``weightstream calibrate --write-config`` (see :mod:`weightstream.offsets` and
+    :mod:`weightstream.calibrate`). The default is no offset at all, so results are what they
+    were before offsets existed.
+    """
+
+    # The source the offsets are relative to ("": none calibrated). Its own offset is 0.
+    reference: str = ""
+    # kg a source reads above the reference; sources not listed read as the reference does.
+    sources: dict[str, OffsetKg] = Field(default_factory=dict)
+    # Local time-of-day bands: the hour each begins at (increasing, 0-23; the last band runs
+    # round midnight to the first) and their names. The first band is the reference. Default
+    # bands: morning 04-11 (the usual fasted home weighing), day 11-17, evening 17-04.
+    band_starts: tuple[int, ...] = (4, 11, 17)
+    band_names: tuple[str, ...] = ("morning", "day", "evening")
+    # kg a band reads above the first band; bands not listed (and readings with a date and no
+    # time) get none.
+    time_of_day: dict[str, OffsetKg] = Field(default_factory=dict)
+    # Hours added to a reading's stored UTC time to get the local clock of its time of day. 0:
+    # a zone-less export time is stored as written (naive = UTC), so its clock is the one the
+    # export shows, which is the local clock in the exports we know.
+    local_utc_offset_hours: float = Field(default=0.0, ge=-14.0, le=14.0)
+    # What the calibration said, shown beside the offsets (nothing hidden): for each source
+    # name and each "time_of_day.<band>", [low, high, readings] of its 95% interval.
+    intervals: dict[str, tuple[float, float, int]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bands(self) -> OffsetConfig:
+        starts = self.band_starts
+        if not starts or len(starts) != len(self.band_names):
+            raise ValueError("band_starts and band_names must be as long as each other, >= 1")
+        if any(not 0 <= h <= 23 for h in starts) or list(starts) != sorted(set(starts)):
+            raise ValueError("band_starts must be increasing hours within 0-23")
+        unknown = set(self.time_of_day) - set(self.band_names)
+        if unknown:
+            raise ValueError(f"time_of_day names unknown bands: {', '.join(sorted(unknown))}")
+        return self
+
+
 class Config(BaseSettings):
     """All of weightstream's settings. ``Config()`` gives the defaults."""
 
@@ -263,6 +308,7 @@ class Config(BaseSettings):
     breaker: BreakerConfig = BreakerConfig()
     processing: ProcessingConfig = ProcessingConfig()
     store: StoreConfig = StoreConfig()
+    offsets: OffsetConfig = OffsetConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,237 @@
+"""Looking back: a fixed-interval Rauch-Tung-Striebel smoother over a user's stored history.
+
+The live filter gives, at each reading, the best estimate *from the readings so far*. A care
+team reviewing the last six months wants each day's best estimate *from all the readings*,
+later ones included. The RTS smoother gives exactly that for the filter's own linear-Gaussian
+model: a forward Kalman pass, then a backward pass that folds each later estimate back in::
+
+    forward    x_k|k-1 = F_k x_k-1|k-1          P_k|k-1 = F_k P_k-1|k-1 F_k^T + Q_k
+               x_k|k, P_k|k = update(x_k|k-1, P_k|k-1, z_k, R_k)
+    backward   C_k     = P_k|k F_k+1^T P_k+1|k^-1
+               x_k|N   = x_k|k + C_k (x_k+1|N - x_k+1|k)
+               P_k|N   = P_k|k + C_k (P_k+1|N - P_k+1|k) C_k^T
+
+F, Q, predict and update are :mod:`weightstream.kalman`'s (the same model as the filter, base
+process noise; the live filter's post-reset boost is a guard for the unknown, which a smoother
+that sees the whole segment does not need). R is the filter's measurement variance times the
+source's multiplier, and each reading is read less its configured offset
+(:func:`weightstream.offsets.offset_kg`), as the filter reads it.
+
+**Segments.** The history is smoothed reset segment by reset segment: a segment begins at each
+accepted reading that carries a reset (initial, hard, soft), so a level change the live filter
+reset across is never smeared across the reset. A segment starts from the prior the filter's
+reset uses (the first reading, zero trend, the reset type's initial variance) and folds the
+first reading in like the others.
+
+Only accepted readings are smoothed. Rejected and late rows keep their live columns and get no
+smoothed value. **Filtered values stay what was decided live**: the smoothed estimate is extra
+columns, never a rewrite of a stored result, and nothing is written.
+
+:func:`rts` is pure (floats in, floats out); :func:`smoothed_history` reads the store's public
+``history`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from weightstream import kalman
+from weightstream.clock import SECONDS_PER_DAY
+from weightstream.config import Config
+from weightstream.model import ResetType, Verdict
+from weightstream.offsets import from_config, offset_kg
+from weightstream.store.base import HistoryRow, StateStore
+
+__all__ = ["SmoothedReading", "SMOOTHED_FIELDS", "rts", "smooth_rows", "smoothed_history"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothedReading:
+    """One stored reading: what was decided live, and the smoothed estimate at its time."""
+
+    reading_id: str
+    timestamp: datetime
+    source: str
+    weight_kg: float
+    verdict: str
+    reason: str
+    reset_type: str | None
+    #: The offset subtracted from ``weight_kg`` for the smoother (0 without offsets).
+    offset_kg: float
+    #: The live filter's values as stored (None where the row was not accepted).
+    filtered_weight: float | None
+    filtered_std: float | None
+    filtered_trend_kg_week: float | None
+    #: Reset segment number (0, 1, ...) of an accepted reading; None otherwise.
+    segment: int | None
+    smoothed_weight: float | None
+    smoothed_std: float | None
+    smoothed_trend_kg_week: float | None
+
+
+#: The field names of :class:`SmoothedReading`, in order (the history command's columns).
+SMOOTHED_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SmoothedReading))
+
+
+def rts(
+    times: Sequence[float],
+    values: Sequence[float],
+    variances: Sequence[float],
+    prior: tuple[kalman.Vec, kalman.Mat],
+    q_weight: float,
+    q_trend: float,
+) -> list[tuple[kalman.Vec, kalman.Mat]]:
+    """Smoothed (x, P) at each reading of one segment.
+
+    ``times`` in days (non-decreasing), ``values`` in kg, ``variances`` R of each reading,
+    ``prior`` the state before the first reading (at its time).
+
+    With no process noise and a vague prior, the smoother is the least-squares line through
+    the readings, at every reading (the filter alone has only the readings so far):
+
+    >>> vague = ((80.0, 0.0), ((1e6, 0.0), (0.0, 1e6)))
+    >>> out = rts([0.0, 1.0, 2.0], [80.0, 81.5, 82.0], [1.0] * 3, vague, 0.0, 0.0)
+    >>> [round(x[0], 3) for x, _ in out], round(out[0][0][1], 3)
+    ([80.167, 81.167, 82.167], 1.0)
+    """
+    n = len(times)
+    if n == 0:
+        return []
+    priors: list[tuple[kalman.Vec, kalman.Mat]] = []
+    posts: list[tuple[kalman.Vec, kalman.Mat]] = []
+    x, P = prior
+    for k in range(n):
+        if k:
+            dt = max(0.0, times[k] - times[k - 1])
+            x, P = kalman.predict(x, P, dt, q_weight, q_trend)
+        priors.append((x, P))
+        upd = kalman.update(x, P, values[k], variances[k])
+        x, P = upd.x, upd.P
+        posts.append((x, P))
+    out = list(posts)
+    for k in range(n - 2, -1, -1):
+        xf, Pf = posts[k]
+        xp, Pp = priors[k + 1]
+        xs, Ps = out[k + 1]
+        F = kalman.transition(max(0.0, times[k + 1] - times[k]))
+        out[k] = _backward(xf, Pf, F, xp, Pp, xs, Ps)
+    return out
+
+
+def _backward(
+    xf: kalman.Vec,
+    Pf: kalman.Mat,
+    F: kalman.Mat,
+    xp: kalman.Vec,
+    Pp: kalman.Mat,
+    xs: kalman.Vec,
+    Ps: kalman.Mat,
+) -> tuple[kalman.Vec, kalman.Mat]:
+    """One backward step of the RTS smoother (2x2, plain floats)."""
+    (f00, f01), (f10, f11) = F
+    (a00, a01), (a10, a11) = Pf
+    (p00, p01), (p10, p11) = Pp
+    det = p00 * p11 - p01 * p10
+    if not det > 0.0:  # a degenerate prediction: keep the filtered estimate
+        return xf, Pf
+    # Pp^-1
+    i00, i01, i10, i11 = p11 / det, -p01 / det, -p10 / det, p00 / det
+    # B = Pf F^T
+    b00 = a00 * f00 + a01 * f01
+    b01 = a00 * f10 + a01 * f11
+    b10 = a10 * f00 + a11 * f01
+    b11 = a10 * f10 + a11 * f11
+    # C = Pf F^T Pp^-1
+    c00 = b00 * i00 + b01 * i10
+    c01 = b00 * i01 + b01 * i11
+    c10 = b10 * i00 + b11 * i10
+    c11 = b10 * i01 + b11 * i11
+    # x_s = x_f + C (x_s+1 - x_p+1)
+    d0, d1 = xs[0] - xp[0], xs[1] - xp[1]
+    x = (xf[0] + c00 * d0 + c01 * d1, xf[1] + c10 * d0 + c11 * d1)
+    # P_s = P_f + C (P_s+1 - P_p+1) C^T
+    e00, e01 = Ps[0][0] - p00, Ps[0][1] - p01
+    e10, e11 = Ps[1][0] - p10, Ps[1][1] - p11
+    g00 = c00 * e00 + c01 * e10
+    g01 = c00 * e01 + c01 * e11
+    g10 = c10 * e00 + c11 * e10
+    g11 = c10 * e01 + c11 * e11
+    s00 = a00 + g00 * c00 + g01 * c01
+    s01 = a01 + g00 * c10 + g01 * c11
+    s10 = a10 + g10 * c00 + g11 * c01
+    s11 = a11 + g10 * c10 + g11 * c11
+    off = 0.5 * (s01 + s10)
+    return x, ((s00, off), (off, s11))
+
+
+def _segments(rows: Sequence[HistoryRow]) -> list[list[int]]:
+    """Indices of the accepted rows, split where a reading carries a reset."""
+    segments: list[list[int]] = []
+    for i, row in enumerate(rows):
+        if row.result.verdict is not Verdict.ACCEPTED:
+            continue
+        if not segments or row.result.reset_type is not None:
+            segments.append([])
+        segments[-1].append(i)
+    return segments
+
+
+def smooth_rows(rows: Sequence[HistoryRow], config: Config) -> list[SmoothedReading]:
+    """Every row of a user's history (in the store's order) with its smoothed estimate."""
+    f, sources, resets = config.filter, config.sources, config.resets
+    offsets = from_config(config.offsets)
+    offs = [offset_kg(offsets, r.measurement.source, r.measurement.timestamp) for r in rows]
+    smoothed: dict[int, tuple[int, kalman.Vec, kalman.Mat]] = {}
+    for seg_no, seg in enumerate(_segments(rows)):
+        first = rows[seg[0]]
+        reset = first.result.reset_type or ResetType.INITIAL
+        mult = resets.boost(reset).initial_var_multiplier
+        z0 = first.measurement.weight_kg - offs[seg[0]]
+        prior = ((z0, 0.0), ((f.initial_weight_var * mult, 0.0), (0.0, f.initial_trend_var * mult)))
+        t0 = first.measurement.timestamp
+        times = [
+            (rows[i].measurement.timestamp - t0).total_seconds() / SECONDS_PER_DAY for i in seg
+        ]
+        values = [rows[i].measurement.weight_kg - offs[i] for i in seg]
+        variances = [
+            f.measurement_var * sources.multiplier(rows[i].measurement.source) for i in seg
+        ]
+        states = rts(times, values, variances, prior, f.q_weight, f.q_trend)
+        for i, (x, P) in zip(seg, states, strict=True):
+            smoothed[i] = (seg_no, x, P)
+    out: list[SmoothedReading] = []
+    for i, row in enumerate(rows):
+        m, r = row.measurement, row.result
+        accepted = r.verdict is Verdict.ACCEPTED
+        s = smoothed.get(i)
+        out.append(
+            SmoothedReading(
+                reading_id=m.reading_id,
+                timestamp=m.timestamp,
+                source=m.source,
+                weight_kg=m.weight_kg,
+                verdict=str(r.verdict),
+                reason=str(r.reason),
+                reset_type=str(r.reset_type) if r.reset_type is not None else None,
+                offset_kg=offs[i],
+                filtered_weight=r.filtered_weight if accepted else None,
+                filtered_std=r.std_kg if accepted else None,
+                filtered_trend_kg_week=r.trend_kg_week if accepted else None,
+                segment=s[0] if s else None,
+                smoothed_weight=s[1][0] if s else None,
+                smoothed_std=math.sqrt(max(s[2][0][0], 0.0)) if s else None,
+                smoothed_trend_kg_week=s[1][1] * 7.0 if s else None,
+            )
+        )
+    return out
+
+
+def smoothed_history(store: StateStore, user_id: str, config: Config) -> list[SmoothedReading]:
+    """The user's stored history, each accepted reading with its smoothed estimate.
+
+    Reads ``store.history`` only; writes nothing. An unknown user has an empty history.
+    """
+    return smooth_rows(store.history(user_id), config)
