@@ -1,0 +1,308 @@
+"""Group commit: one writer decides the readings of many requests and commits them at once.
+
+Every request that brings readings hands them to :meth:`GroupCommitter.submit` and waits. One
+asyncio task, the writer, takes whatever requests are pending (waiting ``group_linger_s`` for
+more once it has some), and runs them on the store thread as ONE
+:class:`~weightstream.batch.Batch`: each reading through ``Batch.process``, the same path as
+``Processor.process_one``, then one ``Batch.commit`` (one store transaction, one fsync). Only
+then is each request's future resolved: a request is answered only after its readings are
+durable (invariant I9), and under load one fsync serves hundreds of requests.
+
+One thread, the store thread, does everything that touches the store or the processor (its
+cache of committed states is not shared): the groups, and the reads of the GET routes
+(:meth:`GroupCommitter.read`), in the order they were asked for. So two requests for the same
+user never interleave: their readings are decided one after the other, in one group or in two
+groups that commit in order.
+
+Within a group the readings are decided in each user's processing order (user, then
+:func:`~weightstream.model.order_key`, then arrival), as ``weightstream process`` orders a file,
+so readings that arrive together get the results a file of them gets.
+
+Idempotency: a reading that is already stored *as it is* (the same user, id and content) is not
+decided again: its answer is its stored result, and nothing is written. Any other reading with
+a stored id or content is a ``duplicate``, decided (and recorded) by the batch as for a file.
+
+Failures: a group that met another writer (``ConflictError``, ``StoreBusyError``) is redone
+from fresh state (bounded); any other storage error fails every request of the group (the
+service answers 503; nothing of the group was stored, so a retry is safe). An unexpected
+exception while deciding one request's readings fails that request alone (500) and the group
+is redone without it (invariant I12).
+
+Shutdown (:meth:`GroupCommitter.close`): new submissions are refused with
+:class:`ServiceClosing`; everything already submitted is decided, committed and answered
+first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from weightstream.batch import Batch
+from weightstream.errors import ConflictError, StorageError, StoreBusyError
+from weightstream.model import Measurement, Result, order_key
+from weightstream.processor import Processor
+
+__all__ = ["GroupCommitter", "ServiceClosing", "RequestFailed", "GroupStats"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ServiceClosing(Exception):
+    """The service is shutting down: the request was not taken (nothing stored)."""
+
+
+class RequestFailed(Exception):
+    """Deciding this request's readings raised an unexpected error; nothing of it stored."""
+
+
+@dataclass
+class _Submission:
+    readings: Sequence[Measurement]
+    future: asyncio.Future[list[Result]]
+
+
+@dataclass
+class GroupStats:
+    """Counters of the writer, for metrics and tests."""
+
+    groups: int = 0
+    readings: int = 0
+    retries: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    def note(self, size: int) -> None:
+        self.groups += 1
+        self.readings += size
+        if len(self.sizes) < 10_000:
+            self.sizes.append(size)
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """The writer task and the store thread over one :class:`Processor`.
+
+    ``on_group(readings, seconds)`` is called on the store thread after each committed group
+    (metrics).
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        linger_s: float = 0.001,
+        max_readings: int = 20_000,
+        retries: int = 8,
+        on_group: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.processor = processor
+        self.linger_s = linger_s
+        self.max_readings = max_readings
+        self.retries = retries
+        self.on_group = on_group
+        self.stats = GroupStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ws-store")
+        self._queue: asyncio.Queue[_Submission | object] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer on the running event loop."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-writer")
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def close(self) -> None:
+        """Refuse new submissions; decide, commit and answer every pending one; stop."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._queue is not None and self._task is not None:
+            self._queue.put_nowait(_STOP)
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def submit(self, readings: Sequence[Measurement]) -> list[Result]:
+        """Decide ``readings`` in the next group; return their results once durable."""
+        if self._closing or self._queue is None:
+            raise ServiceClosing("the service is shutting down")
+        if not readings:
+            return []
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Submission(readings, future))
+        # A client that goes away does not cancel its readings: they are decided and stored
+        # all the same (a retry then gets the stored answers).
+        return await asyncio.shield(future)
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the store thread, between groups."""
+        if self._executor is None:
+            raise ServiceClosing("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except RuntimeError as exc:  # executor shut down
+            raise ServiceClosing("the service is shutting down") from exc
+
+    # -- the writer -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Submission)
+            group = [first]
+            size = len(first.readings)
+            lingered = self.linger_s <= 0
+            while size < self.max_readings:
+                if queue.empty():
+                    if lingered:
+                        break
+                    lingered = True
+                    await asyncio.sleep(self.linger_s)
+                    continue
+                item = queue.get_nowait()
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _Submission)
+                if size + len(item.readings) > self.max_readings:
+                    # Goes first into the next group.
+                    await self._commit(loop, group)
+                    group, size = [], 0
+                group.append(item)
+                size += len(item.readings)
+            if group:
+                await self._commit(loop, group)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, group: list[_Submission]) -> None:
+        outcomes = await loop.run_in_executor(
+            self._executor, self._decide_group, [s.readings for s in group]
+        )
+        for submission, outcome in zip(group, outcomes, strict=True):
+            if submission.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                submission.future.set_exception(outcome)
+            else:
+                submission.future.set_result(outcome)
+
+    # -- on the store thread ----------------------------------------------------------------
+
+    def _decide_group(
+        self, requests: list[Sequence[Measurement]]
+    ) -> list[list[Result] | BaseException]:
+        """Decide and commit the readings of several requests as one unit of work."""
+        started = time.perf_counter()
+        failed: dict[int, BaseException] = {}
+        attempt = 0
+        while True:
+            live = [i for i in range(len(requests)) if i not in failed]
+            try:
+                answers = self._decide_once(requests, live)
+            except _ReadingFailed as exc:
+                self.processor.forget()
+                failed[exc.request] = RequestFailed("the readings could not be decided")
+                _log.error(
+                    "a request's readings raised %s while deciding; request refused",
+                    type(exc.__cause__).__name__,
+                )
+                continue
+            except (ConflictError, StoreBusyError) as exc:
+                self.processor.forget()
+                if attempt >= self.retries:
+                    return [failed.get(i, exc) for i in range(len(requests))]
+                self.stats.retries += 1
+                self.processor.clock.sleep(min(0.01 * 2**attempt, 0.5))
+                attempt += 1
+                continue
+            except StorageError as exc:
+                self.processor.forget()
+                _log.error("group commit failed: %s", type(exc).__name__)
+                return [failed.get(i, exc) for i in range(len(requests))]
+            size = sum(len(requests[i]) for i in live)
+            self.stats.note(size)
+            if self.on_group is not None:
+                self.on_group(size, time.perf_counter() - started)
+            out: list[list[Result] | BaseException] = []
+            for i in range(len(requests)):
+                out.append(failed[i] if i in failed else answers[i])
+            return out
+
+    def _decide_once(
+        self, requests: list[Sequence[Measurement]], live: list[int]
+    ) -> dict[int, list[Result]]:
+        p = self.processor
+        batch = Batch(p, input_id=None)
+        slots = [(i, k) for i in live for k in range(len(requests[i]))]
+        readings = [requests[i][k] for i, k in slots]
+        batch.prefetch(readings)
+        known = set(batch.known_keys)
+        stored: dict[str, dict[tuple[str, str], Result]] = {}
+        answered_exact: set[tuple[str, str]] = set()
+        answers: dict[int, list[Result | None]] = {i: [None] * len(requests[i]) for i in live}
+        order = sorted(
+            range(len(slots)), key=lambda j: (readings[j].user_id, order_key(readings[j]), j)
+        )
+        for j in order:
+            m = readings[j]
+            i, k = slots[j]
+            ident = (m.user_id, m.reading_id)
+            if (
+                ident in known
+                and (m.user_id, m.content_key) in known
+                and ident not in answered_exact
+            ):
+                previous = self._stored_result(stored, m)
+                if previous is not None:
+                    answered_exact.add(ident)
+                    answers[i][k] = previous
+                    continue
+            try:
+                answers[i][k] = batch.process(m)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _ReadingFailed(i) from exc
+        batch.commit()
+        return {i: [r for r in rs if r is not None] for i, rs in answers.items()}
+
+    def _stored_result(
+        self, cache: dict[str, dict[tuple[str, str], Result]], m: Measurement
+    ) -> Result | None:
+        """The stored result of the very reading ``m`` (same id and content), if stored."""
+        by_key = cache.get(m.user_id)
+        if by_key is None:
+            by_key = {
+                (row.measurement.reading_id, row.measurement.content_key): row.result
+                for row in self.processor.store.history(m.user_id)
+            }
+            cache[m.user_id] = by_key
+        found = by_key.get((m.reading_id, m.content_key))
+        return None if found is None else replace(found, row=None)
+
+
+class _ReadingFailed(Exception):
+    def __init__(self, request: int) -> None:
+        super().__init__(request)
+        self.request = request

@@ -1,0 +1,301 @@
+"""The ``/v1`` routes: readings in, estimates, history, resets and recovery out.
+
+Each route is a thin shell: readings go through :mod:`weightstream.service.readings` (the CSV
+rules) and the group commit (:mod:`weightstream.service.commit`, ``Batch.process``: the
+processor's own path); queries call the store's and the processor's public methods on the
+store thread. No decision about a reading is made here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Discriminator, Field, Tag
+
+from weightstream.errors import StateCorruptionError
+from weightstream.model import Measurement, Result, to_micros
+from weightstream.service.auth import require
+from weightstream.service.keys import Scope
+from weightstream.service.readings import (
+    BatchIn,
+    ReadingIn,
+    ResultsOut,
+    result_json,
+    to_reading,
+)
+from weightstream.service.state import Service, service_of
+
+__all__ = ["router", "decide"]
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+_read = Depends(require(Scope.READ))
+_write = Depends(require(Scope.WRITE))
+
+
+def _kind(body: Any) -> str:
+    return "batch" if isinstance(body, dict) and "readings" in body else "one"
+
+
+MeasurementsBody = Annotated[
+    Annotated[ReadingIn, Tag("one")] | Annotated[BatchIn, Tag("batch")],
+    Discriminator(_kind),
+]
+UserId = Annotated[str, Path(min_length=1, max_length=512, description="The user's id.")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid API key."},
+    403: {"description": "The key lacks the scope."},
+    413: {"description": "Body or batch too large."},
+    422: {"description": "Malformed request (per-field errors)."},
+    503: {"description": "Storage unavailable or shutting down; retry."},
+}
+
+
+async def decide(service: Service, readings: list[Measurement | Result]) -> list[Result]:
+    """Results for ``readings`` (valid ones decided and committed; invalid ones as they are)."""
+    valid = [m for m in readings if isinstance(m, Measurement)]
+    decided = iter(await service.committer.submit(valid))
+    out: list[Result] = []
+    for item in readings:
+        if isinstance(item, Measurement):
+            out.append(next(decided))
+        else:
+            service.observer.reading_processed(item, 0.0)
+            out.append(item)
+    return out
+
+
+@router.post(
+    "/measurements",
+    summary="Process one reading or a batch",
+    response_model=None,
+    responses={200: {"model": ResultsOut, "description": "One result per reading."}, **_ERRORS},
+)
+async def post_measurements(
+    request: Request, body: MeasurementsBody, _: Any = _write
+) -> JSONResponse:
+    """Decide and store readings: one result per reading, in order, once durable.
+
+    Idempotent: a reading already stored (same user, id and content) gets its stored result
+    and changes nothing. Readings that break an input rule get ``invalid`` results; the others
+    are processed.
+    """
+    service = service_of(request)
+    items = body.readings if isinstance(body, BatchIn) else [body]
+    if len(items) > service.settings.max_batch:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"at most {service.settings.max_batch} readings per request",
+        )
+    now = service.clock.now()
+    readings = [to_reading(r, config=service.config, now=now) for r in items]
+    results = await decide(service, readings)
+    return JSONResponse({"results": [result_json(r, i + 1) for i, r in enumerate(results)]})
+
+
+class EstimateOut(BaseModel):
+    """A user's filtered trajectory at its last accepted reading."""
+
+    user_id: str
+    weight_kg: float = Field(description="Filtered weight.")
+    trend_kg_week: float
+    std_kg: float = Field(description="Uncertainty (one standard deviation) of the weight.")
+    adapting: bool = Field(description="Whether the filter is adapting after a reset.")
+    as_of: datetime = Field(description="Time of the filter state: the last accepted reading.")
+    accepted_count: int
+    version: int
+
+
+@router.get(
+    "/users/{user_id}/estimate",
+    response_model=EstimateOut,
+    responses={404: {"description": "No estimate for this user."}, **_ERRORS},
+)
+async def get_estimate(request: Request, user_id: UserId, _: Any = _read) -> EstimateOut:
+    """The user's filtered weight, trend per week, uncertainty and adaptation. Reads only."""
+    service = service_of(request)
+    try:
+        est = await service.committer.read(lambda: service.processor.estimate(user_id))
+    except StateCorruptionError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "the stored state of this user is corrupt; it is rebuilt when its next reading "
+            "is processed, or by POST /v1/users/{user_id}/recover",
+        ) from None
+    if est is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no estimate for this user")
+    return EstimateOut(
+        user_id=est.user_id,
+        weight_kg=est.weight_kg,
+        trend_kg_week=est.trend_kg_week,
+        std_kg=est.std_kg,
+        adapting=est.adapting,
+        as_of=est.timestamp,
+        accepted_count=est.accepted_count,
+        version=est.version,
+    )
+
+
+class MeasurementOut(BaseModel):
+    """A stored reading with its current result."""
+
+    seq: int
+    reading_id: str
+    timestamp: datetime
+    value: float
+    unit: str
+    weight_kg: float
+    source: str
+    verdict: str
+    reason: str
+    message: str
+    filtered_weight: float | None
+    trend_kg_week: float | None
+    std_kg: float | None
+    reset_type: str | None
+    reset_outcome: str | None
+    quality: float | None
+
+
+class MeasurementsPage(BaseModel):
+    """One page of a user's history, oldest first; ``next`` is the cursor of the next page."""
+
+    user_id: str
+    items: list[MeasurementOut]
+    next: int | None
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)
+
+
+@router.get(
+    "/users/{user_id}/measurements",
+    response_model=MeasurementsPage,
+    responses={404: {"description": "No stored readings for this user."}, **_ERRORS},
+)
+async def get_measurements(
+    request: Request,
+    user_id: UserId,
+    since: Annotated[datetime | None, Query(description="From this time (inclusive).")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time (exclusive).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    after: Annotated[
+        int | None, Query(ge=0, description="Cursor: `next` of the last page.")
+    ] = None,
+    _: Any = _read,
+) -> MeasurementsPage:
+    """The user's stored readings with their verdicts and filtered values, paged."""
+    service = service_of(request)
+    start, end = _aware(since), _aware(until)
+    rows = await service.committer.read(lambda: service.processor.store.history(user_id))
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no stored readings for this user")
+    lo = to_micros(start) if start is not None else None
+    hi = to_micros(end) if end is not None else None
+    picked = []
+    for row in rows:
+        t = to_micros(row.measurement.timestamp)
+        if (lo is not None and t < lo) or (hi is not None and t >= hi):
+            continue
+        if after is not None and row.seq <= after:
+            continue
+        picked.append(row)
+    picked.sort(key=lambda r: r.seq)
+    page = picked[:limit]
+    items = [
+        MeasurementOut(
+            seq=row.seq,
+            reading_id=row.measurement.reading_id,
+            timestamp=row.measurement.timestamp,
+            value=row.measurement.value,
+            unit=row.measurement.unit,
+            weight_kg=row.measurement.weight_kg,
+            source=row.measurement.source,
+            verdict=str(row.result.verdict),
+            reason=str(row.result.reason),
+            message=row.result.message,
+            filtered_weight=row.result.filtered_weight,
+            trend_kg_week=row.result.trend_kg_week,
+            std_kg=row.result.std_kg,
+            reset_type=None if row.result.reset_type is None else str(row.result.reset_type),
+            reset_outcome=(
+                None if row.result.reset_outcome is None else str(row.result.reset_outcome)
+            ),
+            quality=row.result.quality,
+        )
+        for row in page
+    ]
+    more = len(picked) > limit
+    return MeasurementsPage(user_id=user_id, items=items, next=page[-1].seq if more else None)
+
+
+class ResetOut(BaseModel):
+    """One reset transaction from the audit record."""
+
+    reading_id: str
+    type: str
+    trigger: str
+    outcome: str
+    fallback: str | None
+    failed_operation: str | None
+    reason: str | None
+    duration_ms: float
+    at: datetime
+
+
+@router.get("/users/{user_id}/resets", response_model=list[ResetOut], responses=_ERRORS)
+async def get_resets(request: Request, user_id: UserId, _: Any = _read) -> list[ResetOut]:
+    """The user's reset transactions (committed, rolled back, refused), oldest first."""
+    service = service_of(request)
+    audits = await service.committer.read(lambda: service.processor.store.audits(user_id=user_id))
+    return [
+        ResetOut(
+            reading_id=a.reading_id,
+            type=str(a.reset_type),
+            trigger=a.trigger,
+            outcome=str(a.outcome),
+            fallback=None if a.fallback is None else str(a.fallback),
+            failed_operation=a.failed_operation,
+            reason=a.reason,
+            duration_ms=a.duration_s * 1000,
+            at=a.at,
+        )
+        for a in audits
+    ]
+
+
+class RecoverOut(BaseModel):
+    """What a rebuild from history found, and whether it was stored."""
+
+    user_id: str
+    readings: int = Field(description="Stored readings replayed.")
+    changed: int = Field(description="Results the rebuild would change.")
+    differences: list[str] = Field(description="State fields that differ (names only).")
+    applied: bool
+    version: int | None
+
+
+@router.post(
+    "/users/{user_id}/recover",
+    response_model=RecoverOut,
+    responses={404: {"description": "No stored readings for this user."}, **_ERRORS},
+)
+async def post_recover(
+    request: Request,
+    user_id: UserId,
+    dry_run: Annotated[bool, Query(description="Only compare; store nothing.")] = False,
+    _: Any = _write,
+) -> RecoverOut:
+    """Rebuild the user's state by replaying its stored history; store it unless dry_run."""
+    service = service_of(request)
+    outcome = await service.committer.read(lambda: service.recover(user_id, apply=not dry_run))
+    if outcome is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no stored readings for this user")
+    return RecoverOut(**outcome)

@@ -1,0 +1,58 @@
+"""The service's own settings, each default with the reason it was chosen.
+
+These are the HTTP edge's limits and the group commit's timing; every decision about a reading
+stays in :class:`weightstream.config.Config`, which the service takes as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ServiceSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Limits and timing of ``weightstream serve``.
+
+    ``max_batch``: readings in one ``POST /v1/measurements`` or FHIR Bundle. 10,000 readings
+    decide in well under a second and answer in one response of a few megabytes; a bigger
+    import is what ``weightstream process`` is for.
+
+    ``max_body_bytes``: the body cap (413 above it). A reading is 100-250 bytes of JSON (a FHIR
+    Observation about 600), so 10,000 readings fit in 8 MiB with room; the cap keeps one
+    request from holding hundreds of megabytes in memory.
+
+    ``group_linger_s``: how long the writer waits for more readings once it has some, before it
+    decides and commits them together. 1 ms costs a lone request 1 ms and lets requests that
+    arrive together share one fsync; under load the writer never waits (readings pile up while
+    the previous group commits).
+
+    ``group_max_readings``: the most readings decided and committed in one unit of work (whole
+    requests are never split; one request of ``max_batch`` always fits). Bounds the time one
+    commit holds the write lock and the memory of a group.
+
+    ``commit_retries``: a group that met another writer (``ConflictError``, or a lock held past
+    the busy timeout) is redone from fresh state this many times before its requests get 503.
+
+    ``key_cache_s``: how long a verified API key is trusted without reading the key table
+    again; a revoked key stops working within this time.
+
+    ``page_max``: the largest page of ``GET /v1/users/{id}/measurements`` and of a FHIR search.
+    """
+
+    max_batch: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    group_linger_s: float = 0.001
+    group_max_readings: int = 20_000
+    commit_retries: int = 8
+    key_cache_s: float = 1.0
+    page_max: int = 1_000
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_body_bytes < 1024:
+            raise ValueError("max_batch must be >= 1 and max_body_bytes >= 1024")
+        if self.group_max_readings < self.max_batch:
+            raise ValueError("group_max_readings must be at least max_batch")
+        if not 0.0 <= self.group_linger_s <= 1.0:
+            raise ValueError("group_linger_s must be between 0 and 1 second")
