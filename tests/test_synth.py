@@ -89,7 +89,7 @@ GOLDEN = {
     "outlier_bursts": "53d00da15c9c9068",
     "manual_disagree": "5ff9c8a180a3b3a0",
     "sparse_clinical": "087f7c7bdb177147",
-    "offsets": "05d27449afac0725",
+    "offsets": "8f66a509b287f4a9",
     "duplicates": "622c448ed614bb15",
 }
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from weightstream._display import error_text
-from weightstream.cli import config, inspect, process, recover, synth
+from weightstream.cli import calibrate, config, history, inspect, process, recover, synth
 from weightstream.cli._common import Wiring, err
 from weightstream.errors import ExitCode
 from weightstream.faults import FaultPoints
@@ -49,7 +49,15 @@ app = typer.Typer(
 )
 
 #: The command modules, each with ``register(app)``, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[ModuleType, ...] = (process, inspect, recover, synth, config)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    process,
+    inspect,
+    recover,
+    synth,
+    config,
+    history,
+    calibrate,
+)
 
 for _module in COMMAND_MODULES:
     _module.register(app)

@@ -156,19 +156,21 @@ unchanged byte for byte.
   (+0.4 kg), evening 17-04 (+0.8 kg). A reading with a date and no time (``00:00:00``) has no
   time-of-day offset. The offsets are added to what the source measured, before its
   rounding, and are deterministic (no draw), so no other scenario moves. Every source is in
-  use (a profile of all six for 40% of users), at the dense cadence (mornings and, half the
-  days, an evening); half the users begin with an initial questionnaire.
+  use (a profile of all six for 50% of users, device 30%, iglucose 20%), at the dense
+  cadence (mornings and, half the days, an evening); half the users begin with an initial
+  questionnaire.
 - ``duplicates``: the ``mixed`` source profiles, clean readings, plus ``duplicate_unit``
-  (``SynthOptions.duplicate_unit``, 6% of rows: the same weighing in pounds, ``[lb_ap]``, at the same
-  instant, whole pounds for manual sources and 0.1 lb otherwise, so value x 0.45359237 is the
-  kg row within its rounding) and ``clock_shift`` (``SynthOptions.clock_shift``, 6%: the same row, value
-  text to its last digit, source and unit, with the event and ingest times moved by a whole
-  number of hours, 1-14 either way, one shift per user: local time against UTC). Copies take
-  slots of ``per_user`` like the other duplicates; a reading has at most one copy of each
-  kind. The pound copy follows its original; a shifted copy stands where its time puts it
-  among its source's rows. ``duplicate_of`` is the file line of the original; a processor is
-  right to keep either row of the pair (at one instant a ``[lb_ap]`` row sorts before ``kg``)
-  as long as it keeps exactly one.
+  (``SynthOptions.duplicate_unit``, 6% of rows: the same weighing in pounds, ``[lb_ap]``, at
+  the same instant, whole pounds for manual sources and 0.1 lb otherwise, so value x
+  0.45359237 is the kg row within its rounding) and ``clock_shift``
+  (``SynthOptions.clock_shift``, 6%: the same row, value text to its last digit, source and
+  unit, with the event and ingest times moved by a whole number of hours, 1-14 either way,
+  one shift per user: local time against UTC). Copies take slots of ``per_user`` like the
+  other duplicates; a reading has at most one copy of each kind. The pound copy follows its
+  original; a shifted copy stands where its time puts it among its source's rows.
+  ``duplicate_of`` is the file line of the original; a processor is right to keep either row
+  of the pair (at one instant a ``[lb_ap]`` row sorts before ``kg``) as long as it keeps
+  exactly one.
 
 **File order**, like real exports: grouped by user (in generation order); within a user
 grouped by source (a random source order per user); within a source newest first; a

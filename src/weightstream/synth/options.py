@@ -387,8 +387,10 @@ def _plan(scenario: str, o: SynthOptions) -> _Plan:
     elif scenario == "offsets":
         # Every source in use, mornings and evenings (the dense cadence), so that a
         # calibration can tell the offsets apart; half the users begin with a questionnaire.
-        profiles = (_OFFSET_PROFILE, _DEVICE_PROFILE, _IGLUCOSE_PROFILE, _CONNECTIVE_PROFILE)
-        profile_weights = (0.4, 0.3, 0.15, 0.15)
+        # No connectivehealth.io main source: its readings carry a date only, so its evening
+        # readings would share the morning's instant.
+        profiles = (_OFFSET_PROFILE, _DEVICE_PROFILE, _IGLUCOSE_PROFILE)
+        profile_weights = (0.5, 0.3, 0.2)
         cadence, offsets, initial_q = "dense", True, 0.5
     elif scenario == "duplicates":
         profiles = (_DEVICE_PROFILE, _IGLUCOSE_PROFILE, _CONNECTIVE_PROFILE)
