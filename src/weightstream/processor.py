@@ -37,6 +37,7 @@ from weightstream.errors import (
 )
 from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest.rows import invalid_result, validate_reading
+from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import AuditOutcome, Measurement, RecoveryAttempt, Result, UserState
 from weightstream.observe import Observer
 from weightstream.repair import check_state, load_checked, repair_user
@@ -175,9 +176,10 @@ class Processor:
         the write path (a reading processed for the user), never here.
         """
         state = self._cache.get(user_id) or load_checked(self.store, user_id, self.validator)
-        if state is None or state.kalman is None:
+        if state is None or phase_of(state) is Phase.NEW:
             return None
         k = state.kalman
+        assert k is not None  # a user past NEW has a filter
         return Estimate(
             user_id=user_id,
             timestamp=k.timestamp,
@@ -324,7 +326,7 @@ class Processor:
         good = batch.last_good(m.user_id)
         if (
             good is not None
-            and good.kalman is not None
+            and phase_of(good) is not Phase.NEW
             and not self.validator.user_state_problems(good)
         ):
             s: Step = from_last_good(good, plan.base, m, self.policy)

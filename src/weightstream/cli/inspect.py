@@ -18,6 +18,7 @@ from rich.text import Text
 from weightstream._display import error_text, text
 from weightstream.cli._common import ConfigOpt, DbOpt, console, err, fail, guard, load, open_store
 from weightstream.errors import ExitCode, StateCorruptionError, WeightstreamError, exit_code_for
+from weightstream.lifecycle import Phase, phase_of
 
 __all__ = ["register"]
 
@@ -54,10 +55,12 @@ def state(
         if problems:
             _corrupt_state(user_id, "; ".join(problems))
         table = Table(title=Text.assemble("user ", text(user_id)), show_header=False)
-        if st.kalman is not None:
-            table.add_row("weight (kg)", f"{st.kalman.x[0]:.2f} ± {st.kalman.weight_std:.2f}")
-            table.add_row("trend (kg/week)", f"{st.kalman.x[1] * 7:+.3f}")
-            table.add_row("as of", st.kalman.timestamp.isoformat())
+        if phase_of(st) is not Phase.NEW:
+            k = st.kalman
+            assert k is not None  # a user past NEW has a filter
+            table.add_row("weight (kg)", f"{k.x[0]:.2f} ± {k.weight_std:.2f}")
+            table.add_row("trend (kg/week)", f"{k.x[1] * 7:+.3f}")
+            table.add_row("as of", k.timestamp.isoformat())
         table.add_row(
             "adapting",
             f"{st.adaptation.is_adapting} (factor {st.adaptation.adaptation_factor:.2f})",

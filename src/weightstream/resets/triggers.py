@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
+from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import Measurement, ResetType, UserState
 from weightstream.resets.manager import ResetDecision, ResetManager
 from weightstream.rules import (
@@ -48,12 +49,15 @@ def decide(
     m: Measurement,
     predicted_weight: float | None,
 ) -> ResetDecision | None:
-    """The reset ``m`` triggers for ``state`` (None: an ordinary filter step)."""
-    has_filter = state is not None and state.kalman is not None
-    decision = manager.decide(state if has_filter else None, m, predicted_weight)
+    """The reset ``m`` triggers for ``state`` (None: an ordinary filter step).
+
+    The manager's triggers come first (a NEW user's initial reset among them); a user in
+    NEEDS_RECOVERY is then checked for a streak, and a young filter for a pound baseline.
+    """
+    decision = manager.decide(state, m, predicted_weight)
     if decision is not None or state is None or predicted_weight is None:
         return decision
-    if state.rejected:
+    if phase_of(state) is Phase.NEEDS_RECOVERY:
         decision = _streak(manager.config, state, m)
     if decision is None:
         decision = _pound_baseline(manager.config, state, m, predicted_weight)
@@ -102,7 +106,7 @@ def reset_rejection(
     config: Config, base: UserState, m: Measurement, decision: ResetDecision
 ) -> Rejection | None:
     """Why the reading that triggers ``decision`` may not become the new baseline, if it may not."""
-    if base.kalman is None or base.buffer == ():
+    if phase_of(base) is Phase.NEW or base.buffer == ():
         return None
     last = base.buffer[-1]
     rules = RESET_RULES
