@@ -10,9 +10,9 @@ Run by hand (2 cores, a minute or two)::
 
 Data
 ----
-Every scenario of :data:`weightstream.synth.SCENARIOS` (``mixed`` included; ``sparse_clinical``,
-a throughput cohort added after the report figures, left out so that no seed moves) is
-generated with its own seed; the ``tune`` and ``report`` seed sets never share a seed
+Every scenario of :data:`weightstream.synth.SCENARIOS` (``mixed`` included) is generated with
+its own seed (the scenarios added after the first report figures, ``sparse_clinical``,
+``offsets`` and ``duplicates``, come after ``mixed`` so that no earlier seed moves); the ``tune`` and ``report`` seed sets never share a seed
 (:func:`seed_for`), so defaults are chosen on one set and reported on the other. Rows are
 parsed with :func:`weightstream.ingest.to_measurement`; rows it refuses are ``invalid`` (the
 processor would never see them). The parsed readings are sorted by (user, event time, file
@@ -54,6 +54,20 @@ Figures
 * ``outlier_recall`` (weightstream): readings marked ``outlier`` that were rejected or refused
   at parsing; ``false_rejection``: readings marked ``valid`` rejected (or refused);
 * ``acceptance``: accepted / non-duplicate parsed readings, per source.
+* ``smoothed`` (issue 13): the same figures for the fixed-interval RTS smoother
+  (:func:`weightstream.smooth.smoothed_history`) over weightstream's stored history after the
+  run: at each accepted reading, the smoothed weight and trend, carried forward like the
+  filter's. It sees later readings, so it is a look back, not a live estimate.
+* ``double_counted`` (``duplicates``): pairs the generator marked as one weighing exported
+  twice (a ``[lb_ap]`` copy, a clock-shifted copy) of which weightstream accepted both rows.
+* Offsets (``offsets``): ``weightstream calibrate``'s estimate
+  (:func:`weightstream.calibrate.calibrate`) from weightstream's stored history of the
+  *tune* seed of the scenario, beside the generator's true offsets (relative to the same
+  reference), and ``weightstream+cal``: the report seed run again with those offsets in the
+  configuration (the filter subtracts them where it does; the smoother always does).
+* ``sparse_clinical``: also ``weightstream/keep_level``, the same run with no hard reset
+  across gaps (``resets.hard_gap_days`` = 100,000): the filter's ``Q(dt)`` grows with the gap
+  and keeps the level, against the plan's hard reset.
 
 "Overall" pools the squared errors of all scenarios.
 """
@@ -75,11 +89,14 @@ from pathlib import Path
 from typing import Any
 
 from weightstream import kalman, synth
+from weightstream.calibrate import calibrate
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config, load_config
 from weightstream.ingest import RawRow, to_measurement
 from weightstream.model import Measurement, Verdict
+from weightstream.offsets import to_config
 from weightstream.processor import Processor
+from weightstream.smooth import smoothed_history
 from weightstream.store.memory import MemoryStore
 
 __all__ = [
@@ -103,13 +120,20 @@ __all__ = [
 STALE_DAYS = 14.0
 LAG_BURN_IN_DAYS = 7.0
 TREND_BURN_IN_DAYS = 14.0
-# Every synth scenario, the pure ones first and "mixed" last. sparse_clinical is left out: it
-# came after the report figures, and its index would move mixed's seed.
+#: The scenarios that came after the first report figures: after "mixed", so that no earlier
+#: scenario's seed moves.
+_LATER = ("sparse_clinical", "offsets", "duplicates")
+# Every synth scenario, the pure ones first, then "mixed", then the later ones.
 BENCH_SCENARIOS: tuple[str, ...] = (
-    *(name for name in synth.SCENARIOS if name not in ("mixed", "sparse_clinical")),
+    *(name for name in synth.SCENARIOS if name not in ("mixed", *_LATER)),
     "mixed",
+    *_LATER,
 )
+#: Scenarios whose readings carry source and time-of-day offsets.
+OFFSET_SCENARIOS: tuple[str, ...] = ("offsets",)
 _SEED_BASE = {"tune": 10_000, "report": 20_000}
+#: The offsets are calibrated on the scenario's seed plus this (a seed no set reports).
+_CALIBRATION_SEED_OFFSET = 50_000
 #: "now" for the future-timestamp check: fixed, so results never depend on the wall clock.
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -381,9 +405,11 @@ class WSOutcome:
     verdicts: list[tuple[Reading, str]]
 
 
-def run_weightstream(prep: Prepared, config: Config) -> dict[str, WSOutcome]:
+def run_weightstream(
+    prep: Prepared, config: Config, store: MemoryStore | None = None
+) -> dict[str, WSOutcome]:
     """The real Processor over every user's parsed readings, in time order."""
-    proc = Processor(MemoryStore(), config)
+    proc = Processor(store if store is not None else MemoryStore(), config)
     out: dict[str, WSOutcome] = {}
     for uid, u in prep.users.items():
         traj: Trajectory = []
@@ -396,6 +422,60 @@ def run_weightstream(prep: Prepared, config: Config) -> dict[str, WSOutcome]:
                 traj.append((r.t, res.filtered_weight, trend))
         out[uid] = WSOutcome(traj, verdicts)
     return out
+
+
+def smoothed_trajectories(
+    store: MemoryStore, users: Iterable[str], config: Config
+) -> dict[str, Trajectory]:
+    """Each user's smoothed weight and trend (kg/day) at its accepted readings."""
+    out: dict[str, Trajectory] = {}
+    for uid in users:
+        traj: Trajectory = []
+        for r in smoothed_history(store, uid, config):
+            if r.smoothed_weight is not None:
+                trend = (r.smoothed_trend_kg_week or 0.0) / 7.0
+                traj.append((_days(r.timestamp), r.smoothed_weight, trend))
+        out[uid] = traj
+    return out
+
+
+def calibrated_config(
+    scenario: str, seed: int, users: int, per_user: int, config: Config
+) -> tuple[Config, dict[str, Any]]:
+    """``config`` with the offsets ``weightstream calibrate`` finds in weightstream's stored
+    history of ``scenario`` at ``seed`` (another seed than the one reported), and the figures
+    of that calibration beside the generator's true offsets."""
+    prep = prepare(scenario, seed, users, per_user, config)
+    store = MemoryStore()
+    run_weightstream(prep, config, store)
+    cal = calibrate(store, config)
+    o = cal.offsets
+    opts = synth.SynthOptions()
+    ref_true = opts.source_offset(o.reference)
+    rows = []
+    for name, e in o.sources:
+        rows.append((name, opts.source_offset(name) - ref_true, e))
+    bands = {"day": opts.day_offset_kg, "evening": opts.evening_offset_kg}
+    for name, e in o.time_of_day:
+        rows.append((f"time_of_day.{name}", bands.get(name, 0.0), e))
+    figures = {
+        "seed": seed,
+        "reference": o.reference,
+        "offsets": [
+            {
+                "name": name,
+                "true": truth,
+                "estimate": e.kg,
+                "low": e.low,
+                "high": e.high,
+                "readings": e.count,
+                "covered": e.low <= truth <= e.high,
+            }
+            for name, truth, e in rows
+        ],
+        "skipped": [list(s) for s in cal.skipped],
+    }
+    return config.model_copy(update={"offsets": to_config(o)}), figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,6 +576,8 @@ class Counts:
     valid: int = 0
     valid_rejected: int = 0
     invalid_accepted: int = 0
+    pairs: int = 0  # one weighing exported twice (duplicate_unit, clock_shift)
+    double_counted: int = 0  # ... of which both rows were accepted
     by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [accepted, n]
     verdicts: dict[str, int] = field(default_factory=dict)
 
@@ -505,6 +587,8 @@ class Counts:
         self.valid += o.valid
         self.valid_rejected += o.valid_rejected
         self.invalid_accepted += o.invalid_accepted
+        self.pairs += o.pairs
+        self.double_counted += o.double_counted
         for s, (a, n) in o.by_source.items():
             cur = self.by_source.setdefault(s, [0, 0])
             cur[0] += a
@@ -519,6 +603,8 @@ class Counts:
             "false_rejection": self.valid_rejected / self.valid if self.valid else None,
             "valid": self.valid,
             "invalid_accepted": self.invalid_accepted,
+            "pairs": self.pairs,
+            "double_counted": self.double_counted,
             "acceptance": {s: round(a / n, 4) for s, (a, n) in sorted(self.by_source.items()) if n},
             "verdicts": dict(sorted(self.verdicts.items())),
         }
@@ -548,6 +634,13 @@ def _count(u: UserData, out: WSOutcome, c: Counts) -> None:
             s = c.by_source.setdefault(r.m.source, [0, 0])
             s[0] += verdict == "accepted"
             s[1] += 1
+    by_line = {r.truth.row: verdict for r, verdict in out.verdicts}
+    for r, verdict in out.verdicts:
+        if r.truth.kind in ("duplicate_unit", "clock_shift"):
+            c.pairs += 1
+            c.double_counted += verdict == "accepted" and by_line.get(r.truth.duplicate_of) == (
+                "accepted"
+            )
 
 
 @dataclass
@@ -557,10 +650,17 @@ class ScenarioResult:
     accs: dict[str, Acc]
     counts: Counts
     seconds: float
+    offsets: dict[str, Any] | None = None
 
 
 def method_names() -> list[str]:
-    names = ["weightstream"]
+    names = [
+        "weightstream",
+        "weightstream/smoothed",
+        "weightstream+cal",
+        "weightstream+cal/smoothed",
+        "weightstream/keep_level",
+    ]
     for cls in BASELINES:
         names += [f"{cls.name}/today", f"{cls.name}/oracle"]
     return names
@@ -573,9 +673,32 @@ def run_scenario(
     prep = prepare(scenario, seed, users, per_user, config)
     accs: dict[str, Acc] = defaultdict(Acc)
     counts = Counts()
-    ws = run_weightstream(prep, config)
+    store = MemoryStore()
+    ws = run_weightstream(prep, config, store)
+    smoothed = smoothed_trajectories(store, prep.users, config)
+    offsets: dict[str, Any] | None = None
+    extra: dict[str, dict[str, Trajectory]] = {}
+    if scenario in OFFSET_SCENARIOS:
+        # Offsets from another seed's history; the reported seed run with them.
+        cal_config, offsets = calibrated_config(
+            scenario, seed + _CALIBRATION_SEED_OFFSET, users, per_user, config
+        )
+        cal_store = MemoryStore()
+        cal_ws = run_weightstream(prep, cal_config, cal_store)
+        extra["weightstream+cal"] = {uid: o.traj for uid, o in cal_ws.items()}
+        extra["weightstream+cal/smoothed"] = smoothed_trajectories(
+            cal_store, prep.users, cal_config
+        )
+    if scenario == "sparse_clinical":
+        keep = with_values(config, {("resets", "hard_gap_days"): 100_000.0})
+        extra["weightstream/keep_level"] = {
+            uid: o.traj for uid, o in run_weightstream(prep, keep).items()
+        }
     for uid, u in prep.users.items():
         evaluate(u, ws[uid].traj, accs["weightstream"], accepted=True)
+        evaluate(u, smoothed[uid], accs["weightstream/smoothed"], accepted=True)
+        for name, trajs in extra.items():
+            evaluate(u, trajs[uid], accs[name], accepted=True)
         _count(u, ws[uid], counts)
         if not baselines:
             continue
@@ -583,7 +706,9 @@ def run_scenario(
         for cls in BASELINES:
             evaluate(u, run_method(cls, u.readings), accs[f"{cls.name}/today"])
             evaluate(u, run_method(cls, clean), accs[f"{cls.name}/oracle"])
-    return ScenarioResult(scenario, seed, dict(accs), counts, time.perf_counter() - started)
+    return ScenarioResult(
+        scenario, seed, dict(accs), counts, time.perf_counter() - started, offsets
+    )
 
 
 def _run_one(args: tuple[str, int, int, int, Config, bool]) -> ScenarioResult:
@@ -632,6 +757,7 @@ def run_benchmark(
     }
     for name, (accs, counts) in [*per.items(), ("overall", (total_accs, total_counts))]:
         report["scenarios"][name] = _summarise(accs, counts)
+    report["offsets"] = {r.scenario: r.offsets for r in results if r.offsets is not None}
     return report
 
 
@@ -652,6 +778,13 @@ def _summarise(accs: dict[str, Acc], counts: Counts) -> dict[str, Any]:
                 "rmse": best,
                 "ratio": ws / best if ws is not None and best else None,
             }
+    # Issue 13's yardstick: the plain Kalman filter fed only the clean readings.
+    pk = methods.get("plain_kalman/oracle", {}).get("rmse")
+    out["vs_plain_oracle"] = {
+        k: (f["rmse"] / pk if f["rmse"] is not None and pk else None)
+        for k, f in methods.items()
+        if k.startswith("weightstream")
+    }
     return out
 
 
@@ -690,6 +823,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{bo.get('method', '-') + ' ' + _f(bo.get('rmse')):>25} "
             f"{_f(bo.get('ratio'), '{:.2f}'):>5}"
         )
+    lines += [""] + smoothed_table(report)
     # RMSE matrix per method
     names = [n for n in method_names() if n in sc["overall"]["methods"]]
     if len(names) > 1:
@@ -701,13 +835,17 @@ def format_report(report: dict[str, Any]) -> str:
         for n in names:
             lines.append(
                 f"{n:<22}"
-                + "".join(f"{_f(sc[c]['methods'][n]['rmse'], '{:.3f}'):>10}" for c in cols)
+                + "".join(
+                    f"{_f(sc[c]['methods'].get(n, {}).get('rmse'), '{:.3f}'):>10}" for c in cols
+                )
             )
         lines.append("")
         lines.append("Lag on steady_loss (days) / trend RMSE (kg/week), by method")
         s = sc.get("steady_loss")
         if s:
             for n in names:
+                if n not in s["methods"]:
+                    continue
                 f = s["methods"][n]
                 lines.append(
                     f"{n:<22}{_f(f['lag_days'], '{:.2f}'):>8}"
@@ -726,8 +864,91 @@ def format_report(report: dict[str, Any]) -> str:
         + f"; invalid rows accepted {sc['overall']['weightstream']['invalid_accepted']}"
     )
     lines.append("")
+    lines += offsets_table(report)
     lines += targets(report)
+    lines += issue13_targets(report)
     return "\n".join(lines)
+
+
+def smoothed_table(report: dict[str, Any]) -> list[str]:
+    """Filtered against smoothed RMSE, each against the oracle-fed plain Kalman filter."""
+    sc = report["scenarios"]
+    head = (
+        f"{'scenario':<18} {'filtered':>8} {'smoothed':>8} {'plain/or':>8} {'filt/pk':>7} "
+        f"{'smth/pk':>7} {'+cal filt':>9} {'+cal smth':>9} {'keep lvl':>8} {'2x cnt':>7}"
+    )
+    lines = ["Filtered and smoothed RMSE (kg) against plain_kalman/oracle (issue 13)", head]
+    lines.append("-" * len(head))
+    for name, s in sc.items():
+        m, v, c = s["methods"], s.get("vs_plain_oracle", {}), s["weightstream"]
+
+        def rmse(key: str, m: dict[str, Any] = m) -> Any:
+            return m.get(key, {}).get("rmse")
+
+        pairs = f"{c['double_counted']}/{c['pairs']}" if c.get("pairs") else "-"
+        lines.append(
+            f"{name:<18} {_f(rmse('weightstream')):>8} {_f(rmse('weightstream/smoothed')):>8} "
+            f"{_f(rmse('plain_kalman/oracle')):>8} "
+            f"{_f(v.get('weightstream'), '{:.2f}'):>7} "
+            f"{_f(v.get('weightstream/smoothed'), '{:.2f}'):>7} "
+            f"{_f(rmse('weightstream+cal')):>9} {_f(rmse('weightstream+cal/smoothed')):>9} "
+            f"{_f(rmse('weightstream/keep_level')):>8} {pairs:>7}"
+        )
+    return lines
+
+
+def offsets_table(report: dict[str, Any]) -> list[str]:
+    """Estimated offsets beside the generator's true ones."""
+    lines: list[str] = []
+    for scenario, fig in report.get("offsets", {}).items():
+        lines.append(
+            f"Offsets of {scenario} (calibrated on seed {fig['seed']}, relative to "
+            f"{fig['reference']} and the morning)"
+        )
+        head = f"{'offset of':<30} {'true':>6} {'estimate':>8} {'95% interval':>16} {'n':>5}"
+        lines += [head, "-" * len(head)]
+        for o in fig["offsets"]:
+            mark = "" if o["covered"] else "  (true value outside)"
+            lines.append(
+                f"{o['name'].replace('https://', ''):<30} {o['true']:>+6.2f} "
+                f"{o['estimate']:>+8.2f} {o['low']:>+7.2f}..{o['high']:>+6.2f} "
+                f"{o['readings']:>5}{mark}"
+            )
+        for name, count, users in fig["skipped"]:
+            lines.append(f"{name:<30} no offset: {count} comparable readings, {users} users")
+        lines.append("")
+    return lines
+
+
+def issue13_targets(report: dict[str, Any]) -> list[str]:
+    """Issue 13's targets against the oracle-fed plain Kalman filter, met or not."""
+    sc = report["scenarios"]
+    v = sc["overall"].get("vs_plain_oracle", {})
+    rows = [
+        ("filtered RMSE <= 0.8 x plain_kalman/oracle (overall)", v.get("weightstream"), 0.8),
+        (
+            "smoothed RMSE <= 0.6 x plain_kalman/oracle (overall)",
+            v.get("weightstream/smoothed"),
+            0.6,
+        ),
+    ]
+    for name in OFFSET_SCENARIOS:
+        if name in sc:
+            vs = sc[name].get("vs_plain_oracle", {})
+            best = vs.get("weightstream+cal", vs.get("weightstream"))
+            rows.append((f"filtered RMSE <= 0.8 x plain_kalman/oracle ({name}, +cal)", best, 0.8))
+    out = ["", "Issue 13 targets:"]
+    for label, ratio, limit in rows:
+        ok = ratio is not None and ratio <= limit
+        out.append(f"  [{'MET' if ok else 'NOT MET'}] {label}: {_f(ratio, '{:.2f}')}")
+    pairs = sc["overall"]["weightstream"]
+    if pairs.get("pairs"):
+        ok = pairs["double_counted"] == 0
+        out.append(
+            f"  [{'MET' if ok else 'NOT MET'}] one weighing exported twice counted once: "
+            f"{pairs['double_counted']} of {pairs['pairs']} pairs accepted twice"
+        )
+    return out
 
 
 def targets(report: dict[str, Any]) -> list[str]:
