@@ -17,6 +17,7 @@ from weightstream.offsets import (
     from_config,
     local_second_of_day,
     offset_kg,
+    offset_kg_array,
     offset_kg_at,
     to_config,
 )
@@ -154,3 +155,24 @@ def _toml(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return repr(value)
+
+
+def test_array_form_equals_the_scalar_form() -> None:
+    """offset_kg_array gives, reading for reading, what offset_kg_at gives."""
+    import numpy as np
+
+    rng = np.random.default_rng(13)
+    micros = rng.integers(1_600_000_000, 1_700_000_000, 2000) * 1_000_000
+    micros[::7] = (micros[::7] // 86_400_000_000) * 86_400_000_000  # dates without a time
+    micros[1::11] += rng.integers(1, 999_999, len(micros[1::11]))
+    names = [IGLUCOSE, QUESTIONNAIRE, "patient-device", "care-team-upload"]
+    sources = [names[i] for i in rng.integers(0, 4, 2000)]
+    for o in (
+        _offsets(),
+        _offsets(local_utc_offset_hours=-7.5),
+        NO_OFFSETS,
+        _offsets(time_of_day=()),
+    ):
+        array = offset_kg_array(o, sources, micros)
+        scalar = [offset_kg_at(o, s, int(t)) for s, t in zip(sources, micros, strict=True)]
+        assert array.tolist() == pytest.approx(scalar, abs=1e-12)

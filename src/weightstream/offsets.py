@@ -47,10 +47,13 @@ little arithmetic; :func:`offset_kg_at` takes UTC microseconds (the file engine'
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+
+import numpy as np
+from numpy.typing import NDArray
 
 from weightstream.config import OffsetConfig
 from weightstream.model import to_micros
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_BANDS",
     "offset_kg",
     "offset_kg_at",
+    "offset_kg_array",
     "source_offset_kg",
     "time_of_day_offset_kg",
     "band_of",
@@ -178,6 +182,32 @@ def time_of_day_offset_kg(offsets: Offsets, micros: int) -> float:
 def offset_kg_at(offsets: Offsets, source: str, micros: int) -> float:
     """:func:`offset_kg` with the time as UTC microseconds (the file engine's form)."""
     return offsets._source_kg.get(source, 0.0) + time_of_day_offset_kg(offsets, micros)
+
+
+def offset_kg_array(
+    offsets: Offsets, sources: Sequence[str], micros: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """:func:`offset_kg_at` of many readings at once (the file engine's columns): ``sources``
+    and ``micros`` aligned. Equal, reading for reading, to the scalar function.
+    """
+    n = len(sources)
+    out = np.zeros(n, dtype=np.float64)
+    if offsets.empty or n == 0:
+        return out
+    table = offsets._source_kg
+    if table:
+        out += np.fromiter((table.get(s, 0.0) for s in sources), dtype=np.float64, count=n)
+    if any(offsets._band_kg):
+        t = np.asarray(micros, dtype=np.int64)
+        local = np.mod(t + offsets._shift_us, _DAY_US) // _HOUR_US
+        # The band of each local hour: the last start at or before it, else the last band.
+        hour_band = np.array(
+            [offsets._band_kg[band_of(offsets, h * 3600)] for h in range(24)], dtype=np.float64
+        )
+        band = hour_band[local]
+        band[np.mod(t, _DAY_US) == 0] = 0.0  # a date without a time
+        out += band
+    return out
 
 
 def offset_kg(offsets: Offsets, source: str, when: datetime) -> float:
