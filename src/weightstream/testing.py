@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from weightstream.config import Config
 from weightstream.faults import FaultPoints
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+T = TypeVar("T")
 
 # Later than the readings tests build from T0 (2025): a reading more than a day after the
 # processor's clock is invalid (a timestamp in the future).
@@ -195,24 +196,23 @@ class FaultyResetManager(ResetManager):
             raise RuntimeError(f"injected failure in {step}")
         return corrupt
 
+    def _after(self, step: str, out: T) -> T:
+        """``out``, the real step's value, as the fault at ``step`` leaves it (if it fires)."""
+        corrupt = self._fire(step)
+        return corrupt(out) if callable(corrupt) else out
+
     def apply_reset(
         self, kalman_state: KalmanState | None, reset_type: ResetType, measurement: Measurement
     ) -> KalmanState:
-        out = super().apply_reset(kalman_state, reset_type, measurement)
-        corrupt = self._fire("kalman")
-        return corrupt(out) if callable(corrupt) else out
+        return self._after("kalman", super().apply_reset(kalman_state, reset_type, measurement))
 
     def reset_noise(self, reset_type: ResetType) -> tuple[tuple[float, float], tuple[float, float]]:
-        out = super().reset_noise(reset_type)
-        corrupt = self._fire("noise")
-        return corrupt(out) if callable(corrupt) else out
+        return self._after("noise", super().reset_noise(reset_type))
 
     def create_adaptation_state(
         self, reset_type: ResetType, timestamp: datetime
     ) -> AdaptationState:
-        out = super().create_adaptation_state(reset_type, timestamp)
-        corrupt = self._fire("adaptation")
-        return corrupt(out) if callable(corrupt) else out
+        return self._after("adaptation", super().create_adaptation_state(reset_type, timestamp))
 
     def buffer_after_reset(
         self,
@@ -220,9 +220,7 @@ class FaultyResetManager(ResetManager):
         reset_type: ResetType,
         measurement: Measurement,
     ) -> tuple[BufferedReading, ...]:
-        out = super().buffer_after_reset(buffer, reset_type, measurement)
-        corrupt = self._fire("buffer")
-        return corrupt(out) if callable(corrupt) else out
+        return self._after("buffer", super().buffer_after_reset(buffer, reset_type, measurement))
 
 
 class FaultyStore:

@@ -7,7 +7,8 @@ exits with an :class:`~weightstream.errors.ExitCode`; :func:`guard` turns a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "Wiring",
     "console",
     "err",
+    "existing_store",
     "fail",
     "guard",
     "load",
@@ -97,3 +99,20 @@ def open_store(
             config.store, db, create=create, observer=observer, faults=wired.faults
         )
     )
+
+
+@contextmanager
+def existing_store(
+    ctx: typer.Context, db: Path, config: Path | None
+) -> Iterator[tuple[Config, SQLiteStore]]:
+    """The configuration and the store of a command that reads an existing database.
+
+    A bad configuration or a database that cannot be opened exits (nothing is created); the
+    store is closed when the block ends, however it ends.
+    """
+    cfg = load(config)
+    store = open_store(ctx, db, cfg, create=False)
+    try:
+        yield cfg, store
+    finally:
+        store.close()

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightstream._display import error_text, text
-from weightstream.cli._common import ConfigOpt, DbOpt, console, err, fail, guard, load, open_store
+from weightstream.cli._common import ConfigOpt, DbOpt, console, err, existing_store, fail, guard
 from weightstream.errors import ExitCode, StateCorruptionError, WeightstreamError, exit_code_for
 from weightstream.lifecycle import Phase, phase_of
 
@@ -36,9 +36,7 @@ def state(
     """
     from weightstream.resets.validator import StateValidator
 
-    cfg = load(config)
-    store = open_store(ctx, db, cfg, create=False)
-    try:
+    with existing_store(ctx, db, config) as (cfg, store):
         try:
             st = store.load_state(user_id)
         except StateCorruptionError as exc:
@@ -89,8 +87,6 @@ def state(
                 "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}",
             )
         console.print(hist)
-    finally:
-        store.close()
 
 
 def _corrupt_state(user_id: str, reason: object) -> NoReturn:
@@ -124,12 +120,8 @@ def resets(
 
     Example: weightstream resets --outcome rolled_back --db weightstream.db
     """
-    cfg = load(config)
-    store = open_store(ctx, db, cfg, create=False)
-    try:
+    with existing_store(ctx, db, config) as (_, store):
         audits = guard(lambda: store.audits(user_id=user, outcome=outcome))
-    finally:
-        store.close()
     if json_out:
         console.print_json(
             json.dumps(
@@ -195,12 +187,8 @@ def stats(
             fail(f"--since takes an ISO date or time, got {since!r}", ExitCode.USAGE)
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
-    cfg = load(config)
-    store = open_store(ctx, db, cfg, create=False)
-    try:
+    with existing_store(ctx, db, config) as (_, store):
         result = guard(lambda: compute_stats(store, start))
-    finally:
-        store.close()
     if json_out:
         console.print_json(json.dumps(result.as_dict()), ensure_ascii=True)
         return

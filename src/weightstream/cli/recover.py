@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from weightstream._display import text
-from weightstream.cli._common import ConfigOpt, DbOpt, console, err, guard, load, open_store
+from weightstream.cli._common import ConfigOpt, DbOpt, console, err, existing_store, guard
 from weightstream.config import Config
 from weightstream.errors import ExitCode
 
@@ -33,9 +33,7 @@ def recover(
     """
     from weightstream.replay import rebuild_user
 
-    cfg = load(config)
-    store = open_store(ctx, db, cfg, create=False)
-    try:
+    with existing_store(ctx, db, config) as (cfg, store):
         rebuild = guard(lambda: rebuild_user(store, user_id, cfg))
         if rebuild.readings == 0:
             err.print(Text.assemble("no stored readings for user ", text(user_id)))
@@ -54,8 +52,6 @@ def recover(
         if apply and (diffs or rebuild.changed):
             stored = guard(lambda: _apply_recovery(store, user_id, cfg, rebuild))
             console.print(f"applied: state version {stored.version if stored else '-'}")
-    finally:
-        store.close()
 
 
 def _apply_recovery(store: Any, user_id: str, cfg: Config, rebuild: Any) -> Any:

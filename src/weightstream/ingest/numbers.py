@@ -81,11 +81,7 @@ def parse_number(text: str | None) -> float | RowProblem:
         if problem is not None:
             return problem
         value = float(body)
-    if not math.isfinite(value):
-        return _NON_FINITE
-    if value <= 0.0:
-        return _NON_POSITIVE
-    return value
+    return _positive(value)
 
 
 def check_number(value: object) -> float | RowProblem:
@@ -106,11 +102,16 @@ def check_number(value: object) -> float | RowProblem:
         number = float(value)
     except (OverflowError, ValueError, TypeError):
         return _NON_FINITE
-    if not math.isfinite(number):
+    return _positive(number)
+
+
+def _positive(value: float) -> float | RowProblem:
+    """``value`` if it is a finite number above zero, else the problem with it."""
+    if not math.isfinite(value):
         return _NON_FINITE
-    if number <= 0.0:
+    if value <= 0.0:
         return _NON_POSITIVE
-    return number
+    return value
 
 
 def _classify(body: str) -> RowProblem | None:
