@@ -137,10 +137,6 @@ class _HttpMetrics:
         )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class _Edge:
     """Body cap, request metrics and the last word on any escaped exception."""
 
@@ -166,31 +162,38 @@ class _Edge:
                     self._count(scope, sent, started)
                     return
         received = 0
+        too_large = False
 
         async def capped_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge
+                    # The app sees the client go away and stops reading; the edge answers.
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
+            if too_large:
+                return  # the app's answer to a cut-off body is replaced by the 413
             if message["type"] == "http.response.start":
                 sent["status"] = int(message["status"])
             await send(message)
 
         try:
             await self.app(scope, capped_receive, tracking_send)
-        except _BodyTooLarge:
-            if "status" not in sent:
-                await self._plain(scope, send, 413, "request body too large", sent)
         except Exception as exc:  # noqa: BLE001 - the edge: one line, no trace, a 500
-            route = _route(scope)
-            _log.error("%s %s failed: %s", scope.get("method"), route, type(exc).__name__)
-            if "status" not in sent:
-                await self._plain(scope, send, 500, "internal error", sent)
+            if not too_large:
+                route = _route(scope)
+                _log.error("%s %s failed: %s", scope.get("method"), route, type(exc).__name__)
+                if "status" not in sent:
+                    await self._plain(scope, send, 500, "internal error", sent)
+        if too_large and "status" not in sent:
+            await self._plain(scope, send, 413, "request body too large", sent)
         self._count(scope, sent, started)
 
     async def _plain(

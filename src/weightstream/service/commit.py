@@ -196,9 +196,13 @@ class GroupCommitter:
                 await self._commit(loop, group)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, group: list[_Submission]) -> None:
-        outcomes = await loop.run_in_executor(
-            self._executor, self._decide_group, [s.readings for s in group]
-        )
+        try:
+            outcomes = await loop.run_in_executor(
+                self._executor, self._decide_group, [s.readings for s in group]
+            )
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets an answer
+            _log.error("the store thread failed: %s", type(exc).__name__)
+            outcomes = [RequestFailed("the group could not be committed")] * len(group)
         for submission, outcome in zip(group, outcomes, strict=True):
             if submission.future.done():
                 continue
@@ -240,6 +244,11 @@ class GroupCommitter:
                 self.processor.forget()
                 _log.error("group commit failed: %s", type(exc).__name__)
                 return [failed.get(i, exc) for i in range(len(requests))]
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure
+                self.processor.forget()
+                _log.error("group failed outside any one reading: %s", type(exc).__name__)
+                error = RequestFailed("the group could not be committed")
+                return [failed.get(i, error) for i in range(len(requests))]
             size = sum(len(requests[i]) for i in live)
             self.stats.note(size)
             if self.on_group is not None:
