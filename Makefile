@@ -9,7 +9,7 @@ DEMO   ?= demo
 # System tools the tests need. Each NAME has an idempotent scripts/install-NAME that exits at once
 # when the tool is already there (root or sudo, apt-get). To add one (PostgreSQL, Chromium, ...),
 # write scripts/install-NAME and append NAME here; `make test` then installs it when missing.
-TEST_DEPS := promtool
+TEST_DEPS := promtool chromium
 
 .PHONY: demo test test-deps venv lint typecheck bench clean example-config
 
@@ -28,6 +28,8 @@ demo: venv
 	rm -f $(DEMO)/weightstream.db $(DEMO)/weightstream.db-wal $(DEMO)/weightstream.db-shm
 	$(BIN)/weightstream process $(DEMO)/export.csv --db $(DEMO)/weightstream.db \
 		--out $(DEMO)/results.csv --metrics-file $(DEMO)/metrics.prom
+	$(BIN)/weightstream report --all --db $(DEMO)/weightstream.db --input $(DEMO)/export.csv \
+		--out $(DEMO)/report
 
 # One at a time: two apt-get runs would contend for the dpkg lock.
 test-deps:

@@ -31,6 +31,7 @@ import typer
 
 from weightstream._display import error_text
 from weightstream.cli import calibrate, config, history, inspect, process, recover, synth
+from weightstream.cli import report as report_cli
 from weightstream.cli._common import Wiring, err
 from weightstream.errors import ExitCode
 from weightstream.faults import FaultPoints
@@ -57,6 +58,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     config,
     history,
     calibrate,
+    report_cli,
 )
 
 for _module in COMMAND_MODULES:

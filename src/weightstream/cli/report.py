@@ -1,0 +1,102 @@
+"""``weightstream report``: write the static report site (per-user charts, index, cohort).
+
+Reads the store and changes nothing in it. The site works offline from disk: plotly's
+JavaScript is written once into ``--out`` (see :mod:`weightstream.report.site`). Prints the
+path of the index when done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from weightstream._display import text
+from weightstream.cli._common import ConfigOpt, DbOpt, console, err, fail, guard, load, open_store
+from weightstream.errors import ExitCode
+
+__all__ = ["register"]
+
+
+def report(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the site into.")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", help="A user to report (repeatable).")
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all", help="Every user with a stored state (the default).")
+    ] = False,
+    db: DbOpt = Path("weightstream.db"),
+    config: ConfigOpt = None,
+    input_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input",
+            help="An export processed into --db (repeatable): its duplicate and invalid rows "
+            "are shown too.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, max=64, help="Processes writing user pages.")
+    ] = 1,
+) -> None:
+    """Write the report: one page per user, an index and a cohort summary, offline.
+
+    Example: weightstream report --all --db weightstream.db --input export.csv --out report
+    """
+    from weightstream.ingest.csv_reader import file_digest
+    from weightstream.report.site import write_site
+
+    if user and all_users:
+        fail("--user and --all exclude each other", ExitCode.USAGE)
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is not a directory", ExitCode.USAGE)
+    cfg = load(config)
+    inputs = [_digest(file_digest, p) for p in input_files or []]
+    store = open_store(ctx, db, cfg, create=False)
+    try:
+        wanted = list(user) if user else None
+        if wanted:
+            known = guard(lambda: store.known_users(wanted))
+            for u in wanted:
+                if u not in known:
+                    err.print(Text.assemble("unknown user ", text(u)), highlight=False)
+                    raise typer.Exit(int(ExitCode.UNKNOWN_USER))
+        try:
+            summary = guard(
+                lambda: write_site(
+                    store,
+                    cfg,
+                    out,
+                    users=wanted,
+                    inputs=inputs,
+                    jobs=jobs,
+                    open_store=lambda: open_store(ctx, db, cfg, create=False),
+                )
+            )
+        except OSError as exc:
+            fail(f"cannot write the report into {out}: {exc.strerror or exc}", ExitCode.STORAGE)
+    finally:
+        store.close()
+    err.print(
+        f"{summary.users} user pages in {summary.seconds:.1f} s "
+        f"(largest {summary.largest_user_page_bytes / 1024:.0f} KiB)",
+        highlight=False,
+    )
+    console.print(text(str(summary.index.resolve())), highlight=False, soft_wrap=True)
+
+
+def _digest(file_digest: Callable[[Path], str], path: Path) -> str:
+    """The input id of an export (its SHA-256); a missing file exits NO_INPUT."""
+    if not path.is_file():
+        fail(f"--input {path}: no such file", ExitCode.NO_INPUT)
+    return guard(lambda: file_digest(path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` to ``app``."""
+    app.command()(report)

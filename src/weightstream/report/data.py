@@ -1,0 +1,481 @@
+"""What the report shows, as plain values: one user's page, the index and the cohort summary.
+
+Everything here reads the store's public API only (``history``, ``audits``, ``users``,
+``results_for_input``; :func:`weightstream.stats.compute_stats` for the reset safety figures)
+and changes nothing. No plotting and no HTML: :mod:`weightstream.report.charts` turns these
+values into plotly figures and :mod:`weightstream.report.site` into pages.
+
+**Rows.** A user's stored history (:meth:`StateStore.history`) holds every reading the filter
+decided on: accepted, rejected and late. Duplicate and invalid rows are never stored as
+readings; they live only in the results of the input they came in, so they are read from
+``results_for_input`` of the inputs named (``weightstream report --input EXPORT``) and shown
+beside the history (:func:`input_extras`).
+
+**Definitions** (each figure says what it counts):
+
+* acceptance rate: accepted / readings the filter decided on (accepted, rejected, late);
+* resets: every reset audit record of the user (committed, rolled back, refused by the open
+  breaker), plus any reading that carries a reset without an audit record;
+* last filtered weight and trend per week: the live filter's values at the user's last
+  accepted reading, as stored (never recomputed);
+* adaptation periods: replayed from the history with the reset manager's own rule
+  (:meth:`ResetManager.create_adaptation_state` at a committed reset,
+  :meth:`ResetManager.advance` at each accepted reading), from the reset to the reading at
+  which adaptation ended, or to the last reading while it goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from weightstream.config import Config
+from weightstream.model import (
+    AuditOutcome,
+    ResetAudit,
+    ResetOutcome,
+    ResetType,
+    Result,
+    Verdict,
+)
+from weightstream.offsets import Offsets, from_config, offset_kg
+from weightstream.resets.manager import ResetManager
+from weightstream.smooth import smooth_rows
+from weightstream.stats import Figure, Stats
+from weightstream.store.base import HistoryRow, StateStore
+
+__all__ = [
+    "Reading",
+    "ResetMark",
+    "AdaptationPeriod",
+    "OffsetInUse",
+    "UserSummary",
+    "UserReport",
+    "Cohort",
+    "CohortTally",
+    "OUTCOME_CATEGORIES",
+    "outcome_category",
+    "input_extras",
+    "user_report",
+    "offsets_table",
+    "audits_by_user",
+]
+
+#: How a reset ended, as the report groups it: the transaction committed; it rolled back
+#: and the old state was kept; it fell back to the last-known-good state; the recovery service
+#: rebuilt the state; the open breaker refused it.
+OUTCOME_CATEGORIES: tuple[str, ...] = (
+    "committed",
+    "rolled_back",
+    "fallback",
+    "recovered",
+    "breaker_open",
+)
+
+_RECOVERED = {
+    ResetOutcome.RECOVERED_HISTORY,
+    ResetOutcome.RECOVERED_INTERPOLATED,
+    ResetOutcome.CONSERVATIVE,
+}
+_DECIDED = {str(Verdict.ACCEPTED), str(Verdict.REJECTED), str(Verdict.LATE)}
+
+
+def outcome_category(outcome: AuditOutcome | None, fallback: ResetOutcome | None) -> str:
+    """The report's category of a reset (see :data:`OUTCOME_CATEGORIES`).
+
+    ``outcome`` is the audit's (None for a reading without an audit record), ``fallback`` the
+    path that produced the state (the audit's ``fallback`` or the reading's ``reset_outcome``).
+
+    >>> outcome_category(AuditOutcome.ROLLED_BACK, ResetOutcome.FALLBACK_LAST_GOOD)
+    'fallback'
+    >>> outcome_category(None, ResetOutcome.FAILED)
+    'rolled_back'
+    """
+    if fallback is ResetOutcome.FALLBACK_LAST_GOOD:
+        return "fallback"
+    if fallback in _RECOVERED:
+        return "recovered"
+    if outcome is AuditOutcome.BREAKER_OPEN:
+        return "breaker_open"
+    if outcome is AuditOutcome.ROLLED_BACK or fallback is ResetOutcome.FAILED:
+        return "rolled_back"
+    return "committed"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One row as plotted: what was decided live, and the smoothed estimate at its time."""
+
+    reading_id: str
+    time: datetime | None
+    source: str
+    weight_kg: float | None
+    verdict: str
+    reason: str
+    message: str
+    offset_kg: float
+    filtered_weight: float | None
+    filtered_std: float | None
+    filtered_trend_kg_week: float | None
+    smoothed_weight: float | None
+    smoothed_std: float | None
+    smoothed_trend_kg_week: float | None
+    reset_type: str | None
+    reset_outcome: str | None
+    segment: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResetMark:
+    """One reset: where it stands on the chart, its type and how it ended."""
+
+    time: datetime
+    reading_id: str
+    reset_type: str
+    category: str
+    trigger: str
+    detail: str
+    weight_kg: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptationPeriod:
+    """A stretch during which the filter adapted after a reset (``ongoing``: not ended yet)."""
+
+    start: datetime
+    end: datetime
+    reset_type: str
+    ongoing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetInUse:
+    """One configured offset: a source's, or a time-of-day band's (kg, 95% interval, count)."""
+
+    kind: str
+    name: str
+    kg: float
+    low: float
+    high: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """One user's line of the index."""
+
+    user_id: str
+    readings: int
+    decided: int
+    accepted: int
+    acceptance_rate: float | None
+    resets: int
+    last_filtered_weight: float | None
+    trend_kg_week: float | None
+    last_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserReport:
+    """Everything one user's page shows."""
+
+    user_id: str
+    readings: tuple[Reading, ...]
+    resets: tuple[ResetMark, ...]
+    adaptation: tuple[AdaptationPeriod, ...]
+    offsets: tuple[OffsetInUse, ...]
+    summary: UserSummary
+
+
+def offsets_table(offsets: Offsets, sources: Iterable[str] | None = None) -> list[OffsetInUse]:
+    """The configured offsets (only those of ``sources`` when given): empty when none."""
+    wanted = None if sources is None else set(sources)
+    out = [
+        OffsetInUse("source", name, e.kg, e.low, e.high, e.count)
+        for name, e in offsets.sources
+        if e.kg and (wanted is None or name in wanted)
+    ]
+    out += [
+        OffsetInUse("time of day", name, e.kg, e.low, e.high, e.count)
+        for name, e in offsets.time_of_day
+        if e.kg
+    ]
+    return out
+
+
+def input_extras(store: StateStore, input_ids: Iterable[str]) -> dict[str, list[Result]]:
+    """Duplicate and invalid results of the named inputs, by user (in input row order).
+
+    These rows are not in any user's history (:meth:`StateStore.history` holds readings the
+    filter decided on); results without a user id are left out (no page to show them on).
+    """
+    out: dict[str, list[Result]] = defaultdict(list)
+    keep = {Verdict.DUPLICATE, Verdict.INVALID}
+    for input_id in input_ids:
+        for r in store.results_for_input(input_id):
+            if r.verdict in keep and r.user_id:
+                out[r.user_id].append(r)
+    return dict(out)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _readings(
+    rows: Sequence[HistoryRow], extras: Sequence[Result], config: Config, offsets: Offsets
+) -> list[Reading]:
+    smoothed = smooth_rows(rows, config)
+    out: list[Reading] = []
+    for row, s in zip(rows, smoothed, strict=True):
+        r = row.result
+        out.append(
+            Reading(
+                reading_id=s.reading_id,
+                time=s.timestamp,
+                source=s.source,
+                weight_kg=s.weight_kg,
+                verdict=s.verdict,
+                reason=s.reason,
+                message=r.message,
+                offset_kg=s.offset_kg,
+                filtered_weight=_finite(s.filtered_weight),
+                filtered_std=_finite(s.filtered_std),
+                filtered_trend_kg_week=_finite(s.filtered_trend_kg_week),
+                smoothed_weight=_finite(s.smoothed_weight),
+                smoothed_std=_finite(s.smoothed_std),
+                smoothed_trend_kg_week=_finite(s.smoothed_trend_kg_week),
+                reset_type=s.reset_type,
+                reset_outcome=str(r.reset_outcome) if r.reset_outcome is not None else None,
+                segment=s.segment,
+            )
+        )
+    for r in extras:
+        source = r.source or ""
+        off = offset_kg(offsets, source, r.timestamp) if r.timestamp is not None else 0.0
+        out.append(
+            Reading(
+                reading_id=r.reading_id or "",
+                time=r.timestamp,
+                source=source,
+                weight_kg=_finite(r.weight_kg),
+                verdict=str(r.verdict),
+                reason=str(r.reason),
+                message=r.message,
+                offset_kg=off,
+                filtered_weight=None,
+                filtered_std=None,
+                filtered_trend_kg_week=None,
+                smoothed_weight=None,
+                smoothed_std=None,
+                smoothed_trend_kg_week=None,
+                reset_type=None,
+                reset_outcome=None,
+                segment=None,
+            )
+        )
+    return out
+
+
+def _resets(rows: Sequence[HistoryRow], audits: Sequence[ResetAudit]) -> list[ResetMark]:
+    by_id = {row.measurement.reading_id: row for row in rows}
+    marks: list[ResetMark] = []
+    audited: set[str] = set()
+    for a in audits:
+        row = by_id.get(a.reading_id)
+        if row is None:  # its reading was never stored: nothing to place it at
+            continue
+        audited.add(a.reading_id)
+        detail = ", ".join(
+            part
+            for part in (
+                f"failed at {a.failed_operation}" if a.failed_operation else "",
+                a.reason or "",
+                f"fallback {a.fallback}" if a.fallback else "",
+            )
+            if part
+        )
+        marks.append(
+            ResetMark(
+                time=row.measurement.timestamp,
+                reading_id=a.reading_id,
+                reset_type=str(a.reset_type),
+                category=outcome_category(a.outcome, a.fallback or row.result.reset_outcome),
+                trigger=a.trigger,
+                detail=detail,
+                weight_kg=row.measurement.weight_kg,
+            )
+        )
+    for row in rows:
+        r = row.result
+        if r.reset_type is not None and row.measurement.reading_id not in audited:
+            marks.append(
+                ResetMark(
+                    time=row.measurement.timestamp,
+                    reading_id=row.measurement.reading_id,
+                    reset_type=str(r.reset_type),
+                    category=outcome_category(None, r.reset_outcome),
+                    trigger="",
+                    detail="no audit record",
+                    weight_kg=row.measurement.weight_kg,
+                )
+            )
+    marks.sort(key=lambda m: m.time)
+    return marks
+
+
+def _adaptation(rows: Sequence[HistoryRow], manager: ResetManager) -> list[AdaptationPeriod]:
+    periods: list[AdaptationPeriod] = []
+    adapting = None
+    start: datetime | None = None
+    kind = ""
+    for row in rows:
+        r = row.result
+        if r.verdict is not Verdict.ACCEPTED:
+            continue
+        t = row.measurement.timestamp
+        committed = r.reset_outcome in (None, ResetOutcome.COMMITTED)
+        if r.reset_type is not None and committed:
+            if adapting is not None and start is not None:
+                periods.append(AdaptationPeriod(start, t, kind, False))
+            adapting = manager.create_adaptation_state(ResetType(r.reset_type), t)
+            start, kind = t, str(r.reset_type)
+            continue
+        if adapting is None:
+            continue
+        adapting = manager.advance(adapting, t)
+        if not adapting.is_adapting and start is not None:
+            periods.append(AdaptationPeriod(start, t, kind, False))
+            adapting, start = None, None
+    if adapting is not None and start is not None and rows:
+        last = max(row.measurement.timestamp for row in rows)
+        periods.append(AdaptationPeriod(start, last, kind, True))
+    return periods
+
+
+def user_report(
+    user_id: str,
+    rows: Sequence[HistoryRow],
+    audits: Sequence[ResetAudit],
+    config: Config,
+    *,
+    extras: Sequence[Result] = (),
+    offsets: Offsets | None = None,
+    manager: ResetManager | None = None,
+) -> UserReport:
+    """One user's page from its stored history, its audit records and its extra rows."""
+    offsets = offsets if offsets is not None else from_config(config.offsets)
+    manager = manager if manager is not None else ResetManager(config)
+    readings = _readings(rows, extras, config, offsets)
+    resets = _resets(rows, audits)
+    accepted = [r for r in readings if r.verdict == Verdict.ACCEPTED]
+    decided = sum(1 for r in readings if r.verdict in _DECIDED)
+    last = accepted[-1] if accepted else None
+    times = [r.time for r in readings if r.time is not None]
+    summary = UserSummary(
+        user_id=user_id,
+        readings=len(readings),
+        decided=decided,
+        accepted=len(accepted),
+        acceptance_rate=len(accepted) / decided if decided else None,
+        resets=len(resets),
+        last_filtered_weight=last.filtered_weight if last else None,
+        trend_kg_week=last.filtered_trend_kg_week if last else None,
+        last_time=max(times) if times else None,
+    )
+    return UserReport(
+        user_id=user_id,
+        readings=tuple(readings),
+        resets=tuple(resets),
+        adaptation=tuple(_adaptation(rows, manager)),
+        offsets=tuple(offsets_table(offsets, {r.source for r in readings})),
+        summary=summary,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    """The cohort summary's values."""
+
+    users: int
+    readings: int
+    #: source -> (readings the filter decided on, rejected)
+    by_source: tuple[tuple[str, int, int], ...]
+    #: reason -> rows with that reason (every verdict but accepted)
+    by_reason: tuple[tuple[str, str, int], ...]
+    #: (reset type, outcome category) -> count
+    resets: tuple[tuple[str, str, int], ...]
+    #: every user's last trend (kg/week)
+    trends: tuple[float, ...]
+    stats: Stats
+    figures: tuple[Figure, ...]
+    offsets: tuple[OffsetInUse, ...]
+    reference_source: str
+
+
+@dataclass
+class CohortTally:
+    """Adds up the cohort while the users' pages are written (one pass over the users)."""
+
+    users: int = 0
+    readings: int = 0
+    decided: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    resets: Counter[tuple[str, str]] = field(default_factory=Counter)
+    trends: list[float] = field(default_factory=list)
+
+    def add(self, report: UserReport) -> None:
+        """Count one user's page."""
+        self.users += 1
+        self.readings += len(report.readings)
+        for r in report.readings:
+            if r.verdict in _DECIDED:
+                self.decided[r.source] += 1
+                if r.verdict == Verdict.REJECTED:
+                    self.rejected[r.source] += 1
+            if r.verdict != Verdict.ACCEPTED:
+                self.reasons[(r.verdict, r.reason)] += 1
+        for m in report.resets:
+            self.resets[(m.reset_type, m.category)] += 1
+        if report.summary.trend_kg_week is not None:
+            self.trends.append(report.summary.trend_kg_week)
+
+    def merge(self, other: CohortTally) -> None:
+        """Add another tally's counts (a worker's share of the users)."""
+        self.users += other.users
+        self.readings += other.readings
+        self.decided.update(other.decided)
+        self.rejected.update(other.rejected)
+        self.reasons.update(other.reasons)
+        self.resets.update(other.resets)
+        self.trends += other.trends
+
+    def cohort(self, stats: Stats, offsets: Offsets) -> Cohort:
+        """The summary, with the store's reset safety figures and the configured offsets."""
+        return Cohort(
+            users=self.users,
+            readings=self.readings,
+            by_source=tuple((s, self.decided[s], self.rejected[s]) for s in sorted(self.decided)),
+            by_reason=tuple(
+                (v, reason, n)
+                for (v, reason), n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            resets=tuple((t, c, n) for (t, c), n in sorted(self.resets.items())),
+            trends=tuple(self.trends),
+            stats=stats,
+            figures=tuple(stats.figures()),
+            offsets=tuple(offsets_table(offsets)),
+            reference_source=offsets.reference,
+        )
+
+
+def audits_by_user(audits: Iterable[ResetAudit]) -> Mapping[str, list[ResetAudit]]:
+    """Audit records grouped by user, oldest first (one query for a whole site)."""
+    out: dict[str, list[ResetAudit]] = defaultdict(list)
+    for a in audits:
+        out[a.user_id].append(a)
+    return out
