@@ -5,6 +5,8 @@ here and handed to :func:`weightstream.service.create_app`. On SIGTERM or SIGINT
 accepting connections and waits for the requests in flight (up to ``--graceful-timeout``);
 the app then decides, commits and answers every reading already submitted before the store is
 closed, so an acknowledged reading is never lost and no reading is acknowledged unless stored.
+uvicorn then ends the process by the signal it got (exit status -15 for SIGTERM), as a
+process that was asked to stop should.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def serve(
                 settings=settings,
                 metrics=metrics,
                 faults=wiring(ctx).faults,
+                on_close=lambda: (keys.close(), store.close()),
             )
             server = uvicorn.Server(
                 uvicorn.Config(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -235,8 +235,14 @@ def create_app(
     settings: ServiceSettings | None = None,
     metrics: MetricsObserver | None = None,
     faults: FaultPoints = NO_FAULTS,
+    on_close: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The weightstream HTTP service over ``store`` (see the module docstring)."""
+    """The weightstream HTTP service over ``store`` (see the module docstring).
+
+    ``on_close`` runs after the last reading is committed at shutdown (the serve command
+    closes the store and the key table there: uvicorn ends the process by the signal it got,
+    so nothing after ``Server.run`` is sure to run).
+    """
     config = config or Config()
     settings = settings or ServiceSettings()
     metrics = metrics or MetricsObserver(known_sources=config.sources.multipliers)
@@ -259,6 +265,8 @@ def create_app(
             yield
         finally:
             await committer.close()
+            if on_close is not None:
+                on_close()
 
     app = FastAPI(
         title="weightstream",
