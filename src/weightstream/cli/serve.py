@@ -73,6 +73,11 @@ def serve(
     try:
         keys = guard(lambda: KeyStore(db, busy_timeout_ms=cfg.store.busy_timeout_ms))
         try:
+
+            def close_all() -> None:
+                keys.close()
+                store.close()
+
             if not any(k.active for k in keys.list()):
                 err.print(
                     f"warning: no active API key in {db}; every /v1 and /fhir request will get "
@@ -87,7 +92,7 @@ def serve(
                 settings=settings,
                 metrics=metrics,
                 faults=wiring(ctx).faults,
-                on_close=lambda: (keys.close(), store.close()),
+                on_close=close_all,
             )
             server = uvicorn.Server(
                 uvicorn.Config(
