@@ -87,6 +87,8 @@ class Reason(StrEnum):
     # duplicate / late
     DUPLICATE_KEY = "duplicate_key"
     DUPLICATE_CONTENT = "duplicate_content"
+    SAME_READING_OTHER_UNIT = "same_reading_other_unit"  # weightstream.copies
+    CLOCK_SHIFTED_COPY = "clock_shifted_copy"  # weightstream.copies
     LATE_READING = "late_reading"
 
 
@@ -234,11 +236,31 @@ class AdaptationState:
 
 @dataclass(frozen=True, slots=True)
 class BufferedReading:
-    """An accepted reading kept in the user's bounded buffer of recent history."""
+    """A reading the user's state remembers (recent accepted ones, rejected ones since).
+
+    ``unit`` (normalised), ``value`` (as given, in that unit) and ``reading_id`` are what the
+    copy rules (:mod:`weightstream.copies`) compare and name; a state stored before they were
+    kept has ``value`` None.
+    """
 
     timestamp: datetime
     weight_kg: float
     source: str
+    unit: str = ""
+    value: float | None = None
+    reading_id: str = ""
+
+    @classmethod
+    def of(cls, m: Measurement) -> BufferedReading:
+        """What the state remembers of reading ``m``."""
+        return cls(
+            m.timestamp,
+            m.weight_kg,
+            m.source,
+            unit=m.unit.strip().lower(),
+            value=m.value,
+            reading_id=m.reading_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

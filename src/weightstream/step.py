@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from weightstream import kalman
+from weightstream import copies, kalman
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.faults import NO_FAULTS, FaultPoints
@@ -132,6 +132,10 @@ def predict(state: UserState, m: Measurement, manager: ResetManager) -> Predicti
 def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
     """Decide reading ``m`` (not a duplicate, not late) against the stored ``state``."""
     base = state or UserState(user_id=m.user_id)
+    if state is not None:
+        copy = copies.copy_of(state.buffer, state.rejected, m)
+        if copy is not None:
+            return _copy(base, m, copy)
     predicted = predict(base, m, policy.manager) if base.kalman is not None else None
     decision = triggers.decide(
         policy.manager, state, m, predicted[0][0] if predicted is not None else None
@@ -207,6 +211,28 @@ def _reject(
         shown = KalmanState(x=predicted[0], P=predicted[1], timestamp=m.timestamp)
     result = make_result(policy, m, Verdict.REJECTED, reason, message, shown, None)
     return _checked(base, new, m, result, policy)
+
+
+def _copy(base: UserState, m: Measurement, copy: copies.Copy) -> Step:
+    """Reading ``m`` repeats one the state remembers: a duplicate, kept in the history only.
+
+    The filter does not see it (no new weight, no new buffer entry); the state records that
+    it was seen (its time), as for a rejected reading.
+    """
+    new = replace(
+        base, last_event_at=_later(base.last_event_at, m.timestamp), version=base.version + 1
+    )
+    result = Result(
+        reading_id=m.reading_id,
+        user_id=m.user_id,
+        verdict=Verdict.DUPLICATE,
+        reason=copy.reason,
+        message=copy.message,
+        timestamp=m.timestamp,
+        source=m.source,
+        weight_kg=m.weight_kg,
+    )
+    return Step(new, result)
 
 
 def _checked(
@@ -349,7 +375,7 @@ def _quality(
 
 
 def _entry(m: Measurement) -> BufferedReading:
-    return BufferedReading(m.timestamp, m.weight_kg, m.source)
+    return BufferedReading.of(m)
 
 
 def _later(a: datetime | None, b: datetime) -> datetime:

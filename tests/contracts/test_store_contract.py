@@ -221,7 +221,10 @@ def kalman_states(draw: st.DrawFn) -> KalmanState:
     )
 
 
-buffers = st.lists(st.builds(BufferedReading, times, finite, text), max_size=5).map(tuple)
+entries = st.builds(BufferedReading, times, finite, text) | st.builds(
+    BufferedReading, times, finite, text, unit=text, value=st.none() | finite, reading_id=text
+)
+buffers = st.lists(entries, max_size=5).map(tuple)
 adaptations = st.builds(
     AdaptationState,
     is_adapting=st.booleans(),

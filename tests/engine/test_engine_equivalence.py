@@ -25,7 +25,8 @@ from weightstream.pipeline import process_file
 from weightstream.store.sqlite import SQLiteStore
 
 SCENARIOS = ["mixed", "steady_loss", "outlier_bursts", "manual_disagree", "lb_as_kg",
-             "bmi_values", "gap_level_change", "sparse_clinical", "noisy_integration"]
+             "bmi_values", "gap_level_change", "sparse_clinical", "noisy_integration",
+             "duplicates", "offsets"]
 _VOLATILE = {"seq", "id", "taken_at", "duration_s", "at", "updated_at"}
 _ORDER = {
     "user_states": "user_id",
@@ -84,7 +85,7 @@ def test_every_scenario_gives_the_same_results_both_ways(tmp_path: Path, scenari
     _both(tmp_path, src)
 
 
-@pytest.mark.parametrize("scenario", ["mixed", "outlier_bursts"])
+@pytest.mark.parametrize("scenario", ["mixed", "outlier_bursts", "duplicates"])
 def test_with_chaos_on_both_ways_agree(tmp_path: Path, scenario: str) -> None:
     """Reset and persist failures injected (seeded): the fallbacks agree too."""
     src = tmp_path / "export.csv"

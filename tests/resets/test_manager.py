@@ -192,7 +192,7 @@ def test_buffer_after_reset_per_type():
     """HARD/INITIAL start the buffer anew; SOFT appends to it (bounded, time-ordered)."""
     old = tuple(BufferedReading(T0 + timedelta(days=i), 80.0 + i, DEVICE) for i in range(3))
     m = measurement(84.0, 5.0, source=MANUAL)
-    entry = BufferedReading(m.timestamp, 84.0, MANUAL)
+    entry = BufferedReading.of(m)
     assert MGR.buffer_after_reset(old, ResetType.HARD, m) == (entry,)
     assert MGR.buffer_after_reset(old, ResetType.INITIAL, m) == (entry,)
     assert MGR.buffer_after_reset(old, ResetType.SOFT, m) == (*old, entry)

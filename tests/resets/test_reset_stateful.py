@@ -47,7 +47,7 @@ STATEMENTS = ["INSERT INTO readings", "INSERT INTO results", "UPDATE user_states
 
 
 def _entry(m: Measurement) -> BufferedReading:
-    return BufferedReading(m.timestamp, m.weight_kg, m.source)
+    return BufferedReading.of(m)
 
 
 def _later(a: Any, b: Any) -> Any:

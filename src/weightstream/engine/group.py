@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightstream import rules
+from weightstream.copies import may_be_copy, rounding_kg
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
 from weightstream.engine.state import from_arrays, to_arrays
@@ -69,6 +70,9 @@ _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
 _DUP_KEY = str(Reason.DUPLICATE_KEY)
 _DUP_CONTENT = str(Reason.DUPLICATE_CONTENT)
+#: The rounding assumed for a remembered reading stored before its value was kept (wider
+#: than any real one, so the pre-test still flags every possible copy).
+_LEGACY_ROUNDING = 10.0
 
 
 @dataclass
@@ -269,6 +273,7 @@ class _Group:
                 limit = i
                 while limit < end and self.dup[limit] is None:
                     limit += 1
+                limit = self._first_copy(state, i, limit)
                 stop = self._loop(i, limit, *arrays)
                 if stop > i:
                     self._stage(state, i, stop, *arrays[:2])
@@ -278,6 +283,31 @@ class _Group:
                     # The loop stopped at a reading it cannot decide: that one goes to the step.
             batch.process(g.measurement(i, self.ids[i], self.contents[i]), row=g.line[i])
             i += 1
+
+    def _first_copy(self, state: UserState, i: int, limit: int) -> int:
+        """The first reading of ``i .. limit-1`` that may repeat a reading (else ``limit``).
+
+        A possible copy (:func:`weightstream.copies.may_be_copy`) of a reading the state
+        remembers, or of an earlier one of the stretch, goes through the step, which applies
+        the copy rules exactly; the loop never sees it.
+        """
+        g = self.g
+        instants: dict[int, list[tuple[float, float]]] = {}
+        values: dict[tuple[str, float], list[int]] = {}
+        for e in (*state.buffer, *state.rejected):
+            t = to_micros(e.timestamp)
+            theirs = _LEGACY_ROUNDING if e.value is None else rounding_kg(e.value, e.weight_kg)
+            instants.setdefault(t, []).append((e.weight_kg, theirs))
+            values.setdefault((e.source, e.weight_kg), []).append(t)
+        ts, kgs, sources, raw = g.ts, g.weight_kg, g.source, g.value
+        for k in range(i, limit):
+            t, kg, source = ts[k], kgs[k], sources[k]
+            mine = rounding_kg(raw[k], kg)
+            if may_be_copy(instants, values, t, kg, mine, source):
+                return k
+            instants.setdefault(t, []).append((kg, mine))
+            values.setdefault((source, kg), []).append(t)
+        return limit
 
     def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
         """Run the compiled loop over readings ``i .. stop-1``; where it stopped."""
@@ -406,10 +436,14 @@ class _Group:
         after = accepted_at[-1] + 1 if accepted_at else i0
         rejected_since = list(range(after, i1))
         size = engine.buffer_size
-        buffer = [*base.buffer[-size:], *(_entry(g, i) for i in accepted_at[-size:])][-size:]
+        buffer = [*base.buffer[-size:], *(_entry(g, i, self.ids[i]) for i in accepted_at[-size:])][
+            -size:
+        ]
         kept = K.REJECTED_KEPT
         earlier = base.rejected if not accepted_at else ()
-        rejected = [*earlier[-kept:], *(_entry(g, i) for i in rejected_since[-kept:])][-kept:]
+        rejected = [*earlier[-kept:], *(_entry(g, i, self.ids[i]) for i in rejected_since[-kept:])][
+            -kept:
+        ]
         batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
 
     def _duplicate(self, i: int, reason: str) -> None:
@@ -490,5 +524,12 @@ def _in_order(
     return key is not None and order_key(g.measurement(i, ids[i], contents[i])) > key
 
 
-def _entry(g: GroupReadings, i: int) -> BufferedReading:
-    return BufferedReading(from_micros(g.ts[i]), g.weight_kg[i], g.source[i])
+def _entry(g: GroupReadings, i: int, reading_id: str) -> BufferedReading:
+    return BufferedReading(
+        from_micros(g.ts[i]),
+        g.weight_kg[i],
+        g.source[i],
+        unit=g.unit[i].strip().lower(),
+        value=g.value[i],
+        reading_id=reading_id,
+    )

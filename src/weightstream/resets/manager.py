@@ -146,7 +146,7 @@ class ResetManager:
         measurement: Measurement,
     ) -> tuple[BufferedReading, ...]:
         """A hard or initial reset starts the buffer anew; a soft one keeps recent history."""
-        entry = BufferedReading(measurement.timestamp, measurement.weight_kg, measurement.source)
+        entry = BufferedReading.of(measurement)
         if reset_type is ResetType.SOFT:
             return self.push(buffer, entry)
         return (entry,)

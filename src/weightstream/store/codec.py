@@ -268,10 +268,29 @@ def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
         raise _Bad(name, "JSON that is not a list")
     out = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], str)):
-            raise _Bad(name, "an entry that is not [time, weight, source]")
-        t, w, source = item
-        out.append(BufferedReading(_time(t, name), _num(w, name), source))
+        # [time, weight, source], and since the copy rules also [unit, value, reading id]
+        if not (
+            isinstance(item, list)
+            and len(item) in (3, 6)
+            and isinstance(item[2], str)
+            and all(isinstance(v, str) for v in item[3:4] + item[5:6])
+        ):
+            raise _Bad(name, "an entry that is not [time, weight, source(, unit, value, id)]")
+        if len(item) == 3:
+            t, w, source = item
+            out.append(BufferedReading(_time(t, name), _num(w, name), source))
+        else:
+            t, w, source, unit, value, reading_id = item
+            out.append(
+                BufferedReading(
+                    _time(t, name),
+                    _num(w, name),
+                    source,
+                    unit=unit,
+                    value=None if value is None else _num(value, name),
+                    reading_id=reading_id,
+                )
+            )
     return tuple(out)
 
 
@@ -285,9 +304,13 @@ def _kind(value: Any) -> str:
 
 
 def _pack(readings: tuple[BufferedReading, ...]) -> str:
-    return json.dumps(
-        [[to_micros(b.timestamp), b.weight_kg, b.source] for b in readings], separators=(",", ":")
-    )
+    return json.dumps([_packed(b) for b in readings], separators=(",", ":"))
+
+
+def _packed(b: BufferedReading) -> list[Any]:
+    if b.value is None and not b.unit and not b.reading_id:  # as before the copy rules
+        return [to_micros(b.timestamp), b.weight_kg, b.source]
+    return [to_micros(b.timestamp), b.weight_kg, b.source, b.unit, b.value, b.reading_id]
 
 
 READING_COLUMNS = READINGS.names
