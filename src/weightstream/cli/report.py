@@ -7,7 +7,6 @@ path of the index when done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -48,7 +47,6 @@ def report(
 
     Example: weightstream report --all --db weightstream.db --input export.csv --out report
     """
-    from weightstream.ingest.csv_reader import file_digest
     from weightstream.report.site import write_site
 
     if user and all_users:
@@ -56,7 +54,10 @@ def report(
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is not a directory", ExitCode.USAGE)
     cfg = load(config)
-    inputs = [_digest(file_digest, p) for p in input_files or []]
+    inputs = list(input_files or [])
+    for path in inputs:
+        if not path.is_file():
+            fail(f"--input {path}: no such file", ExitCode.NO_INPUT)
     store = open_store(ctx, db, cfg, create=False)
     try:
         wanted = list(user) if user else None
@@ -88,13 +89,6 @@ def report(
         highlight=False,
     )
     console.print(text(str(summary.index.resolve())), highlight=False, soft_wrap=True)
-
-
-def _digest(file_digest: Callable[[Path], str], path: Path) -> str:
-    """The input id of an export (its SHA-256); a missing file exits NO_INPUT."""
-    if not path.is_file():
-        fail(f"--input {path}: no such file", ExitCode.NO_INPUT)
-    return guard(lambda: file_digest(path))
 
 
 def register(app: typer.Typer) -> None:

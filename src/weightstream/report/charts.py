@@ -124,8 +124,10 @@ def _text(value: str) -> str:
 def _note(r: Reading, clamped: bool) -> str:
     """What a point's hover adds after its weight: off the chart, offset, reset."""
     parts = []
+    if r.raw:
+        parts.append(f" (as written: {_text(r.raw[:120])})")
     if clamped:
-        parts.append(" (off the chart)")
+        parts.append(" (drawn at the edge)")
     if r.offset_kg:
         parts.append(f", offset {r.offset_kg:+.2f} kg")
     if r.reset_type:
@@ -133,10 +135,11 @@ def _note(r: Reading, clamped: bool) -> str:
     return "".join(parts)
 
 
-#: The hover label of a reading; ``customdata`` is [id, kg, reason, source, note, message].
+#: The hover label of a reading; ``customdata`` is
+#: [id, kg or null, reason, source, note, message, weight as text].
 _POINT_HOVER = (
     "<b>%s</b>: %%{customdata[2]}<br>%%{x} UTC<br>source %%{customdata[3]}<br>"
-    "%%{customdata[1]:.2f} kg%%{customdata[4]}<br>%%{customdata[5]}<extra></extra>"
+    "%%{customdata[6]}%%{customdata[4]}<br>%%{customdata[5]}<extra></extra>"
 )
 
 
@@ -155,7 +158,7 @@ def _y_range(report: UserReport) -> tuple[float, float] | None:
         return None
     low, high = min(values), max(values)
     pad = max(2.0, 0.25 * (high - low))
-    return low - pad, high + pad
+    return round(low - pad, 3), round(high + pad, 3)
 
 
 def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
@@ -167,15 +170,22 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
     data: list[dict[str, Any]] = []
     data += _filter_traces(readings, times)
     for verdict, colour in VERDICT_COLOURS.items():
-        points = [r for r in readings if r.verdict == verdict and r.weight_kg is not None]
+        points = [
+            r
+            for r in readings
+            if r.verdict == verdict and (r.weight_kg is not None or y_range is not None)
+        ]
         if not points:
             continue
         xs, ys, custom, syms = [], [], [], []
         for r in points:
-            assert r.time is not None and r.weight_kg is not None
-            y, clamped = r.weight_kg, False
-            if y_range is not None and not y_range[0] <= y <= y_range[1]:
-                y, clamped = min(max(y, y_range[0]), y_range[1]), True
+            if r.weight_kg is None:
+                assert y_range is not None
+                y, clamped = y_range[0], True
+            else:
+                y, clamped = r.weight_kg, False
+                if y_range is not None and not y_range[0] <= y <= y_range[1]:
+                    y, clamped = min(max(y, y_range[0]), y_range[1]), True
             xs.append(times[id(r)])
             ys.append(y)
             custom.append(
@@ -186,6 +196,7 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
                     _text(r.source),
                     _note(r, clamped),
                     _text(r.message[:200]),
+                    "no weight" if r.weight_kg is None else f"{r.weight_kg:.2f} kg",
                 ]
             )
             syms.append(symbols[r.source])
@@ -242,7 +253,7 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
     ]
     yaxis: dict[str, Any] = {"title": {"text": "kg"}, "domain": [0.3, 1.0], "zeroline": False}
     if y_range is not None:
-        yaxis["range"] = [round(y_range[0], 3), round(y_range[1], 3)]
+        yaxis["range"] = [y_range[0], y_range[1]]
     return {
         "data": data,
         "layout": {

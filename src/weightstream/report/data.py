@@ -9,7 +9,8 @@ values into plotly figures and :mod:`weightstream.report.site` into pages.
 decided on: accepted, rejected and late. Duplicate and invalid rows are never stored as
 readings; they live only in the results of the input they came in, so they are read from
 ``results_for_input`` of the inputs named (``weightstream report --input EXPORT``) and shown
-beside the history (:func:`input_extras`).
+beside the history (:func:`input_extras`; an invalid row's user is read back from the
+export's line, as the stored result has none).
 
 **Definitions** (each figure says what it counts):
 
@@ -29,8 +30,9 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 from weightstream.config import Config
 from weightstream.model import (
@@ -126,6 +128,8 @@ class Reading:
     reset_type: str | None
     reset_outcome: str | None
     segment: int | None
+    #: An invalid row's cells as written in the export ("" otherwise).
+    raw: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,19 +210,80 @@ def offsets_table(offsets: Offsets, sources: Iterable[str] | None = None) -> lis
     return out
 
 
-def input_extras(store: StateStore, input_ids: Iterable[str]) -> dict[str, list[Result]]:
-    """Duplicate and invalid results of the named inputs, by user (in input row order).
+def input_extras(
+    store: StateStore, exports: Sequence[Path], config: Config, *, now: datetime | None = None
+) -> dict[str, list[Reading]]:
+    """Rows of the named exports that no user's history holds, by user, in input order.
 
-    These rows are not in any user's history (:meth:`StateStore.history` holds readings the
-    filter decided on); results without a user id are left out (no page to show them on).
+    Duplicates come from the input's stored results (user, time, weight and source as
+    stored). An invalid row is stored without its user (it could not be trusted as a
+    reading), so its user, time and weight are read back from the export's line the result
+    names, as written: the time where it parses (else the row has no place on the time axis
+    and is listed only), the weight where its number and unit give one (else it is drawn at the
+    chart's edge), and the cells as written in ``raw``. Rows without a user are left out.
     """
-    out: dict[str, list[Result]] = defaultdict(list)
-    keep = {Verdict.DUPLICATE, Verdict.INVALID}
-    for input_id in input_ids:
-        for r in store.results_for_input(input_id):
-            if r.verdict in keep and r.user_id:
-                out[r.user_id].append(r)
+    from weightstream.ingest.csv_reader import RawRow, file_digest, open_csv
+    from weightstream.ingest.numbers import parse_number
+    from weightstream.ingest.timestamps import parse_timestamp
+    from weightstream.ingest.units import to_kg
+
+    now = now if now is not None else datetime.now(UTC)
+    offsets = from_config(config.offsets)
+    out: dict[str, list[Reading]] = defaultdict(list)
+    for path in exports:
+        invalid: dict[int, Result] = {}
+        for r in store.results_for_input(file_digest(path)):
+            if r.verdict is Verdict.DUPLICATE and r.user_id:
+                out[r.user_id].append(_extra(r, offsets))
+            elif r.verdict is Verdict.INVALID and r.row is not None:
+                invalid[r.row] = r
+        if not invalid:
+            continue
+        for raw in open_csv(path):
+            if not isinstance(raw, RawRow) or raw.line not in invalid:
+                continue
+            user = raw.user_id.strip()
+            if not user:
+                continue
+            r = invalid[raw.line]
+            when = parse_timestamp(raw.timestamp, now=now, config=config.validation)
+            number = parse_number(raw.weight)
+            kg = to_kg(number, raw.unit, config.units) if isinstance(number, float) else None
+            out[user].append(
+                replace(
+                    _extra(r, offsets),
+                    time=when if isinstance(when, datetime) else None,
+                    source=(raw.source or "").strip() or "unknown",
+                    weight_kg=kg if isinstance(kg, float) and math.isfinite(kg) else None,
+                    reading_id=r.reading_id or (raw.id or "").strip() or f"line {raw.line}",
+                    raw=f"{raw.timestamp!r}, {raw.weight!r} {raw.unit or ''}".strip(),
+                )
+            )
     return dict(out)
+
+
+def _extra(r: Result, offsets: Offsets) -> Reading:
+    """A stored result that is not in the history (a duplicate or an invalid row)."""
+    source = r.source or ""
+    return Reading(
+        reading_id=r.reading_id or "",
+        time=r.timestamp,
+        source=source,
+        weight_kg=_finite(r.weight_kg),
+        verdict=str(r.verdict),
+        reason=str(r.reason),
+        message=r.message,
+        offset_kg=offset_kg(offsets, source, r.timestamp) if r.timestamp is not None else 0.0,
+        filtered_weight=None,
+        filtered_std=None,
+        filtered_trend_kg_week=None,
+        smoothed_weight=None,
+        smoothed_std=None,
+        smoothed_trend_kg_week=None,
+        reset_type=None,
+        reset_outcome=None,
+        segment=None,
+    )
 
 
 def _finite(value: float | None) -> float | None:
@@ -226,7 +291,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def _readings(
-    rows: Sequence[HistoryRow], extras: Sequence[Result], config: Config, offsets: Offsets
+    rows: Sequence[HistoryRow], extras: Sequence[Reading], config: Config
 ) -> list[Reading]:
     smoothed = smooth_rows(rows, config)
     out: list[Reading] = []
@@ -253,30 +318,7 @@ def _readings(
                 segment=s.segment,
             )
         )
-    for r in extras:
-        source = r.source or ""
-        off = offset_kg(offsets, source, r.timestamp) if r.timestamp is not None else 0.0
-        out.append(
-            Reading(
-                reading_id=r.reading_id or "",
-                time=r.timestamp,
-                source=source,
-                weight_kg=_finite(r.weight_kg),
-                verdict=str(r.verdict),
-                reason=str(r.reason),
-                message=r.message,
-                offset_kg=off,
-                filtered_weight=None,
-                filtered_std=None,
-                filtered_trend_kg_week=None,
-                smoothed_weight=None,
-                smoothed_std=None,
-                smoothed_trend_kg_week=None,
-                reset_type=None,
-                reset_outcome=None,
-                segment=None,
-            )
-        )
+    out.extend(extras)
     return out
 
 
@@ -362,14 +404,14 @@ def user_report(
     audits: Sequence[ResetAudit],
     config: Config,
     *,
-    extras: Sequence[Result] = (),
+    extras: Sequence[Reading] = (),
     offsets: Offsets | None = None,
     manager: ResetManager | None = None,
 ) -> UserReport:
     """One user's page from its stored history, its audit records and its extra rows."""
     offsets = offsets if offsets is not None else from_config(config.offsets)
     manager = manager if manager is not None else ResetManager(config)
-    readings = _readings(rows, extras, config, offsets)
+    readings = _readings(rows, extras, config)
     resets = _resets(rows, audits)
     accepted = [r for r in readings if r.verdict == Verdict.ACCEPTED]
     decided = sum(1 for r in readings if r.verdict in _DECIDED)

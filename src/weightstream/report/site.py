@@ -34,12 +34,13 @@ from typing import Any
 import jinja2
 
 from weightstream.config import Config
-from weightstream.model import ResetAudit, Result, Verdict
+from weightstream.model import ResetAudit, Verdict
 from weightstream.offsets import from_config
 from weightstream.report import charts
 from weightstream.report.data import (
     Cohort,
     CohortTally,
+    Reading,
     UserReport,
     UserSummary,
     audits_by_user,
@@ -74,9 +75,9 @@ def user_page_name(user_id: str) -> str:
     only in unsafe characters or in case still get different files.
 
     >>> user_page_name("CD613E30")
-    'CD613E30-4a1d3f3b.html'
+    'CD613E30-35aa74ac.html'
     >>> user_page_name("../etc/passwd")
-    'etc_passwd-f3ddb0a1.html'
+    'etc_passwd-42540b52.html'
     """
     slug = _UNSAFE.sub("_", user_id).strip("._")[:40] or "user"
     digest = hashlib.blake2b(user_id.encode("utf-8"), digest_size=4).hexdigest()
@@ -165,7 +166,7 @@ class Renderer:
         store: StateStore,
         config: Config,
         *,
-        extras: Mapping[str, Sequence[Result]] | None = None,
+        extras: Mapping[str, Sequence[Reading]] | None = None,
         clock: Callable[[], datetime] | None = None,
         generated: str | None = None,
     ) -> None:
@@ -278,7 +279,7 @@ def _write_users(renderer: Renderer, out: Path, users: Sequence[str], audits: _A
 
 _Audits = Mapping[str, Sequence[ResetAudit]]
 #: What a forked worker of :func:`write_site` works with (set in the parent before the fork).
-_JOB: tuple[Callable[[], StateStore], Config, Mapping[str, Sequence[Result]], _Audits, Path, str]
+_JOB: tuple[Callable[[], StateStore], Config, Mapping[str, Sequence[Reading]], _Audits, Path, str]
 
 
 def _job(users: Sequence[str]) -> _Part:
@@ -298,14 +299,14 @@ def write_site(
     out: Path,
     *,
     users: Sequence[str] | None = None,
-    inputs: Sequence[str] = (),
+    inputs: Sequence[Path] = (),
     clock: Callable[[], datetime] | None = None,
     jobs: int = 1,
     open_store: Callable[[], StateStore] | None = None,
 ) -> SiteSummary:
     """Write the report of ``users`` (None: every user with a stored state) into ``out``.
 
-    ``inputs``: ids of processed inputs whose duplicate and invalid rows to show.
+    ``inputs``: processed exports whose duplicate and invalid rows to show.
     Users without any row get no page and are not listed. With ``jobs`` > 1 and
     ``open_store`` (a new connection to the same store), the user pages are written by that
     many forked processes, each with its own connection; the site is the same.
@@ -315,7 +316,7 @@ def write_site(
     out.mkdir(parents=True, exist_ok=True)
     (out / "users").mkdir(exist_ok=True)
     write_assets(out)
-    renderer = Renderer(store, config, extras=input_extras(store, inputs), clock=clock)
+    renderer = Renderer(store, config, extras=input_extras(store, inputs, config), clock=clock)
     audits = audits_by_user(store.audits())
     wanted = list(store.users()) if users is None else list(dict.fromkeys(users))
     if jobs > 1 and open_store is not None and len(wanted) >= 2 * jobs:
