@@ -405,6 +405,7 @@ async def post_observation(request: Request, _: Any = _write) -> Response:
         **_REFUSALS,
     },
 )
+@router.post("/", include_in_schema=False)  # a client that joins the base URL and ""
 async def post_bundle(request: Request, _: Any = _write) -> Response:
     """Process a Bundle: ``transaction`` all or nothing, ``batch`` entry by entry."""
     service = service_of(request)
