@@ -15,8 +15,9 @@ its own seed (the scenarios added after the first report figures, ``sparse_clini
 ``offsets`` and ``duplicates``, come after ``mixed`` so that no earlier seed moves); the ``tune`` and ``report`` seed sets never share a seed
 (:func:`seed_for`), so defaults are chosen on one set and reported on the other. Rows are
 parsed with :func:`weightstream.ingest.to_measurement`; rows it refuses are ``invalid`` (the
-processor would never see them). The parsed readings are sorted by (user, event time, file
-position).
+processor would never see them). The parsed readings are sorted by user, then in the
+processor's own order (:func:`weightstream.model.order_key`: event time, then source, unit,
+value and id), so that no reading is replayed and every verdict taken is final.
 
 Methods
 -------
@@ -93,7 +94,7 @@ from weightstream.calibrate import calibrate
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config, load_config
 from weightstream.ingest import RawRow, to_measurement
-from weightstream.model import Measurement, Verdict
+from weightstream.model import Measurement, Verdict, order_key
 from weightstream.offsets import to_config
 from weightstream.processor import Processor
 from weightstream.smooth import smoothed_history
@@ -358,7 +359,7 @@ def prepare(
         u.truth_t = [u.truth_t[i] for i in order]
         u.truth_w = [u.truth_w[i] for i in order]
         u.truth_v = [u.truth_v[i] for i in order]
-        u.readings.sort(key=lambda r: (r.t, r.pos))
+        u.readings.sort(key=lambda r: (order_key(r.m), r.pos))
     return Prepared(scenario, seed, out)
 
 
