@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,23 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
 def read_page() -> Any:
     """``read_page(path)``: the JSON a written page embeds."""
     return page_data
+
+
+#: Chromium switches beyond Playwright's own: no background networking, nothing first-run.
+CHROMIUM_ARGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, list[str]]:
+    """(path, switches) of Debian's chromium; missing, the test fails (``make test-deps``)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium is not installed: run `make test-deps` (scripts/install-chromium)")
+    return path, list(CHROMIUM_ARGS)

@@ -7,7 +7,6 @@ DevTools protocol (``executable_path``: no browser is downloaded).
 
 from __future__ import annotations
 
-import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -18,23 +17,6 @@ import pytest
 
 from weightstream.report import charts
 from weightstream.report.site import user_page_name
-
-#: Chromium switches beyond Playwright's own: no background networking, nothing first-run.
-ARGS = [
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-features=Translate,OptimizationHints,MediaRouter",
-]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("chromium is not installed: run `make test-deps` (scripts/install-chromium)")
-    return path
 
 
 class Browser:
@@ -55,15 +37,15 @@ class Browser:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
+def browser(tmp_path: Path, chromium: tuple[str, list[str]]) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path=chromium_path(),
+            executable_path=chromium[0],
             headless=True,
-            args=ARGS,
+            args=chromium[1],
             viewport={"width": 1200, "height": 900},
         )
         try:
