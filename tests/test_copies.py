@@ -198,3 +198,26 @@ def test_synth_duplicates_scenario_every_copy_pair_counted_once(tmp_path: Path) 
     assert caught >= 0.8 * len(alone)
     flagged = {r for r, res in by_row.items() if res["reason"] in copy_reasons}
     assert flagged <= set(linked), "a row that repeats no other was called a copy"
+
+
+def test_the_engine_pretest_flags_every_copy_the_rules_find() -> None:
+    """copies.may_be_copy is a superset of copy_of: the compiled loop never sees a copy."""
+    from weightstream.copies import may_be_copy
+    from weightstream.model import to_micros
+
+    later = T0 + timedelta(hours=5)
+    cases = [
+        (_m(137.44, rid="a"), _m(303.0, "[lb_ap]")),
+        (_m(80.10, source="patient-device"), _m(80.1)),
+        (_m(137.43815035, at=T0.replace(second=0)),
+         _m(137.43815035, at=T0.replace(second=0) + timedelta(hours=14))),
+        (_m(80.1), _m(80.1, at=later)),
+        (BufferedReading(T0, 80.0, "care-team-upload"), _m(80.3)),  # a value not kept: widest
+    ]
+    for original, m in cases:
+        entry = original if isinstance(original, BufferedReading) else BufferedReading.of(original)
+        assert copy_of((entry,), (), m) is not None or entry.value is None
+        instants = {to_micros(entry.timestamp): [(entry.weight_kg, entry.value)]}
+        values = {(entry.source, entry.weight_kg): [to_micros(entry.timestamp)]}
+        assert may_be_copy(instants, values, to_micros(m.timestamp), m.weight_kg, m.value,
+                           m.source)

@@ -59,6 +59,9 @@ MAX_SHIFT_HOURS: Final = 14
 MIN_SIGNIFICANT_DIGITS: Final = 7
 _HOUR_US: Final = 3_600_000_000
 _MINUTE_US: Final = 60_000_000
+#: The rounding assumed for a remembered reading whose value was not kept: wider than any real
+#: one, so the engine's pre-test still flags every possible copy.
+_LEGACY_ROUNDING: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,24 +139,29 @@ def copy_of(
 
 
 def may_be_copy(
-    instants: dict[int, list[tuple[float, float]]],
+    instants: dict[int, list[tuple[float, float | None]]],
     values: dict[tuple[str, float], list[int]],
     micros: int,
     weight_kg: float,
-    rounding: float,
+    value: float,
     source: str,
 ) -> bool:
     """A cheap superset of :func:`copy_of` over earlier readings indexed by time and by value.
 
-    ``instants`` maps a time to the (kg, rounding in kg) of the readings at it, ``values`` a
-    (source, kg) to the times of the readings with it. The file engine asks before each
-    stretch of its compiled loop; a reading flagged here goes through the step, which applies
-    the rules exactly. No copy is missed as long as every reading the state could remember is
-    in the indexes (units and digits are not compared here, so more is flagged than caught).
+    ``instants`` maps a time to the (kg, value as given) of the readings at it (value None:
+    not known, for a reading remembered before values were kept), ``values`` a (source, kg)
+    to the times of the readings with it. The file engine asks before each stretch of its
+    compiled loop; a reading flagged here goes through the step, which applies the rules
+    exactly. No copy is missed as long as every reading the state could remember is in the
+    indexes (units and digits are not compared here, so more is flagged than caught).
     """
-    for kg, theirs in instants.get(micros, ()):
-        if abs(kg - weight_kg) <= rounding + theirs + 1e-9:
-            return True
+    at_instant = instants.get(micros)
+    if at_instant:
+        mine = rounding_kg(value, weight_kg)
+        for kg, theirs in at_instant:
+            bound = _LEGACY_ROUNDING if theirs is None else rounding_kg(theirs, kg)
+            if abs(kg - weight_kg) <= mine + bound + 1e-9:
+                return True
     for at in values.get((source, weight_kg), ()):
         shift = abs(micros - at)
         if shift % _HOUR_US == 0 and 0 < shift <= MAX_SHIFT_HOURS * _HOUR_US:

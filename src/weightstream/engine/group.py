@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightstream import rules
-from weightstream.copies import may_be_copy, rounding_kg
+from weightstream.copies import may_be_copy
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
 from weightstream.engine.state import from_arrays, to_arrays
@@ -70,9 +70,6 @@ _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
 _DUP_KEY = str(Reason.DUPLICATE_KEY)
 _DUP_CONTENT = str(Reason.DUPLICATE_CONTENT)
-#: The rounding assumed for a remembered reading stored before its value was kept (wider
-#: than any real one, so the pre-test still flags every possible copy).
-_LEGACY_ROUNDING = 10.0
 
 
 @dataclass
@@ -289,24 +286,28 @@ class _Group:
 
         A possible copy (:func:`weightstream.copies.may_be_copy`) of a reading the state
         remembers, or of an earlier one of the stretch, goes through the step, which applies
-        the copy rules exactly; the loop never sees it.
+        the copy rules exactly; the loop never sees it. Most readings share neither a time
+        nor a (source, weight) with an earlier one: two dict lookups each.
         """
         g = self.g
-        instants: dict[int, list[tuple[float, float]]] = {}
+        instants: dict[int, list[tuple[float, float | None]]] = {}
         values: dict[tuple[str, float], list[int]] = {}
         for e in (*state.buffer, *state.rejected):
             t = to_micros(e.timestamp)
-            theirs = _LEGACY_ROUNDING if e.value is None else rounding_kg(e.value, e.weight_kg)
-            instants.setdefault(t, []).append((e.weight_kg, theirs))
+            instants.setdefault(t, []).append((e.weight_kg, e.value))
             values.setdefault((e.source, e.weight_kg), []).append(t)
         ts, kgs, sources, raw = g.ts, g.weight_kg, g.source, g.value
         for k in range(i, limit):
-            t, kg, source = ts[k], kgs[k], sources[k]
-            mine = rounding_kg(raw[k], kg)
-            if may_be_copy(instants, values, t, kg, mine, source):
-                return k
-            instants.setdefault(t, []).append((kg, mine))
-            values.setdefault((source, kg), []).append(t)
+            t, kg = ts[k], kgs[k]
+            key = (sources[k], kg)
+            if t in instants or key in values:
+                if may_be_copy(instants, values, t, kg, raw[k], key[0]):
+                    return k
+                instants.setdefault(t, []).append((kg, raw[k]))
+                values.setdefault(key, []).append(t)
+            else:
+                instants[t] = [(kg, raw[k])]
+                values[key] = [t]
         return limit
 
     def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
