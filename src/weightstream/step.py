@@ -27,6 +27,7 @@ from weightstream import copies, kalman
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.faults import NO_FAULTS, FaultPoints
+from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import (
     BufferedReading,
     KalmanState,
@@ -136,7 +137,7 @@ def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
         copy = copies.copy_of(state.buffer, state.rejected, m)
         if copy is not None:
             return _copy(base, m, copy)
-    predicted = predict(base, m, policy.manager) if base.kalman is not None else None
+    predicted = predict(base, m, policy.manager) if phase_of(base) is not Phase.NEW else None
     decision = triggers.decide(
         policy.manager, state, m, predicted[0][0] if predicted is not None else None
     )
@@ -240,7 +241,7 @@ def _checked(
 ) -> Step:
     """``new`` if it may be stored; else the old state kept and the reading rejected, with why."""
     validator = policy.validator
-    if base.version and new.kalman is not None and validator.step_ok(base, new):
+    if base.version and validator.step_ok(base, new):  # step_ok refuses a state with no filter
         return Step(new, result)
     problems = validator.problems(
         persist_snapshot(base if base.version else None, new), ResetOperation.STATE_PERSIST

@@ -27,6 +27,7 @@ from datetime import datetime
 from weightstream import kalman
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
+from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import (
     AdaptationState,
     BufferedReading,
@@ -67,8 +68,12 @@ class ResetManager:
     def decide(
         self, state: UserState | None, m: Measurement, predicted_weight: float | None
     ) -> ResetDecision | None:
-        """The reset ``m`` triggers for ``state``, if any."""
-        if state is None or state.kalman is None or state.last_accepted_at is None:
+        """The reset ``m`` triggers for ``state``, if any.
+
+        A NEW user's first reading starts the filter; so does the next reading of a filter
+        with no accepted reading (only a corrupt stored row gives one).
+        """
+        if state is None or phase_of(state) is Phase.NEW or state.last_accepted_at is None:
             return ResetDecision(ResetType.INITIAL, "first reading")
         gap_days = (m.timestamp - state.last_accepted_at).total_seconds() / SECONDS_PER_DAY
         if gap_days >= self._r.hard_gap_days:
