@@ -7,6 +7,7 @@ path of the index when done.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +41,11 @@ def report(
         ),
     ] = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", min=1, max=64, help="Processes writing user pages.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--jobs", min=1, max=64, help="Processes writing user pages [default: CPUs, at most 4]."
+        ),
+    ] = None,
 ) -> None:
     """Write the report: one page per user, an index and a cohort summary, offline.
 
@@ -75,7 +79,7 @@ def report(
                     out,
                     users=wanted,
                     inputs=inputs,
-                    jobs=jobs,
+                    jobs=jobs if jobs is not None else min(4, os.cpu_count() or 1),
                     open_store=lambda: open_store(ctx, db, cfg, create=False),
                 )
             )
