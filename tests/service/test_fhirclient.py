@@ -75,7 +75,8 @@ def test_fhirclient_create_bundle_and_search(live_server) -> None:
 
     found = observation.Observation.where(
         {"subject": "Patient/fc-1", "date": "ge2025-03-02"}
-    ).perform(server)
+    ).perform_iter(server)
+    found = next(iter(found))
     assert isinstance(found, bundle.Bundle) and found.type == "searchset"
     resources = [e.resource for e in found.entry]
     assert [r.identifier[0].value for r in resources] == ["fc-2", "fc-3", "fc-4"]
@@ -84,7 +85,7 @@ def test_fhirclient_create_bundle_and_search(live_server) -> None:
     assert abs(_ext(resources[1], "filtered-weight").value - 92.0) < 1.0
     assert resources[1].valueQuantity.code == "[lb_av]"
 
-    everything = observation.Observation.where({"subject": "Patient/fc-1"}).perform_resources(
+    everything = observation.Observation.where({"subject": "Patient/fc-1"}).perform_resources_iter(
         server
     )
-    assert len(everything) == 4
+    assert len(list(everything)) == 4

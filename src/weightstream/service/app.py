@@ -28,10 +28,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
@@ -326,8 +327,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         return _error(request, 422, _field_errors(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and not _is_fhir(request):
+            # FastAPI's answer to a body it cannot decode (not UTF-8): a malformed body is
+            # 422 here, as a body that is not JSON is.
+            error = {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
+            return _error(request, 422, [error])
         return _error(request, exc.status_code, exc.detail, dict(exc.headers or {}))
 
     async def typed(request: Request, exc: Exception) -> Response:
