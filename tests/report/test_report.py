@@ -62,7 +62,9 @@ def test_plotted_points_equal_stored_results(read_page: Any, site: Any) -> None:
             for _, verdict, kg, y in points:
                 assert y == kg or (y in (lo, hi) and (kg is None or not lo < kg < hi)), verdict
             accepted = [row for row in history if row.result.verdict is Verdict.ACCEPTED]
-            line = next(t for t in figure["data"] if t["meta"]["role"] == "filtered")
+            line = next(
+                t for t in charts.resolved(figure)["data"] if t["meta"]["role"] == "filtered"
+            )
             assert line["y"] == [row.result.filtered_weight for row in accepted]
             assert line["x"] == [charts.plot_time(row.measurement.timestamp) for row in accepted]
             checked += 1
@@ -90,7 +92,7 @@ def test_figures_are_valid_plotly(read_page: Any, site: Any) -> None:
     """The figures written as plain dicts load into plotly's own Figure (validated)."""
     pages = sorted((site.out / "users").glob("*.html"))[:5]
     for page in pages:
-        go.Figure(read_page(page)["figure"])
+        go.Figure(charts.resolved(read_page(page)["figure"]))
     for figure in read_page(site.out / "cohort.html")["figures"].values():
         go.Figure(figure)
 

@@ -16,8 +16,9 @@ The user chart (:func:`user_figure`) has two panels over one time axis:
   the adaptation periods shaded;
 * bottom: the trend per week, filtered and smoothed.
 
-Only traces drawn with markers have DOM points: :func:`marker_count` says how many a figure
-draws, which the browser test compares with the page.
+The lines over the accepted readings share one time column (``columns``, see
+:func:`resolved`). Only traces drawn with markers have DOM points: :func:`marker_count` says
+how many a figure draws, which the browser test compares with the page.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "user_figure",
     "cohort_figures",
     "marker_count",
+    "resolved",
 ]
 
 Figure = dict[str, Any]
@@ -168,7 +170,8 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
     symbols = source_symbols((r.source for r in readings), known_sources)
     y_range = _y_range(report)
     data: list[dict[str, Any]] = []
-    data += _filter_traces(readings, times)
+    column, lines = _line_traces(readings, times)
+    data += lines[:4]
     for verdict, colour in VERDICT_COLOURS.items():
         points = [
             r
@@ -221,7 +224,7 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
             }
         )
     data += _reset_traces(report, y_range)
-    data += _trend_traces(readings, times)
+    data += lines[4:]
     shapes = [
         {
             "type": "rect",
@@ -255,6 +258,7 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
     if y_range is not None:
         yaxis["range"] = [y_range[0], y_range[1]]
     return {
+        "columns": {"t": column},
         "data": data,
         "layout": {
             "font": _FONT,
@@ -275,61 +279,90 @@ def user_figure(report: UserReport, known_sources: Sequence[str]) -> Figure:
     }
 
 
-def _filter_traces(readings: Sequence[Reading], times: dict[int, str]) -> list[dict[str, Any]]:
+def _line_traces(readings: Sequence[Reading], times: dict[int, str]) -> tuple[list[str], list[Any]]:
+    """The time column of the accepted readings, and the lines drawn over it.
+
+    Six lines share one time axis (the band's two edges, filtered, smoothed and both trends):
+    each names the column (``xcol``) instead of repeating it, and the page fills ``x`` in
+    before plotting (:func:`resolved`). The filtered weights are the stored values exactly;
+    the derived lines are rounded to 0.1 g.
+    """
     accepted = [r for r in readings if r.filtered_weight is not None]
     if not accepted:
-        return []
+        return [], []
     xs = [times[id(r)] for r in accepted]
-    mean = [r.filtered_weight for r in accepted]
+    mean = [r.filtered_weight or 0.0 for r in accepted]
     two_sd = [2 * (r.filtered_std or 0.0) for r in accepted]
-    upper = [round(m + s, 4) for m, s in zip(mean, two_sd, strict=True) if m is not None]
-    lower = [round(m - s, 4) for m, s in zip(mean, two_sd, strict=True) if m is not None]
-    smoothed = [r for r in readings if r.smoothed_weight is not None]
-    return [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "±2σ",
-            "meta": {"role": "band"},
-            "x": xs,
-            "y": upper,
-            "line": {"width": 0},
-            "hoverinfo": "skip",
-            "showlegend": False,
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "filtered ±2σ",
-            "meta": {"role": "band"},
-            "x": xs,
-            "y": lower,
-            "fill": "tonexty",
-            "fillcolor": _BAND,
-            "line": {"width": 0},
-            "hoverinfo": "skip",
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "filtered (live)",
-            "meta": {"role": "filtered"},
-            "x": xs,
-            "y": mean,
-            "line": {"color": _FILTERED, "width": 2},
-            "hovertemplate": "filtered %{y:.2f} kg<extra></extra>",
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "smoothed (RTS)",
-            "meta": {"role": "smoothed"},
-            "x": [times[id(r)] for r in smoothed],
-            "y": [round(r.smoothed_weight or 0.0, 4) for r in smoothed],
-            "line": {"color": _SMOOTHED, "width": 2, "dash": "dash"},
-            "hovertemplate": "smoothed %{y:.2f} kg<extra></extra>",
-        },
+
+    def rounded(values: Iterable[float | None]) -> list[float | None]:
+        return [None if v is None else round(v, 4) for v in values]
+
+    def line(name: str, role: str, y: list[Any], **extra: Any) -> dict[str, Any]:
+        return {"type": "scatter", "mode": "lines", "name": name, "meta": {"role": role},
+                "xcol": "t", "y": y, **extra}  # fmt: skip
+
+    return xs, [
+        line(
+            "±2σ",
+            "band",
+            [round(m + s, 4) for m, s in zip(mean, two_sd, strict=True)],
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+        ),
+        line(
+            "filtered ±2σ",
+            "band",
+            [round(m - s, 4) for m, s in zip(mean, two_sd, strict=True)],
+            fill="tonexty",
+            fillcolor=_BAND,
+            line={"width": 0},
+            hoverinfo="skip",
+        ),
+        line(
+            "filtered (live)",
+            "filtered",
+            mean,
+            line={"color": _FILTERED, "width": 2},
+            hovertemplate="filtered %{y:.2f} kg<extra></extra>",
+        ),
+        line(
+            "smoothed (RTS)",
+            "smoothed",
+            rounded(r.smoothed_weight for r in accepted),
+            line={"color": _SMOOTHED, "width": 2, "dash": "dash"},
+            hovertemplate="smoothed %{y:.2f} kg<extra></extra>",
+        ),
+        line(
+            "trend (live)",
+            "trend",
+            rounded(r.filtered_trend_kg_week for r in accepted),
+            yaxis="y2",
+            line={"color": _FILTERED, "width": 1.5, "shape": "hv"},
+            hovertemplate="trend %{y:+.2f} kg/week<extra></extra>",
+        ),
+        line(
+            "trend (smoothed)",
+            "trend",
+            rounded(r.smoothed_trend_kg_week for r in accepted),
+            yaxis="y2",
+            line={"color": _SMOOTHED, "width": 1.5, "dash": "dash"},
+            hovertemplate="smoothed trend %{y:+.2f} kg/week<extra></extra>",
+        ),
     ]
+
+
+def resolved(figure: Figure) -> Figure:
+    """The figure as ``Plotly.newPlot`` takes it: each ``xcol`` replaced by its column
+    (what the page's script does before plotting)."""
+    columns = figure.get("columns", {})
+    data = []
+    for trace in figure["data"]:
+        trace = dict(trace)
+        if "xcol" in trace:
+            trace["x"] = columns[trace.pop("xcol")]
+        data.append(trace)
+    return {"data": data, "layout": figure["layout"]}
 
 
 def _reset_traces(report: UserReport, y_range: tuple[float, float] | None) -> list[dict[str, Any]]:
@@ -375,35 +408,6 @@ def _reset_traces(report: UserReport, y_range: tuple[float, float] | None) -> li
             }
         )
     return out
-
-
-def _trend_traces(readings: Sequence[Reading], times: dict[int, str]) -> list[dict[str, Any]]:
-    live = [r for r in readings if r.filtered_trend_kg_week is not None]
-    smooth = [r for r in readings if r.smoothed_trend_kg_week is not None]
-    return [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "trend (live)",
-            "meta": {"role": "trend"},
-            "yaxis": "y2",
-            "x": [times[id(r)] for r in live],
-            "y": [round(r.filtered_trend_kg_week or 0.0, 4) for r in live],
-            "line": {"color": _FILTERED, "width": 1.5, "shape": "hv"},
-            "hovertemplate": "trend %{y:+.2f} kg/week<extra></extra>",
-        },
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "trend (smoothed)",
-            "meta": {"role": "trend"},
-            "yaxis": "y2",
-            "x": [times[id(r)] for r in smooth],
-            "y": [round(r.smoothed_trend_kg_week or 0.0, 4) for r in smooth],
-            "line": {"color": _SMOOTHED, "width": 1.5, "dash": "dash"},
-            "hovertemplate": "smoothed trend %{y:+.2f} kg/week<extra></extra>",
-        },
-    ]
 
 
 def marker_count(figure: Figure) -> int:
