@@ -28,6 +28,7 @@ DECIDED = (
     "reset_type",
     "reset_outcome",
     "quality",
+    "offset_kg",
 )
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
 from weightstream.config import Config
 from weightstream.engine.results import RESULT_FIELDS
@@ -80,34 +81,21 @@ class BatchIn(BaseModel):
     readings: list[ReadingIn] = Field(min_length=1)
 
 
-class ResultOut(BaseModel):
-    """One reading's result: the fields of the results file."""
-
-    row: int | None
-    reading_id: str | None
-    user_id: str | None
-    verdict: Verdict
-    reason: str
-    message: str
-    timestamp: datetime | None
-    source: str | None
-    weight_kg: float | None
-    filtered_weight: float | None
-    trend_kg_week: float | None
-    std_kg: float | None
-    reset_type: str | None
-    reset_outcome: str | None
-    quality: float | None
+def _result_fields() -> dict[str, Any]:
+    """The results file's fields, each typed as :class:`Result` types it (``row``: an int)."""
+    hints = get_type_hints(Result)
+    fields: dict[str, Any] = {}
+    for name in RESULT_FIELDS:
+        kind = hints[name]
+        fields[name] = (kind | None if name == "row" else kind, ...)
+    return fields
 
 
-if tuple(ResultOut.model_fields) != RESULT_FIELDS:  # one list of the fields: the results file's
-    raise RuntimeError("ResultOut must have the fields of RESULT_FIELDS, in order")
+#: One reading's result: the fields of the results file (:data:`RESULT_FIELDS`), in order.
+ResultOut = create_model("ResultOut", __doc__="One reading's result.", **_result_fields())
 
-
-class ResultsOut(BaseModel):
-    """The answer to ``POST /v1/measurements``: one result per reading, in request order."""
-
-    results: list[ResultOut]
+#: The answer to ``POST /v1/measurements``: one result per reading, in request order.
+ResultsOut = create_model("ResultsOut", results=(list[ResultOut], ...))  # type: ignore[valid-type]
 
 
 def _text(value: str | int | float | None) -> str | None:
@@ -147,26 +135,16 @@ def invalid_answer(reading_id: str | None, user_id: str | None, problem: RowProb
     )
 
 
-def _number(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
+def _json_value(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def result_json(r: Result, row: int | None) -> dict[str, Any]:
     """``r`` as a JSON object with the results file's fields (``row``: place in the request)."""
-    return {
-        "row": row,
-        "reading_id": r.reading_id,
-        "user_id": r.user_id,
-        "verdict": r.verdict.value,
-        "reason": str(r.reason),
-        "message": r.message,
-        "timestamp": None if r.timestamp is None else r.timestamp.isoformat(),
-        "source": r.source,
-        "weight_kg": _number(r.weight_kg),
-        "filtered_weight": _number(r.filtered_weight),
-        "trend_kg_week": _number(r.trend_kg_week),
-        "std_kg": _number(r.std_kg),
-        "reset_type": None if r.reset_type is None else str(r.reset_type),
-        "reset_outcome": None if r.reset_outcome is None else str(r.reset_outcome),
-        "quality": _number(r.quality),
-    }
+    return {name: row if name == "row" else _json_value(getattr(r, name)) for name in RESULT_FIELDS}

@@ -1,0 +1,271 @@
+"""Load on the live service over loopback, at rising rates (run by hand).
+
+    .venv/bin/python benchmarks/service_load.py [--rates 500,1000,2000,3000] [--seconds 5]
+        [--batch-size 1000] [--batch-concurrency 4] [--batch-seconds 8] [--db PATH]
+
+Starts ``weightstream serve`` on a free loopback port over a fresh database (with a key made
+for the run), then:
+
+1. single-reading requests, open loop: for each rate, requests are started on a fixed
+   schedule for ``--seconds`` (a slow answer does not slow the schedule, so latency includes
+   queueing: no coordinated omission); each latency is measured from the scheduled start;
+2. batch requests of ``--batch-size`` readings, closed loop with ``--batch-concurrency``
+   requests in flight, for ``--batch-seconds``;
+3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
+   verdict but ``invalid``) is in the store.
+
+Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
+errors by kind, and the acknowledged-readings check. The whole run is bounded (every stage
+has its time; requests time out after 30 s). Readings spread over many users, each user's in
+time order, as connected scales send them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+LAUNCH = (
+    "import weightstream.cli as c\n"
+    "from weightstream.cli import serve, keys\n"
+    "names = {i.name for i in c.app.registered_commands} | "
+    "{g.name for g in c.app.registered_groups}\n"
+    "if 'serve' not in names: serve.register(c.app)\n"
+    "if 'keys' not in names: keys.register(c.app)\n"
+    "c.main()\n"
+)
+T0 = datetime(2024, 1, 1, 7, tzinfo=UTC)
+
+
+@dataclass
+class Readings:
+    """Unique readings over ``users`` users, each user's in time order."""
+
+    users: int
+    next_index: dict[int, int] = field(default_factory=dict)
+    counter: int = 0
+
+    def one(self) -> dict[str, Any]:
+        self.counter += 1
+        user = self.counter % self.users
+        i = self.next_index.get(user, 0)
+        self.next_index[user] = i + 1
+        return {
+            "id": f"b{user}-{i}",
+            "user_id": f"user-{user}",
+            "timestamp": (T0 + timedelta(hours=6 * i)).isoformat(),
+            "weight": round(60.0 + (user % 50) + 0.05 * (i % 7), 2),
+            "unit": "kg",
+            "source": "patient-device",
+        }
+
+
+@dataclass
+class Stage:
+    name: str
+    target: float | None
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    readings: int = 0
+    acked: set[str] = field(default_factory=set)
+
+    def report(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+
+        ok = len(lat)
+        return {
+            "stage": self.name,
+            "target_per_s": self.target,
+            "seconds": round(self.seconds, 2),
+            "requests_ok": ok,
+            "requests_per_s": round(ok / self.seconds, 1) if self.seconds else None,
+            "readings_per_s": round(self.readings / self.seconds, 1) if self.seconds else None,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+            "errors": dict(self.errors),
+        }
+
+
+async def _send(
+    client: httpx.AsyncClient, stage: Stage, body: dict[str, Any], started: float
+) -> None:
+    try:
+        r = await client.post("/v1/measurements", json=body)
+    except httpx.TransportError as exc:
+        stage.errors[type(exc).__name__] += 1
+        return
+    if r.status_code != 200:
+        stage.errors[f"http_{r.status_code}"] += 1
+        return
+    stage.latencies.append(time.perf_counter() - started)
+    results = r.json()["results"]
+    stage.readings += len(results)
+    for res in results:
+        if res["verdict"] == "invalid":
+            stage.errors["invalid_reading"] += 1
+        else:
+            stage.acked.add(res["reading_id"])
+
+
+async def open_loop(
+    client: httpx.AsyncClient, readings: Readings, rate: float, seconds: float
+) -> Stage:
+    stage = Stage(f"single@{rate:g}/s", rate)
+    interval = 1.0 / rate
+    tasks: list[asyncio.Task[None]] = []
+    begin = time.perf_counter()
+    n = 0
+    while True:
+        due = begin + n * interval
+        if due - begin >= seconds:
+            break
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+        tasks.append(asyncio.create_task(_send(client, stage, readings.one(), due)))
+        n += 1
+    await asyncio.gather(*tasks)
+    stage.seconds = time.perf_counter() - begin
+    stage.requests = n
+    return stage
+
+
+async def closed_loop(
+    client: httpx.AsyncClient, readings: Readings, size: int, concurrency: int, seconds: float
+) -> Stage:
+    stage = Stage(f"batch{size}x{concurrency}", None)
+    begin = time.perf_counter()
+
+    async def worker() -> None:
+        while time.perf_counter() - begin < seconds:
+            body = {"readings": [readings.one() for _ in range(size)]}
+            stage.requests += 1
+            await _send(client, stage, body, time.perf_counter())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    stage.seconds = time.perf_counter() - begin
+    return stage
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSTREAM_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, "serve", "--db", str(db), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+async def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
+    readings = Readings(args.users)
+    limits = httpx.Limits(
+        max_connections=args.connections, max_keepalive_connections=args.connections
+    )
+    stages: list[Stage] = []
+    async with httpx.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        limits=limits,
+        timeout=30,
+    ) as client:
+        await open_loop(client, readings, 100, 1.0)  # warm-up, not reported
+        for rate in args.rates:
+            stages.append(await open_loop(client, readings, rate, args.seconds))
+        if args.batch_seconds > 0:
+            stages.append(
+                await closed_loop(
+                    client, readings, args.batch_size, args.batch_concurrency, args.batch_seconds
+                )
+            )
+    return stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="500,1000,2000,3000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--batch-seconds", type=float, default=8.0)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--db", type=Path, default=None)
+    args = parser.parse_args()
+    args.rates = [float(r) for r in args.rates.split(",") if r]
+
+    from weightstream.service import Scope, open_keys
+
+    work = Path(tempfile.mkdtemp(prefix="ws-load-"))
+    db = args.db or work / "load.db"
+    keys = open_keys(db)
+    key = keys.create([Scope.READ, Scope.WRITE], "load benchmark").secret
+    keys.close()
+    port = _free_port()
+    proc = _start(db, port, work / "server.log")
+    try:
+        stages = asyncio.run(drive(args, f"http://127.0.0.1:{port}", key))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    acked = set().union(*(s.acked for s in stages)) if stages else set()
+    conn = sqlite3.connect(db)
+    stored = {k for (k,) in conn.execute("SELECT key FROM readings")}
+    conn.close()
+    lost = acked - stored
+    print(
+        json.dumps(
+            {
+                "stages": [s.report() for s in stages],
+                "acknowledged_readings": len(acked),
+                "acknowledged_missing_from_store": len(lost),
+                "server_exit": code,
+                "cpu_count": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
