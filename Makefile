@@ -9,7 +9,7 @@ DEMO   ?= demo
 # System tools the tests need. Each NAME has an idempotent scripts/install-NAME that exits at once
 # when the tool is already there (root or sudo, apt-get). To add one (PostgreSQL, Chromium, ...),
 # write scripts/install-NAME and append NAME here; `make test` then installs it when missing.
-TEST_DEPS := promtool chromium
+TEST_DEPS := promtool chromium postgresql
 
 .PHONY: demo test test-deps venv lint typecheck bench clean example-config
 

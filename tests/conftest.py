@@ -176,3 +176,21 @@ def read_results(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def results_of() -> Callable[[Path], list[dict[str, str]]]:
     return read_results
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session: a throwaway cluster, stopped and removed after.
+
+    ``initdb`` in a temporary directory, ``pg_ctl start`` on a unix socket there (no TCP port);
+    as root, run as the ``postgres`` system user (``weightstream.store.pg_local``). Tests make
+    a schema or a database of their own on it (``server.dsn(dbname, schema)``).
+    """
+    from weightstream.store.pg_local import TempPostgres
+
+    server = TempPostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

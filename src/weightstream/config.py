@@ -232,7 +232,7 @@ class ProcessingConfig(_Section):
 
 
 class StoreConfig(_Section):
-    """The embedded SQLite store."""
+    """The store: the embedded SQLite file by default, or a shared PostgreSQL database."""
 
     path: str = "weightstream.db"
     busy_timeout_ms: int = Field(default=5000, ge=0)
@@ -243,6 +243,12 @@ class StoreConfig(_Section):
     wal_autocheckpoint_pages: int = Field(default=10_000, ge=100)
     # WAL + synchronous=FULL is required unless this is set (tests of raw speed only).
     allow_unsafe_durability: bool = False
+    # A PostgreSQL URL (postgresql://user@host/db): when set, commands use it unless --db is
+    # given. Empty: SQLite at `path` (or --db). Keep the password out: use ~/.pgpass or PGPASSWORD.
+    dsn: str = ""
+    # PostgreSQL connections one process holds at most: 4 covers a worker's writer and its
+    # readers; the database's max_connections bounds workers x pool_size.
+    pool_size: int = Field(default=4, ge=1, le=64)
 
 
 OffsetKg = Annotated[float, Field(ge=-10.0, le=10.0, allow_inf_nan=False)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -22,10 +22,12 @@ from weightstream.errors import ExitCode, WeightstreamError, exit_code_for
 from weightstream.faults import NO_FAULTS, FaultPoints
 
 if TYPE_CHECKING:
+    from weightstream.store.base import StateStore
     from weightstream.store.sqlite import SQLiteStore
 
 __all__ = [
     "ConfigOpt",
+    "DatabaseUrl",
     "DbOpt",
     "Wiring",
     "console",
@@ -41,7 +43,37 @@ __all__ = [
 console = Console(stderr=False)
 err = Console(stderr=True, soft_wrap=True)
 
-DbOpt = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
+
+class DatabaseUrl(PosixPath):
+    """A ``--db`` that names a PostgreSQL database: the URL as given is kept in ``url``.
+
+    A ``Path`` would fold the URL's ``//``; commands keep treating ``--db`` as a path (it
+    matches no file, so no output check refuses it) and :func:`open_store` reads ``url``.
+    """
+
+    url: str
+
+
+def _db_option(value: str | Path) -> Path:
+    """``--db``: a SQLite file, or a ``postgresql://`` URL (kept whole in a DatabaseUrl)."""
+    from weightstream.store.postgres import is_dsn
+
+    text = str(value)
+    if isinstance(value, str) and is_dsn(text):
+        url = DatabaseUrl(text)
+        url.url = text
+        return url
+    return Path(value)
+
+
+DbOpt = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        help="SQLite database file, or a PostgreSQL URL (postgresql://user@host/db).",
+        parser=_db_option,
+    ),
+]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML configuration file.", exists=False)
 ]
@@ -88,11 +120,24 @@ def load(path: Path | None) -> Config:
 
 def open_store(
     ctx: typer.Context, db: Path, config: Config, *, create: bool, observer: Any = None
-) -> SQLiteStore:
-    """The run's store (its class and faults from the :class:`Wiring`); a failure exits."""
+) -> StateStore:
+    """The run's store (its class and faults from the :class:`Wiring`); a failure exits.
+
+    PostgreSQL when ``--db`` is a ``postgresql://`` URL, or when it was not given and the
+    configuration's ``store.dsn`` is set; otherwise the SQLite file (the default).
+    """
     from weightstream.store.sqlite import SQLiteStore
 
     wired = wiring(ctx)
+    dsn = database_url(ctx, db, config)
+    if dsn is not None:
+        from weightstream.store.postgres import PostgresStore
+
+        return guard(
+            lambda: PostgresStore.from_config(
+                config.store, dsn, observer=observer, faults=wired.faults
+            )
+        )
     store_class = wired.store_class or SQLiteStore
     return guard(
         lambda: store_class.from_config(
@@ -101,10 +146,21 @@ def open_store(
     )
 
 
+def database_url(ctx: typer.Context | None, db: Path, config: Config) -> str | None:
+    """The PostgreSQL URL this command uses, or None for the SQLite file ``db``."""
+    if isinstance(db, DatabaseUrl):
+        return db.url
+    configured = config.store.dsn
+    if not configured or ctx is None:
+        return None
+    given = ctx.get_parameter_source("db")
+    return configured if given is None or given.name == "DEFAULT" else None
+
+
 @contextmanager
 def existing_store(
     ctx: typer.Context, db: Path, config: Path | None
-) -> Iterator[tuple[Config, SQLiteStore]]:
+) -> Iterator[tuple[Config, StateStore]]:
     """The configuration and the store of a command that reads an existing database.
 
     A bad configuration or a database that cannot be opened exits (nothing is created); the
