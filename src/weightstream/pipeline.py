@@ -258,7 +258,13 @@ def _commit_group(
     summary: RunSummary,
     faults: FaultPoints,
     clock: Clock,
+    position_id: str | None = None,
 ) -> None:
+    """Decide and commit rows ``span`` of ``entries`` as one unit, redone on a conflict.
+
+    The unit's position is stored under ``position_id`` (default: the input's own id); the
+    Dask engine runs each user bucket of an input under a position of its own.
+    """
     start, end = span
     n_invalid = len(entries.invalid)
     invalid = entries.invalid[start:end] if start < n_invalid else []
@@ -284,7 +290,7 @@ def _commit_group(
             faults.crash_point("pipeline.before_commit")
             committed = time.perf_counter()
             timings["filter"] = timings.get("filter", 0.0) + committed - decided
-            batch.commit(position=(input_id, end))
+            batch.commit(position=(position_id or input_id, end))
             timings["store"] = timings.get("store", 0.0) + time.perf_counter() - committed
             # Readings come user by user: a user of this group comes back only if it is the
             # last one. Keeping no other state bounds memory by the group, not the file.
