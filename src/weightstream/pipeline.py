@@ -45,6 +45,12 @@ from weightstream.store.columns import RESULTS, Kind
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
 _RETRIES = 8
+#: Where the cells a summary counts stand in a results-file row (found by name, so a column
+#: added to the file moves nothing).
+_COUNTED = tuple(
+    RESULT_FIELDS.index(name)
+    for name in ("user_id", "verdict", "reason", "reset_type", "reset_outcome")
+)
 
 
 @dataclass
@@ -73,7 +79,7 @@ class RunSummary:
 
     def count_row(self, row: tuple[object, ...]) -> None:
         """Count one results-file row (:data:`RESULT_FIELDS` order) into the summary."""
-        _, _, user_id, verdict, reason, *_, reset_type, reset_outcome, _ = row
+        user_id, verdict, reason, reset_type, reset_outcome = (row[k] for k in _COUNTED)
         self.rows += 1
         self.verdicts[str(verdict)] += 1
         if verdict == Verdict.REJECTED:
