@@ -1,7 +1,7 @@
 """Load on the live service over loopback, at rising rates (run by hand).
 
     .venv/bin/python benchmarks/service_load.py [--rates 500,1000,2000,3000] [--seconds 5]
-        [--batch-size 1000] [--batch-concurrency 4] [--batch-seconds 8] [--db PATH]
+        [--batch-size 1000] [--procs 2] [--batch-seconds 8] [--db PATH]
 
 Starts ``weightstream serve`` on a free loopback port over a fresh database (with a key made
 for the run), then:
@@ -9,8 +9,8 @@ for the run), then:
 1. single-reading requests, open loop: for each rate, requests are started on a fixed
    schedule for ``--seconds`` (a slow answer does not slow the schedule, so latency includes
    queueing: no coordinated omission); each latency is measured from the scheduled start;
-2. batch requests of ``--batch-size`` readings, closed loop with ``--batch-concurrency``
-   requests in flight, for ``--batch-seconds``;
+2. batch requests of ``--batch-size`` readings, closed loop with one request in flight per
+   client process, for ``--batch-seconds``;
 3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
    verdict but ``invalid``) is in the store.
 
@@ -60,6 +60,7 @@ class Readings:
     users: int
     next_index: dict[int, int] = field(default_factory=dict)
     counter: int = 0
+    prefix: str = ""
 
     def one(self) -> dict[str, Any]:
         self.counter += 1
@@ -67,8 +68,8 @@ class Readings:
         i = self.next_index.get(user, 0)
         self.next_index[user] = i + 1
         return {
-            "id": f"b{user}-{i}",
-            "user_id": f"user-{user}",
+            "id": f"{self.prefix}b{user}-{i}",
+            "user_id": f"{self.prefix}user-{user}",
             "timestamp": (T0 + timedelta(hours=6 * i)).isoformat(),
             "weight": round(60.0 + (user % 50) + 0.05 * (i % 7), 2),
             "unit": "kg",
@@ -197,28 +198,79 @@ def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("server did not start")
 
 
-async def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
-    readings = Readings(args.users)
-    limits = httpx.Limits(
-        max_connections=args.connections, max_keepalive_connections=args.connections
-    )
+async def _drive_one(
+    url: str,
+    key: str,
+    connections: int,
+    plan: list[tuple[str, float, float]],
+    proc: int,
+    users: int,
+) -> list[Stage]:
+    """Run ``plan`` (stages of ("single", rate, seconds) or ("batch", size, seconds))."""
+    readings = Readings(users)
+    readings.prefix = f"p{proc}-"
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     stages: list[Stage] = []
     async with httpx.AsyncClient(
-        base_url=url,
-        headers={"Authorization": f"Bearer {key}"},
-        limits=limits,
-        timeout=30,
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=30
     ) as client:
-        await open_loop(client, readings, 100, 1.0)  # warm-up, not reported
-        for rate in args.rates:
-            stages.append(await open_loop(client, readings, rate, args.seconds))
-        if args.batch_seconds > 0:
-            stages.append(
-                await closed_loop(
-                    client, readings, args.batch_size, args.batch_concurrency, args.batch_seconds
-                )
-            )
+        for kind, amount, seconds in plan:
+            if kind == "warmup":
+                await open_loop(client, readings, amount, seconds)
+            elif kind == "single":
+                stages.append(await open_loop(client, readings, amount, seconds))
+            else:
+                stages.append(await closed_loop(client, readings, int(amount), 1, seconds))
     return stages
+
+
+def _client_process(
+    args: tuple[str, str, int, list[tuple[str, float, float]], int, int],
+) -> list[Stage]:
+    return asyncio.run(_drive_one(*args))
+
+
+def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
+    """Drive the plan from ``--procs`` client processes (a Python client is slower than the
+    server: one process cannot offer thousands of requests a second); merge their stages."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = args.procs
+    plan: list[tuple[str, float, float]] = [("warmup", 50 / n, 1.0)]
+    plan += [("single", rate / n, args.seconds) for rate in args.rates]
+    # Batch stage: --batch-concurrency requests in flight in all, spread over the processes.
+    batch_plans = [
+        [
+            *plan,
+            *([("batch", args.batch_size, args.batch_seconds)] if args.batch_seconds > 0 else []),
+        ]
+        for _ in range(n)
+    ]
+    jobs = [
+        (url, key, max(1, args.connections // n), batch_plans[i], i, args.users // n)
+        for i in range(n)
+    ]
+    with ProcessPoolExecutor(n) as pool:
+        per_process = list(pool.map(_client_process, jobs))
+    merged: list[Stage] = []
+    for parts in zip(*per_process, strict=True):
+        stage = Stage(
+            parts[0].name.split("@")[0]
+            if parts[0].target is None
+            else f"single@{parts[0].target * n:g}/s",
+            None if parts[0].target is None else parts[0].target * n,
+        )
+        if parts[0].target is None:
+            stage.name = f"batch{args.batch_size}x{n}"
+        for part in parts:
+            stage.latencies += part.latencies
+            stage.errors.update(part.errors)
+            stage.requests += part.requests
+            stage.readings += part.readings
+            stage.acked |= part.acked
+            stage.seconds = max(stage.seconds, part.seconds)
+        merged.append(stage)
+    return merged
 
 
 def main() -> None:
@@ -226,7 +278,7 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,3000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--batch-seconds", type=float, default=8.0)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=200)
@@ -244,7 +296,7 @@ def main() -> None:
     port = _free_port()
     proc = _start(db, port, work / "server.log")
     try:
-        stages = asyncio.run(drive(args, f"http://127.0.0.1:{port}", key))
+        stages = drive(args, f"http://127.0.0.1:{port}", key)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
