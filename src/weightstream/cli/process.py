@@ -67,6 +67,30 @@ def process(
             "as text).",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="single: this process. dask: users shuffled over a Dask cluster's workers "
+            "(needs --db postgresql://...; --out DIR.parquet writes a Parquet dataset).",
+        ),
+    ] = "single",
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            "--scheduler",
+            help="With --engine dask: a scheduler address (tcp://host:8786), or local for a "
+            "cluster of worker processes on this machine.",
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="With --scheduler local: worker processes (default: CPUs)."),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", help="With --engine dask: tasks (default: 4 per worker)."),
+    ] = None,
 ) -> None:
     """Process an export: one result per input row; resumable; nothing counted twice.
 
@@ -91,6 +115,7 @@ def process(
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
         fail(f"--metrics-port takes a port from 1 to 65535, got {metrics_port}", ExitCode.USAGE)
     _check_outputs(input, db, config, [("--out", out), ("--metrics-file", metrics_file)])
+    dask_dsn = _dask_target(ctx, engine, db, cfg, workers, partitions)
     from weightstream.ingest import open_csv
 
     # A bad header fails before any database exists; so does a results file fed back in.
@@ -108,20 +133,29 @@ def process(
     try:
         store = open_store(ctx, db, cfg, create=True, observer=observer)
         try:
-            summary = guard(
-                lambda: _run_with_progress(
-                    lambda progress: process_file(
-                        input,
-                        store,
-                        cfg,
-                        out=None if raw else out,
-                        column_map=mapping or None,
-                        observer=observer,
-                        progress=progress,
-                        faults=wiring(ctx).faults,
+            if dask_dsn is not None:
+                summary = guard(
+                    lambda: _run_distributed(
+                        input, store, dask_dsn, cfg, out, raw, mapping, scheduler, workers,
+                        partitions,
+                    )
+                )  # fmt: skip
+                raw = False  # the file is already written as asked
+            else:
+                summary = guard(
+                    lambda: _run_with_progress(
+                        lambda progress: process_file(
+                            input,
+                            store,
+                            cfg,
+                            out=None if raw else out,
+                            column_map=mapping or None,
+                            observer=observer,
+                            progress=progress,
+                            faults=wiring(ctx).faults,
+                        )
                     )
                 )
-            )
             if raw and out is not None:
                 guard(lambda: write_results(store, summary.input_id, out, raw=True))
         finally:
@@ -140,6 +174,72 @@ def process(
         console.print_json(json.dumps(summary.as_dict()), ensure_ascii=True)
     else:
         _print_summary(summary.as_dict())
+
+
+def _dask_target(
+    ctx: typer.Context,
+    engine: str,
+    db: Path,
+    cfg: Any,
+    workers: int | None,
+    partitions: int | None,
+) -> str | None:
+    """The PostgreSQL URL of a ``--engine dask`` run (None for one process); bad usage exits."""
+    from weightstream.cli._common import database_url
+
+    if engine not in ("single", "dask"):
+        fail(f"--engine takes single or dask, got {engine!r}", ExitCode.USAGE)
+    if engine == "single":
+        return None
+    dsn = database_url(ctx, db, cfg)
+    if dsn is None:
+        fail(
+            "--engine dask needs a database every worker reaches: --db postgresql://... "
+            "(or store.dsn in the configuration)",
+            ExitCode.USAGE,
+        )
+    for option, value in (("--workers", workers), ("--partitions", partitions)):
+        if value is not None and value < 1:
+            fail(f"{option} takes a number of at least 1, got {value}", ExitCode.USAGE)
+    return dsn
+
+
+def _run_distributed(
+    input: Path,
+    store: Any,
+    dsn: str,
+    cfg: Any,
+    out: Path | None,
+    raw: bool,
+    mapping: dict[str, str],
+    scheduler: str,
+    workers: int | None,
+    partitions: int | None,
+) -> Any:
+    """``process --engine dask``: the run on the cluster, the results written from the store."""
+    import os
+
+    from weightstream.distributed import process_distributed
+
+    # Crash points and chaos reach the workers as the driver was given them.
+    fault_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("WEIGHTSTREAM_FAULT", "WEIGHTSTREAM_CHAOS", "WEIGHTSTREAM_CHAOS_SEED")
+    }
+    return process_distributed(
+        input,
+        store,
+        dsn,
+        cfg,
+        scheduler=scheduler,
+        workers=workers,
+        partitions=partitions,
+        out=out,
+        raw=raw,
+        column_map=mapping or None,
+        fault_env=fault_env,
+    )
 
 
 def _check_outputs(
