@@ -55,6 +55,9 @@ def test_measurements_range_and_pages(svc) -> None:
             break
     assert [m["reading_id"] for m in seen] == [f"m1-{i}" for i in range(5, 25)]
     assert all(m["verdict"] == "accepted" and m["filtered_weight"] is not None for m in seen)
+    # Smoothed from all the readings: close to the filtered value, and present where accepted.
+    assert all(abs(m["smoothed_weight"] - m["filtered_weight"]) < 2.0 for m in seen)
+    assert all(m["smoothed_std"] > 0 for m in seen)
 
 
 def test_measurements_of_unknown_user_is_404(svc) -> None:

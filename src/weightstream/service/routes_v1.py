@@ -8,6 +8,7 @@ store thread. No decision about a reading is made here.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,8 @@ from weightstream.service.readings import (
     to_reading,
 )
 from weightstream.service.state import Service, service_of
+from weightstream.smooth import SmoothedReading, smooth_rows
+from weightstream.store.base import HistoryRow
 
 __all__ = ["router", "decide"]
 
@@ -159,6 +162,12 @@ class MeasurementOut(BaseModel):
     reset_type: str | None
     reset_outcome: str | None
     quality: float | None
+    smoothed_weight: float | None = Field(
+        description="Fixed-interval (RTS) smoothed weight from all the user's readings; "
+        "accepted readings only."
+    )
+    smoothed_std: float | None
+    smoothed_trend_kg_week: float | None
 
 
 class MeasurementsPage(BaseModel):
@@ -167,6 +176,10 @@ class MeasurementsPage(BaseModel):
     user_id: str
     items: list[MeasurementOut]
     next: int | None
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
 
 
 def _aware(when: datetime | None) -> datetime | None:
@@ -191,12 +204,18 @@ async def get_measurements(
     ] = None,
     _: Any = _read,
 ) -> MeasurementsPage:
-    """The user's stored readings with their verdicts and filtered values, paged."""
+    """The user's stored readings with verdicts, filtered and smoothed values, paged."""
     service = service_of(request)
     start, end = _aware(since), _aware(until)
-    rows = await service.committer.read(lambda: service.processor.store.history(user_id))
+
+    def history() -> tuple[list[HistoryRow], list[SmoothedReading]]:
+        rows = service.processor.store.history(user_id)
+        return rows, smooth_rows(rows, service.config)
+
+    rows, smoothed = await service.committer.read(history)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no stored readings for this user")
+    smooth_of = {row.seq: s for row, s in zip(rows, smoothed, strict=True)}
     lo = to_micros(start) if start is not None else None
     hi = to_micros(end) if end is not None else None
     picked = []
@@ -229,6 +248,9 @@ async def get_measurements(
                 None if row.result.reset_outcome is None else str(row.result.reset_outcome)
             ),
             quality=row.result.quality,
+            smoothed_weight=_finite(smooth_of[row.seq].smoothed_weight),
+            smoothed_std=_finite(smooth_of[row.seq].smoothed_std),
+            smoothed_trend_kg_week=_finite(smooth_of[row.seq].smoothed_trend_kg_week),
         )
         for row in page
     ]
