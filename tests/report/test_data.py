@@ -78,3 +78,26 @@ def test_unknown_user_has_no_page(tmp_path: Path, read_page: Any) -> None:
     summary = write_site(_store(config), config, tmp_path, users=["u1", "ghost"])
     assert summary.users == 1
     assert [row[0] for row in read_page(tmp_path / "index.html")["users"]] == ["u1"]
+
+
+def test_summary_and_tally_need_no_smoother(site: Any) -> None:
+    """Without the smoother (the live index and cohort) every user's summary, resets and
+    counted rows are what the page with it has."""
+    store = site.open()
+    try:
+        renderer = Renderer(store, Config())
+        for user_id in store.users()[:10]:
+            full = renderer.user_report(user_id)
+            live = renderer.user_report(user_id, smooth=False)
+            assert live.summary == full.summary
+            assert live.resets == full.resets and live.adaptation == full.adaptation
+            key = [
+                (r.reading_id, r.verdict, r.reason, r.source, r.filtered_weight)
+                for r in full.readings
+            ]
+            assert [
+                (r.reading_id, r.verdict, r.reason, r.source, r.filtered_weight)
+                for r in live.readings
+            ] == key
+    finally:
+        store.close()

@@ -290,6 +290,37 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _live_readings(rows: Sequence[HistoryRow], offsets: Offsets) -> list[Reading]:
+    """The history's rows with the live values only (no smoother: the index and the cohort
+    need none of its values)."""
+    out: list[Reading] = []
+    for row in rows:
+        m, r = row.measurement, row.result
+        accepted = r.verdict is Verdict.ACCEPTED
+        out.append(
+            Reading(
+                reading_id=m.reading_id,
+                time=m.timestamp,
+                source=m.source,
+                weight_kg=m.weight_kg,
+                verdict=str(r.verdict),
+                reason=str(r.reason),
+                message=r.message,
+                offset_kg=offset_kg(offsets, m.source, m.timestamp),
+                filtered_weight=_finite(r.filtered_weight) if accepted else None,
+                filtered_std=_finite(r.std_kg) if accepted else None,
+                filtered_trend_kg_week=_finite(r.trend_kg_week) if accepted else None,
+                smoothed_weight=None,
+                smoothed_std=None,
+                smoothed_trend_kg_week=None,
+                reset_type=str(r.reset_type) if r.reset_type is not None else None,
+                reset_outcome=str(r.reset_outcome) if r.reset_outcome is not None else None,
+                segment=None,
+            )
+        )
+    return out
+
+
 def _readings(
     rows: Sequence[HistoryRow], extras: Sequence[Reading], config: Config
 ) -> list[Reading]:
@@ -407,11 +438,19 @@ def user_report(
     extras: Sequence[Reading] = (),
     offsets: Offsets | None = None,
     manager: ResetManager | None = None,
+    smooth: bool = True,
 ) -> UserReport:
-    """One user's page from its stored history, its audit records and its extra rows."""
+    """One user's page from its stored history, its audit records and its extra rows.
+
+    ``smooth=False`` leaves the smoothed values out (None): the summary and everything the
+    index and the cohort count are the same, for less work.
+    """
     offsets = offsets if offsets is not None else from_config(config.offsets)
     manager = manager if manager is not None else ResetManager(config)
-    readings = _readings(rows, extras, config)
+    if smooth:
+        readings = _readings(rows, extras, config)
+    else:
+        readings = [*_live_readings(rows, offsets), *extras]
     resets = _resets(rows, audits)
     accepted = [r for r in readings if r.verdict == Verdict.ACCEPTED]
     decided = sum(1 for r in readings if r.verdict in _DECIDED)

@@ -183,8 +183,11 @@ class Renderer:
         #: When the pages say they were generated.
         self.generated = generated
 
-    def user_report(self, user_id: str, audits: Sequence[ResetAudit] | None = None) -> UserReport:
-        """One user's values (its audit records read when not given)."""
+    def user_report(
+        self, user_id: str, audits: Sequence[ResetAudit] | None = None, *, smooth: bool = True
+    ) -> UserReport:
+        """One user's values (its audit records read when not given; ``smooth=False``: no
+        smoothed values, enough for the index and the cohort)."""
         if audits is None:
             audits = self.store.audits(user_id=user_id)
         return user_report(
@@ -195,6 +198,7 @@ class Renderer:
             extras=self.extras.get(user_id, ()),
             offsets=self._offsets,
             manager=self._manager,
+            smooth=smooth,
         )
 
     def _render(self, template: str, prefix: str, **values: Any) -> str:

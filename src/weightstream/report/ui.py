@@ -9,9 +9,9 @@ browser sends it as an ``Authorization: Bearer`` header (a proxy or an extension
 Each page is rendered per request with :class:`~weightstream.report.site.Renderer`: the
 store is read on the service's store thread (``committer.read``, between commit groups), so a
 reading's verdict shows on its user's page as soon as its group has committed. The HTML is
-rendered off the event loop. The index and the cohort read every user (one pass, as the site
-writer does): fine for a care team's cohort, slow for tens of thousands of users, where the
-static site (``weightstream report``) is the tool.
+rendered off the event loop. The index and the cohort read every user's history (one pass,
+without the smoother, whose values they do not show): fine for a care team's cohort, slow for
+tens of thousands of users, where the static site (``weightstream report``) is the tool.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def _renderer(service: Any) -> Renderer:
 
 
 def _all_reports(renderer: Renderer) -> list[UserReport]:
-    """Every user's report (read on the store thread)."""
+    """Every user's report without smoothed values (read on the store thread)."""
     store = renderer.store
     audits = audits_by_user(store.audits())
-    reports = [renderer.user_report(u, audits.get(u, [])) for u in store.users()]
+    reports = [renderer.user_report(u, audits.get(u, []), smooth=False) for u in store.users()]
     return [r for r in reports if r.readings]
 
 
