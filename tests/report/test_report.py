@@ -225,6 +225,13 @@ def test_cli_writes_the_site_and_prints_the_index(site: Any, cli_fast, tmp_path:
     assert Path(res.stdout.strip()).is_file()
     assert [p.name for p in (out / "users").iterdir()] == [user_page_name(user_id)]
     assert cli_fast("report", "--user", "nobody", "--db", site.db, "--out", out).returncode == 1
+    again = cli_fast("report", "--user", user_id, "--db", site.db, "--out", out)
+    assert again.returncode == 0, again.stderr  # an earlier report is rewritten
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    refused = cli_fast("report", "--all", "--db", site.db, "--out", tmp_path / "other")
+    assert refused.returncode == 64 and "refusing" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
     assert (
         cli_fast("report", "--user", user_id, "--all", "--db", site.db, "--out", out).returncode
         == 64

@@ -2,7 +2,9 @@
 
 Reads the store and changes nothing in it. The site works offline from disk: plotly's
 JavaScript is written once into ``--out`` (see :mod:`weightstream.report.site`). Prints the
-path of the index when done.
+path of the index when done. ``--out`` is a new or empty directory, or an earlier report
+(pages are rewritten); any other directory is refused, so a report never lands among other
+files.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def report(
         fail("--user and --all exclude each other", ExitCode.USAGE)
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is not a directory", ExitCode.USAGE)
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
+        fail(
+            f"--out {out} is a directory holding something other than a report; "
+            "refusing to write into it",
+            ExitCode.USAGE,
+        )
     cfg = load(config)
     inputs = list(input_files or [])
     for path in inputs:
