@@ -10,6 +10,11 @@ one (``direct``), which commits as soon as the reading is decided.
 Before a reading reaches the step, the batch settles the two cases that are not the step's
 business: a duplicate (the same id, or the same content, stored or staged) and a late
 reading (older than the user's last one: replayed into place, or marked ``late``).
+
+It is also where a reading gets its offset (:meth:`weightstream.step.Policy.with_offset`),
+once, before anything is decided: ``process_one`` and the file engine's readings decided one
+by one come in here, and what is stored (the reading as given and its offset) replays as it
+was decided.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from weightstream.model import (
 )
 from weightstream.observe import Observer
 from weightstream.replay import replay_late
+from weightstream.step import shown_offset
 from weightstream.store.base import UnitOfWork
 
 if TYPE_CHECKING:
@@ -112,7 +118,7 @@ class Batch:
                 [(m.user_id, m.reading_id), (m.user_id, m.content_key)]
             )
         self._row = row
-        result = self._decide(m)
+        result = self._decide(self.p.policy.with_offset(m))
         self.pending_events.append(
             (_reading_hook(self.p.observer, time.perf_counter() - started), result)
         )
@@ -153,20 +159,31 @@ class Batch:
         if not key_seen and content not in self.staged_keys and content not in self.known_keys:
             return None
         reason = Reason.DUPLICATE_KEY if key_seen else Reason.DUPLICATE_CONTENT
-        return _plain_result(m, Verdict.DUPLICATE, reason, "already processed", self._row)
+        return self._plain(m, Verdict.DUPLICATE, reason, "already processed")
 
     def _late(self, m: Measurement, state: UserState) -> Result:
         if self.p.config.processing.late_policy == "reject_late":
-            result = _plain_result(
-                m,
-                Verdict.LATE,
-                Reason.LATE_READING,
-                "older than the user's last reading",
-                self._row,
+            result = self._plain(
+                m, Verdict.LATE, Reason.LATE_READING, "older than the user's last reading"
             )
             self.stage(None, m, result)
             return result
         return replay_late(self, m, state)
+
+    def _plain(self, m: Measurement, verdict: Verdict, reason: Reason, message: str) -> Result:
+        """The result of a reading the step does not see (a duplicate, a late one)."""
+        return Result(
+            reading_id=m.reading_id,
+            user_id=m.user_id,
+            verdict=verdict,
+            reason=reason,
+            message=message,
+            row=self._row,
+            timestamp=m.timestamp,
+            source=m.source,
+            weight_kg=m.weight_kg,
+            offset_kg=shown_offset(self.p.policy, m),
+        )
 
     def add_result(self, result: Result) -> None:
         """Record a result that changes no state (duplicate, invalid row)."""
@@ -297,22 +314,6 @@ class Batch:
         self.staged_keys.clear()
         self._last_keys.clear()
         self.pending_events = []
-
-
-def _plain_result(
-    m: Measurement, verdict: Verdict, reason: Reason, message: str, row: int | None
-) -> Result:
-    return Result(
-        reading_id=m.reading_id,
-        user_id=m.user_id,
-        verdict=verdict,
-        reason=reason,
-        message=message,
-        row=row,
-        timestamp=m.timestamp,
-        source=m.source,
-        weight_kg=m.weight_kg,
-    )
 
 
 def _reading_hook(observer: Observer, duration: float) -> Callable[[Any], None]:

@@ -36,6 +36,11 @@ one of two things must make a coincidence implausible:
 
 A short value on a whole minute (``80.1`` at ``08:00`` and at ``16:00``; date-only rows are
 whole days apart anyway) is never called a copy: two real weighings look exactly like that.
+
+**Offsets.** Both rules compare readings *as given*, never less their offsets (two rows of
+one weighing carry different offsets when their sources differ, or their clocks do): a
+remembered reading's weight as given is :func:`given_kg`, ``weight_kg + offset_kg``, which is
+its stored weight exactly when its offset is 0.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ __all__ = [
     "copy_of",
     "may_be_copy",
     "significant_digits",
+    "given_kg",
     "rounding_kg",
     "MAX_SHIFT_HOURS",
     "MIN_SIGNIFICANT_DIGITS",
@@ -100,19 +106,25 @@ def rounding_kg(value: float, weight_kg: float) -> float:
     return 0.5 * 10.0**-decimals * abs(weight_kg / value)
 
 
+def given_kg(original: BufferedReading) -> float:
+    """The weight of a remembered reading as given (the buffer keeps it less its offset)."""
+    return original.weight_kg + original.offset_kg
+
+
 def _same_instant(original: BufferedReading, m: Measurement) -> bool:
     # A reading remembered before units were kept: its unit is unknown, so only its source
     # can tell it apart.
     other_unit = original.value is not None and original.unit != m.unit.strip().lower()
     if not (other_unit or original.source != m.source):
         return False
+    kg = given_kg(original)
     mine = rounding_kg(m.value, m.weight_kg)
-    theirs = mine if original.value is None else rounding_kg(original.value, original.weight_kg)
-    return abs(original.weight_kg - m.weight_kg) <= mine + theirs + 1e-9
+    theirs = mine if original.value is None else rounding_kg(original.value, kg)
+    return abs(kg - m.weight_kg) <= mine + theirs + 1e-9
 
 
 def _clock_shifted(original: BufferedReading, m: Measurement, micros: int) -> bool:
-    if original.source != m.source or original.weight_kg != m.weight_kg:
+    if original.source != m.source or given_kg(original) != m.weight_kg:
         return False
     if original.value is not None and original.value != m.value:
         return False

@@ -170,7 +170,11 @@ class Measurement:
     """One valid weight reading, normalised to kilograms and UTC.
 
     ``reading_id`` is the idempotency key: the input's id when it has one, else
-    :func:`content_key`.
+    :func:`content_key`. ``weight_kg`` is the reading in kg as given; ``offset_kg`` the part
+    of it that is its source's and time of day's systematic offset
+    (:func:`weightstream.offsets.offset_kg`, set once where the reading comes in; 0 when no
+    offsets are configured), and :attr:`filter_kg` what every decision uses: the reading on
+    the reference source's morning scale.
     """
 
     reading_id: str
@@ -181,6 +185,12 @@ class Measurement:
     weight_kg: float
     source: str
     content_key: str = ""  # computed from the fields above when not given
+    offset_kg: float = 0.0
+
+    @property
+    def filter_kg(self) -> float:
+        """The reading less its offset: what the filter, the rules and the resets see."""
+        return self.weight_kg - self.offset_kg
 
     def __post_init__(self) -> None:
         if not self.content_key:
@@ -238,9 +248,12 @@ class AdaptationState:
 class BufferedReading:
     """A reading the user's state remembers (recent accepted ones, rejected ones since).
 
-    ``unit`` (normalised), ``value`` (as given, in that unit) and ``reading_id`` are what the
-    copy rules (:mod:`weightstream.copies`) compare and name; a state stored before they were
-    kept has ``value`` None.
+    ``weight_kg`` is the reading less its offset (:attr:`Measurement.filter_kg`, what the
+    triggers and rules compare) and ``offset_kg`` that offset, so ``weight_kg + offset_kg`` is
+    the reading as given (exactly, when the offset is 0). ``unit`` (normalised), ``value`` (as
+    given, in that unit) and ``reading_id`` are what the copy rules
+    (:mod:`weightstream.copies`) compare and name; a state stored before they were kept has
+    ``value`` None.
     """
 
     timestamp: datetime
@@ -249,17 +262,19 @@ class BufferedReading:
     unit: str = ""
     value: float | None = None
     reading_id: str = ""
+    offset_kg: float = 0.0
 
     @classmethod
     def of(cls, m: Measurement) -> BufferedReading:
         """What the state remembers of reading ``m``."""
         return cls(
             m.timestamp,
-            m.weight_kg,
+            m.weight_kg - m.offset_kg,
             m.source,
             unit=m.unit.strip().lower(),
             value=m.value,
             reading_id=m.reading_id,
+            offset_kg=m.offset_kg,
         )
 
 
@@ -282,7 +297,13 @@ class UserState:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The outcome for one input row (or one library call)."""
+    """The outcome for one input row (or one library call).
+
+    ``weight_kg`` is the reading as given; ``offset_kg`` the offset subtracted from it before
+    the filter saw it (``filtered_weight`` is on the reference source's scale). It is None
+    when the reading carries no offset and none are configured (the results file's cell is
+    then empty), and set, 0.0 included, for every reading of a processor with offsets.
+    """
 
     reading_id: str | None
     user_id: str | None
@@ -300,6 +321,7 @@ class Result:
     reset_outcome: ResetOutcome | None = None
     quality: float | None = None
     quality_components: tuple[tuple[str, float], ...] = ()
+    offset_kg: float | None = None
 
     @property
     def accepted(self) -> bool:

@@ -50,7 +50,11 @@ LB_PER_KG = 1.0 / 0.45359237  # 2.2046226...
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
-    """What a rule may look at: the reading, the prediction and the last accepted weight."""
+    """What a rule may look at: the reading, the prediction and the last accepted weight.
+
+    Weights are on the reference scale: ``weight_kg`` is the reading less its offset
+    (:attr:`~weightstream.model.Measurement.filter_kg`), as the filter takes it.
+    """
 
     weight_kg: float
     timestamp: datetime

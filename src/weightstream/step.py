@@ -39,6 +39,7 @@ from weightstream.model import (
     UserState,
     Verdict,
 )
+from weightstream.offsets import Offsets, from_config, offset_kg
 from weightstream.resets import triggers
 from weightstream.resets.manager import ResetDecision, ResetManager
 from weightstream.resets.recovery import RecoveredState
@@ -55,6 +56,7 @@ __all__ = [
     "from_last_good",
     "make_result",
     "predict",
+    "shown_offset",
 ]
 
 _DAY = float(SECONDS_PER_DAY)
@@ -67,10 +69,12 @@ class Policy:
     """What a step needs besides the state and the reading: the configuration, built once.
 
     ``faults`` are the crash points and chaos the reset sequence passes through
-    (:mod:`weightstream.faults`; inert by default).
+    (:mod:`weightstream.faults`; inert by default). ``offsets`` are the configuration's
+    ``[offsets]`` (:mod:`weightstream.offsets`), built once: :meth:`with_offset` gives a
+    reading its offset where it comes in.
     """
 
-    __slots__ = ("config", "manager", "validator", "faults", "_source_quality")
+    __slots__ = ("config", "manager", "validator", "faults", "offsets", "_source_quality")
 
     def __init__(
         self,
@@ -87,7 +91,19 @@ class Policy:
         self.validator = validator or StateValidator(
             min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg
         )
+        self.offsets: Offsets = from_config(config.offsets)
         self._source_quality: dict[str, float] = {}
+
+    def with_offset(self, m: Measurement) -> Measurement:
+        """``m`` with its offset, unless it carries one already or no offsets are configured.
+
+        A reading read back from the history keeps the offset it was decided with, so a
+        replay decides exactly as live did.
+        """
+        if m.offset_kg or self.offsets.empty:
+            return m
+        off = offset_kg(self.offsets, m.source, m.timestamp)
+        return replace(m, offset_kg=off) if off else m
 
     def source_quality(self, source: str) -> float:
         q = self._source_quality.get(source)
@@ -136,7 +152,7 @@ def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
     if state is not None:
         copy = copies.copy_of(state.buffer, state.rejected, m)
         if copy is not None:
-            return _copy(base, m, copy)
+            return _copy(base, m, copy, policy)
     predicted = predict(base, m, policy.manager) if phase_of(base) is not Phase.NEW else None
     decision = triggers.decide(
         policy.manager, state, m, predicted[0][0] if predicted is not None else None
@@ -153,7 +169,7 @@ def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
 def filter_step(base: UserState, m: Measurement, policy: Policy, predicted: Prediction) -> Step:
     """The ordinary path: the outlier rules, then the Kalman update if the reading passes."""
     xp, Pp = predicted
-    z = m.weight_kg
+    z = m.filter_kg  # the reading on the reference scale: its offset subtracted
     manager = policy.manager
     r = manager.measurement_var(m.source)
     y, s = z - xp[0], Pp[0][0] + r
@@ -214,7 +230,7 @@ def _reject(
     return _checked(base, new, m, result, policy)
 
 
-def _copy(base: UserState, m: Measurement, copy: copies.Copy) -> Step:
+def _copy(base: UserState, m: Measurement, copy: copies.Copy, policy: Policy) -> Step:
     """Reading ``m`` repeats one the state remembers: a duplicate, kept in the history only.
 
     The filter does not see it (no new weight, no new buffer entry); the state records that
@@ -232,6 +248,7 @@ def _copy(base: UserState, m: Measurement, copy: copies.Copy) -> Step:
         timestamp=m.timestamp,
         source=m.source,
         weight_kg=m.weight_kg,
+        offset_kg=shown_offset(policy, m),
     )
     return Step(new, result)
 
@@ -356,7 +373,13 @@ def make_result(
         reset_outcome=reset_outcome,
         quality=quality,
         quality_components=components,
+        offset_kg=shown_offset(policy, m),
     )
+
+
+def shown_offset(policy: Policy, m: Measurement) -> float | None:
+    """The offset a result shows: ``m``'s, or None when it has none and none are configured."""
+    return m.offset_kg if m.offset_kg or not policy.offsets.empty else None
 
 
 def _quality(

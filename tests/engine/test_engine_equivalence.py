@@ -18,11 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 from weightstream.cli import app
-from weightstream.config import Config
+from weightstream.config import Config, OffsetConfig
 from weightstream.engine import kernel
 from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.pipeline import process_file
 from weightstream.store.sqlite import SQLiteStore
+from weightstream.synth.options import DEFAULT_SOURCE_OFFSETS
 
 SCENARIOS = ["mixed", "steady_loss", "outlier_bursts", "manual_disagree", "lb_as_kg",
              "bmi_values", "gap_level_change", "sparse_clinical", "noisy_integration",
@@ -45,13 +46,15 @@ def _synth(path: Path, scenario: str, seed: int, users: int = 40, per_user: int 
     assert result.exit_code == 0, result.output
 
 
-def _run(src: Path, db: Path, out: Path, engine: str, chaos: str | None) -> dict[str, list[tuple[object, ...]]]:
+def _run(src: Path, db: Path, out: Path, engine: str, chaos: str | None,
+         offsets: OffsetConfig | None = None) -> dict[str, list[tuple[object, ...]]]:
     faults = (
         FaultPoints.from_environ({"WEIGHTSTREAM_CHAOS": chaos, "WEIGHTSTREAM_CHAOS_SEED": "13"})
         if chaos
         else NO_FAULTS
     )
-    config = Config(processing={"engine": engine, "commit_group_size": 500})
+    config = Config(processing={"engine": engine, "commit_group_size": 500},
+                    offsets=offsets or OffsetConfig())
     with SQLiteStore(db) as store:
         process_file(src, store, config, out=out, faults=faults)
     conn = sqlite3.connect(db)
@@ -63,9 +66,10 @@ def _run(src: Path, db: Path, out: Path, engine: str, chaos: str | None) -> dict
     return tables
 
 
-def _both(tmp: Path, src: Path, chaos: str | None = None) -> None:
-    compiled = _run(src, tmp / "c.db", tmp / "c.csv", "compiled", chaos)
-    step = _run(src, tmp / "s.db", tmp / "s.csv", "step", chaos)
+def _both(tmp: Path, src: Path, chaos: str | None = None,
+          offsets: OffsetConfig | None = None) -> None:
+    compiled = _run(src, tmp / "c.db", tmp / "c.csv", "compiled", chaos, offsets)
+    step = _run(src, tmp / "s.db", tmp / "s.csv", "step", chaos, offsets)
     assert (tmp / "c.csv").read_bytes() == (tmp / "s.csv").read_bytes()
     for table in _ORDER:
         assert compiled[table] == step[table], table
@@ -91,6 +95,28 @@ def test_with_chaos_on_both_ways_agree(tmp_path: Path, scenario: str) -> None:
     src = tmp_path / "export.csv"
     _synth(src, scenario, seed=202)
     _both(tmp_path, src, chaos="reset:0.3,persist:0.1")
+
+
+#: synth's true offsets of the ``offsets`` scenario, as ``calibrate --write-config`` writes them.
+TRUE_OFFSETS = OffsetConfig(
+    reference="care-team-upload",
+    sources=dict(DEFAULT_SOURCE_OFFSETS),
+    time_of_day={"day": 0.4, "evening": 0.8},
+)
+
+
+@pytest.mark.parametrize(("scenario", "chaos"), [("offsets", None), ("offsets", "reset:0.3,persist:0.1"),
+                                                 ("duplicates", None)])
+def test_with_offsets_configured_both_ways_agree(tmp_path: Path, scenario: str,
+                                                 chaos: str | None) -> None:
+    """Offsets subtracted (synth's true ones): the engine and the step agree, offsets shown."""
+    src = tmp_path / "export.csv"
+    _synth(src, scenario, seed=505)
+    _both(tmp_path, src, chaos=chaos, offsets=TRUE_OFFSETS)
+    shown = sqlite3.connect(tmp_path / "c.db").execute(
+        "SELECT count(*), count(offset_kg), sum(offset_kg != 0) FROM results "
+        "WHERE verdict != 'invalid'").fetchone()
+    assert shown[0] == shown[1] > 0 and shown[2] > 0.2 * shown[0]
 
 
 def test_a_permuted_file_both_ways(tmp_path: Path) -> None:

@@ -49,15 +49,15 @@ def test_fresh_file_has_exactly_the_table_columns(tmp_path: Path, table: Table):
 
 
 def test_codec_orders_come_from_the_tables():
-    assert codec.STATE_COLUMNS == STATES.names
-    assert codec.READING_COLUMNS == READINGS.names
-    assert codec.RESULT_COLUMNS == ("input_id", *RESULTS.names[1:])
-    assert RESULT_FIELDS == RESULTS.file_fields
+    assert STATES.names == codec.STATE_COLUMNS
+    assert READINGS.names == codec.READING_COLUMNS
+    assert ("input_id", *RESULTS.names[1:]) == codec.RESULT_COLUMNS
+    assert RESULTS.file_fields == RESULT_FIELDS
 
 
 def test_a_new_column_flows_through_ddl_insert_select_and_header(tmp_path: Path):
     extra = Column("note", Kind.TEXT, file="note")
-    wider = RESULTS.with_column(extra, after="quality")
+    wider = RESULTS.with_column(extra, after="offset_kg")
     assert "note TEXT" in wider.ddl()
     assert wider.file_fields == (*RESULTS.file_fields, "note")
     conn = sqlite3.connect(":memory:")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.table import Table
@@ -19,6 +19,9 @@ from weightstream._display import error_text, text
 from weightstream.cli._common import ConfigOpt, DbOpt, console, err, existing_store, fail, guard
 from weightstream.errors import ExitCode, StateCorruptionError, WeightstreamError, exit_code_for
 from weightstream.lifecycle import Phase, phase_of
+
+if TYPE_CHECKING:
+    from weightstream.config import OffsetConfig
 
 __all__ = ["register"]
 
@@ -66,6 +69,7 @@ def state(
         table.add_row("last reset", text(f"{st.last_reset_type} at {st.last_reset_at}"))
         table.add_row("accepted readings", str(st.accepted_count))
         table.add_row("version", str(st.version))
+        table.add_row("offsets", _offsets_text(cfg.offsets))
         console.print(table)
         try:
             rows = store.history(user_id)[-last:]
@@ -74,7 +78,7 @@ def state(
         except WeightstreamError as exc:
             fail(exc, exit_code_for(exc))
         hist = Table(title="last readings")
-        for col in ("time", "source", "kg", "verdict", "reason", "filtered"):
+        for col in ("time", "source", "kg", "offset", "verdict", "reason", "filtered"):
             hist.add_column(col)
         for row in rows:
             m, r = row.measurement, row.result
@@ -82,11 +86,34 @@ def state(
                 m.timestamp.isoformat(),
                 text(m.source),
                 f"{m.weight_kg:.2f}",
+                f"{m.offset_kg:+.2f}" if m.offset_kg else "",
                 text(r.verdict),
                 text(r.reason),
                 "" if r.filtered_weight is None else f"{r.filtered_weight:.2f}",
             )
         console.print(hist)
+
+
+def _offsets_text(config: OffsetConfig) -> Text:
+    """The offsets the filter subtracts (issue 13): ``none``, or each source's and band's."""
+    from weightstream.offsets import from_config
+
+    offsets = from_config(config)
+    if offsets.empty:
+        return Text("none")
+    parts: list[str | Text] = [
+        "reference ",
+        text(offsets.reference or "(none named)"),
+    ]
+    for name, e in offsets.sources:
+        if e.kg:
+            parts += ["; ", text(name), f" {e.kg:+.2f} kg"]
+    for name, e in offsets.time_of_day:
+        if e.kg:
+            parts += ["; ", text(name), f" {e.kg:+.2f} kg"]
+    if offsets.local_utc_offset_hours:
+        parts.append(f"; local clock UTC{offsets.local_utc_offset_hours:+g} h")
+    return Text.assemble(*parts)
 
 
 def _corrupt_state(user_id: str, reason: object) -> NoReturn:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightstream import rules
-from weightstream.copies import may_be_copy
+from weightstream.copies import given_kg, may_be_copy
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
 from weightstream.engine.state import from_arrays, to_arrays
@@ -42,6 +42,7 @@ from weightstream.model import (
     to_micros,
 )
 from weightstream.observe import ReadingEvent
+from weightstream.offsets import offset_kg_array
 from weightstream.resets.manager import ResetManager
 from weightstream.resets.validator import StateValidator
 from weightstream.store.codec import READING_COLUMNS, RESULT_COLUMNS
@@ -88,7 +89,9 @@ class GroupReadings:
     def __len__(self) -> int:
         return len(self.line)
 
-    def measurement(self, i: int, reading_id: str, content: str) -> Measurement:
+    def measurement(
+        self, i: int, reading_id: str, content: str, offset_kg: float = 0.0
+    ) -> Measurement:
         return Measurement(
             reading_id=reading_id,
             user_id=self.user[i],
@@ -98,6 +101,7 @@ class GroupReadings:
             weight_kg=self.weight_kg[i],
             source=self.source[i],
             content_key=content,
+            offset_kg=offset_kg,
         )
 
 
@@ -213,7 +217,13 @@ class _Group:
         self.manual = np.fromiter((sources[s][1] for s in g.source), dtype=np.bool_, count=n)
         self.srcq = np.fromiter((sources[s][2] for s in g.source), dtype=np.float64, count=n)
         self.ts = np.asarray(g.ts, dtype=np.int64)
-        self.z = np.asarray(g.weight_kg, dtype=np.float64)
+        # Each reading's offset, once for the group (weightstream.offsets); the loop sees the
+        # readings less their offsets, as the step does (Measurement.filter_kg).
+        offsets = engine.policy.offsets
+        self.shown = not offsets.empty
+        self.off = offset_kg_array(offsets, g.source, self.ts)
+        self.offs: list[float] = self.off.tolist()
+        self.z = np.asarray(g.weight_kg, dtype=np.float64) - self.off
         self.out = _Outputs(n)
         self.events: list[ReadingEvent] = []
         self.dup: list[str | None] = []
@@ -278,8 +288,24 @@ class _Group:
                     if stop == limit:
                         continue
                     # The loop stopped at a reading it cannot decide: that one goes to the step.
-            batch.process(g.measurement(i, self.ids[i], self.contents[i]), row=g.line[i])
+            batch.process(self._measurement(i), row=g.line[i])
             i += 1
+
+    def _measurement(self, i: int) -> Measurement:
+        return self.g.measurement(i, self.ids[i], self.contents[i], self.offs[i])
+
+    def _entry(self, i: int) -> BufferedReading:
+        """What the state remembers of reading ``i``: as ``BufferedReading.of`` gives it."""
+        g, off = self.g, self.offs[i]
+        return BufferedReading(
+            from_micros(g.ts[i]),
+            g.weight_kg[i] - off,
+            g.source[i],
+            unit=g.unit[i].strip().lower(),
+            value=g.value[i],
+            reading_id=self.ids[i],
+            offset_kg=off,
+        )
 
     def _first_copy(self, state: UserState, i: int, limit: int) -> int:
         """The first reading of ``i .. limit-1`` that may repeat a reading (else ``limit``).
@@ -292,22 +318,30 @@ class _Group:
         g = self.g
         instants: dict[int, list[tuple[float, float | None]]] = {}
         values: dict[tuple[str, float], list[int]] = {}
+        # Readings as given (the copy rules' weights): a remembered one's given_kg, and an
+        # earlier reading of the stretch's weight as its buffer entry will give it back.
         for e in (*state.buffer, *state.rejected):
             t = to_micros(e.timestamp)
-            instants.setdefault(t, []).append((e.weight_kg, e.value))
-            values.setdefault((e.source, e.weight_kg), []).append(t)
-        ts, kgs, sources, raw = g.ts, g.weight_kg, g.source, g.value
+            kg = given_kg(e)
+            instants.setdefault(t, []).append((kg, e.value))
+            values.setdefault((e.source, kg), []).append(t)
+        ts, kgs, sources, raw, offs = g.ts, g.weight_kg, g.source, g.value, self.offs
         for k in range(i, limit):
             t, kg = ts[k], kgs[k]
             key = (sources[k], kg)
             if t in instants or key in values:
                 if may_be_copy(instants, values, t, kg, raw[k], key[0]):
                     return k
-                instants.setdefault(t, []).append((kg, raw[k]))
-                values.setdefault(key, []).append(t)
-            else:
+            elif not offs[k]:
                 instants[t] = [(kg, raw[k])]
                 values[key] = [t]
+                continue
+            off = offs[k]
+            if off:
+                kg = (kg - off) + off
+                key = (key[0], kg)
+            instants.setdefault(t, []).append((kg, raw[k]))
+            values.setdefault(key, []).append(t)
         return limit
 
     def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
@@ -369,6 +403,7 @@ class _Group:
         contents = self.contents[i0:i1]
         ts = g.ts[i0:i1]
         kg = g.weight_kg[i0:i1]
+        offs = self.offs[i0:i1]
         users = repeat(user, n)
         reading = {
             "key": ids,
@@ -386,6 +421,7 @@ class _Group:
             "trend_kg_week": trend,
             "std_kg": std,
             "quality": q,
+            "offset_kg": offs,
         }
         result = {
             "input_id": repeat(batch.input_id, n),
@@ -405,6 +441,7 @@ class _Group:
             "q_innovation": out.qi[i0:i1].tolist(),
             "q_rate": out.qr[i0:i1].tolist(),
             "q_source": q_source,
+            "offset_kg": offs if self.shown else None,
         }
         # In the column tables' order; a column the loop does not decide is NULL.
         batch.unit.reading_rows.extend(
@@ -426,6 +463,8 @@ class _Group:
                 "std_kg": out.std[i0:i1].copy(),
                 "quality": out.q[i0:i1].copy(),
             }
+            if self.shown:
+                columns["offset_kg"] = self.off[i0:i1].copy()
             table, at = self.table, self.offset + i0
             batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
         last = i1 - 1
@@ -437,14 +476,10 @@ class _Group:
         after = accepted_at[-1] + 1 if accepted_at else i0
         rejected_since = list(range(after, i1))
         size = engine.buffer_size
-        buffer = [*base.buffer[-size:], *(_entry(g, i, self.ids[i]) for i in accepted_at[-size:])][
-            -size:
-        ]
+        buffer = [*base.buffer[-size:], *(self._entry(i) for i in accepted_at[-size:])][-size:]
         kept = K.REJECTED_KEPT
         earlier = base.rejected if not accepted_at else ()
-        rejected = [*earlier[-kept:], *(_entry(g, i, self.ids[i]) for i in rejected_since[-kept:])][
-            -kept:
-        ]
+        rejected = [*earlier[-kept:], *(self._entry(i) for i in rejected_since[-kept:])][-kept:]
         batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
 
     def _duplicate(self, i: int, reason: str) -> None:
@@ -461,15 +496,18 @@ class _Group:
             "ts": g.ts[i],
             "source": g.source[i],
             "weight_kg": g.weight_kg[i],
+            "offset_kg": self.offs[i] if self.shown else None,
         }
         batch.unit.result_rows.append(tuple(given.get(name) for name in RESULT_COLUMNS))
         self.events.append((g.user[i], reading_id, _DUPLICATE, reason, g.source[i]))
         if self.table is not None:
-            columns = {
+            columns: dict[str, Any] = {
                 "verdict": [_DUPLICATE],
                 "reason": [reason],
                 "message": ["already processed"],
             }
+            if self.shown:
+                columns["offset_kg"] = [self.offs[i]]
             table, at = self.table, self.offset + i
             batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
 
@@ -523,14 +561,3 @@ def _in_order(
         return False
     key = batch.last_key(g.user[i])
     return key is not None and order_key(g.measurement(i, ids[i], contents[i])) > key
-
-
-def _entry(g: GroupReadings, i: int, reading_id: str) -> BufferedReading:
-    return BufferedReading(
-        from_micros(g.ts[i]),
-        g.weight_kg[i],
-        g.source[i],
-        unit=g.unit[i].strip().lower(),
-        value=g.value[i],
-        reading_id=reading_id,
-    )

@@ -3,7 +3,8 @@
 A file run fills a :class:`ResultsTable`: one slot per row of the input, in processing order
 (invalid rows first, then the valid readings as sorted). What the input already says (row,
 user, time, source, weight, id) is read from the sorted readings at the end; the table holds
-only what was decided: verdict, reason, message, the filter's numbers, the reset. The
+only what was decided: verdict, reason, message, the filter's numbers, the reset, the
+offset subtracted (none, an empty cell, when no offsets are configured). The
 compiled loop fills whole stretches from its output arrays; a result decided one by one (a
 reset, a late reading, an invalid row) fills its own slot. Slots are filled once their group
 is committed, so the table says what the store says. A resumed run takes the rows an earlier
@@ -36,7 +37,7 @@ __all__ = ["ResultsTable", "RESULT_FIELDS", "invalid_message"]
 
 #: The results file's columns (the result table's columns that the file shows).
 RESULT_FIELDS = RESULTS.file_fields
-_NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality")
+_NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality", "offset_kg")
 _DECIDED = ("verdict", "reason", "message", "reset_type", "reset_outcome")
 _SLICE = 100_000  # rows formatted at a time
 

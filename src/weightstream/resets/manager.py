@@ -81,7 +81,7 @@ class ResetManager:
         if (
             predicted_weight is not None
             and self.config.sources.is_manual(m.source)
-            and abs(m.weight_kg - predicted_weight) >= self._r.soft_threshold_kg
+            and abs(m.filter_kg - predicted_weight) >= self._r.soft_threshold_kg
             and self._cooled_down(state, m.timestamp)
         ):
             return ResetDecision(ResetType.SOFT, f"manual entry from {m.source}")
@@ -108,7 +108,7 @@ class ResetManager:
     ) -> KalmanState:
         """The filter state right after the reset, the reading folded in."""
         P0 = self.reset_covariance(reset_type)
-        z = measurement.weight_kg
+        z = measurement.filter_kg  # the reading less its offset, as every update takes it
         if reset_type is ResetType.SOFT and kalman_state is not None:
             dt = _days(kalman_state.timestamp, measurement.timestamp)
             boost = self._r.soft.q_multiplier

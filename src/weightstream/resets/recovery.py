@@ -2,14 +2,17 @@
 
 Strategies, tried in order; the first whose preconditions hold wins:
 
+Weights are on the reference scale: the store's ``accepted_between`` and ``nearest_accepted``
+give each reading less its offset (``weight_kg - offset_kg``), as the filter took it.
+
 1. **history**: at least ``min_readings`` (3) accepted readings in the ``window_days`` (7) before
    the reading. Level: their mean carried to the reading's time along the trend; trend: the
    Theil-Sen slope (median of pairwise slopes: robust to an outlier that slipped through,
    and not zero by fiat as in the plan's sketch); variance: their spread around that line.
 2. **interpolation**: accepted readings on both sides of the reading's time (possible when the
    reading is late): linear interpolation between the nearest two.
-3. **conservative**: the reading itself with a high uncertainty (25 kg^2, i.e. 5 kg sd), so
-   the next readings quickly take over.
+3. **conservative**: the reading itself (less its offset) with a high uncertainty (25 kg^2,
+   i.e. 5 kg sd), so the next readings quickly take over.
 
 Every attempt, successful or not, is returned as a :class:`RecoveryAttempt` that the caller
 commits in the same unit of work as the state it leads to (the plan kept them in an
@@ -152,7 +155,7 @@ class ResetRecoveryService:
     def conservative(self, m: Measurement) -> RecoveredState:
         """The reading itself, very uncertain: always valid for an in-range reading."""
         k = KalmanState(
-            x=(m.weight_kg, 0.0),
+            x=(m.filter_kg, 0.0),
             P=((CONSERVATIVE_WEIGHT_VAR, 0.0), (0.0, CONSERVATIVE_TREND_VAR)),
             timestamp=m.timestamp,
         )

@@ -11,6 +11,10 @@ Four triggers, tried in order (thresholds in :class:`~weightstream.config.ResetC
 * a **pound baseline**: a young filter whose readings come in at its value / 2.2046 (its
   baseline was pounds sent as kilograms).
 
+Every weight here is on the reference scale: a reading's
+:attr:`~weightstream.model.Measurement.filter_kg` against the buffer's entries (stored less
+their offsets).
+
 A reset-triggering reading is never taken unchecked (the reference system made an outlier
 after a long gap the new baseline): :func:`reset_rejection` runs the trigger's named rule set
 from :mod:`weightstream.rules` against the last accepted weight.
@@ -77,7 +81,7 @@ def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | 
     recent = base.rejected[-needed:]
     if len(recent) < needed:
         return None
-    values = [b.weight_kg for b in recent] + [m.weight_kg]
+    values = [b.weight_kg for b in recent] + [m.filter_kg]
     if max(values) - min(values) > config.resets.soft_threshold_kg:
         return None
     if (m.timestamp - recent[0].timestamp).total_seconds() > cfg.streak_window_days * _DAY:
@@ -97,7 +101,7 @@ def _pound_baseline(
     """
     if base.accepted_count >= config.rules.established_readings:
         return None
-    if abs(m.weight_kg * LB_PER_KG / expected - 1.0) > config.rules.unit_error_tolerance:
+    if abs(m.filter_kg * LB_PER_KG / expected - 1.0) > config.rules.unit_error_tolerance:
         return None
     return ResetDecision(ResetType.HARD, POUND_TRIGGER)
 
@@ -109,18 +113,19 @@ def reset_rejection(
     if phase_of(base) is Phase.NEW or base.buffer == ():
         return None
     last = base.buffer[-1]
+    z = m.filter_kg
     rules = RESET_RULES
     if decision.trigger == POUND_TRIGGER:
         rules = POUND_CORRECTION_RULES
     elif decision.trigger == STREAK_TRIGGER:
         # Consistent readings ~1/2.2046 of the baseline: the baseline was the unit error.
-        rules = STREAK_DOWN_RULES if m.weight_kg < last.weight_kg else STREAK_UP_RULES
+        rules = STREAK_DOWN_RULES if z < last.weight_kg else STREAK_UP_RULES
     days = (m.timestamp - last.timestamp).total_seconds() / _DAY
     ctx = RuleContext(
-        weight_kg=m.weight_kg,
+        weight_kg=z,
         timestamp=m.timestamp,
         expected_kg=last.weight_kg,
-        innovation=m.weight_kg - last.weight_kg,
+        innovation=z - last.weight_kg,
         innovation_var=1.0,
         last_accepted_kg=last.weight_kg,
         days_since_accepted=days,

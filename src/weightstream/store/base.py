@@ -133,13 +133,15 @@ class StateStore(Protocol):
     def accepted_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, float]]:
-        """Accepted readings with start <= time < end, oldest first."""
+        """Accepted readings with start <= time < end, oldest first: (time, weight less its
+        offset), the weight the filter took."""
         ...
 
     def nearest_accepted(
         self, user_id: str, when: datetime
     ) -> tuple[tuple[datetime, float] | None, tuple[datetime, float] | None]:
-        """The accepted readings nearest before (<=) and after (>) ``when``."""
+        """The accepted readings nearest before (<=) and after (>) ``when`` (weights less
+        their offsets, as in :meth:`accepted_between`)."""
         ...
 
     def last_good(self, user_id: str) -> tuple[UserState, datetime] | None:

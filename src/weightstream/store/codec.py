@@ -268,19 +268,22 @@ def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
         raise _Bad(name, "JSON that is not a list")
     out = []
     for item in items:
-        # [time, weight, source], and since the copy rules also [unit, value, reading id]
+        # [time, weight, source], since the copy rules also [unit, value, reading id], and
+        # since offsets also the offset when it is not 0
         if not (
             isinstance(item, list)
-            and len(item) in (3, 6)
+            and len(item) in (3, 6, 7)
             and isinstance(item[2], str)
             and all(isinstance(v, str) for v in item[3:4] + item[5:6])
         ):
-            raise _Bad(name, "an entry that is not [time, weight, source(, unit, value, id)]")
+            raise _Bad(
+                name, "an entry that is not [time, weight, source(, unit, value, id(, offset))]"
+            )
         if len(item) == 3:
             t, w, source = item
             out.append(BufferedReading(_time(t, name), _num(w, name), source))
         else:
-            t, w, source, unit, value, reading_id = item
+            t, w, source, unit, value, reading_id = item[:6]
             out.append(
                 BufferedReading(
                     _time(t, name),
@@ -289,6 +292,7 @@ def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
                     unit=unit,
                     value=None if value is None else _num(value, name),
                     reading_id=reading_id,
+                    offset_kg=_num(item[6], name) if len(item) == 7 else 0.0,
                 )
             )
     return tuple(out)
@@ -308,6 +312,16 @@ def _pack(readings: tuple[BufferedReading, ...]) -> str:
 
 
 def _packed(b: BufferedReading) -> list[Any]:
+    if b.offset_kg:
+        return [
+            to_micros(b.timestamp),
+            b.weight_kg,
+            b.source,
+            b.unit,
+            b.value,
+            b.reading_id,
+            b.offset_kg,
+        ]
     if b.value is None and not b.unit and not b.reading_id:  # as before the copy rules
         return [to_micros(b.timestamp), b.weight_kg, b.source]
     return [to_micros(b.timestamp), b.weight_kg, b.source, b.unit, b.value, b.reading_id]
@@ -335,6 +349,7 @@ def reading_to_row(m: Measurement, r: Result) -> tuple[Any, ...]:
         _s(r.reset_type),
         _s(r.reset_outcome),
         r.quality,
+        m.offset_kg,
     )
 
 
@@ -357,9 +372,15 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
         reset_type,
         reset_outcome,
         quality,
+        offset,
     ) = tuple(row)
     when = from_micros(ts)
-    m = Measurement(key, user_id, when, float(value), unit, float(weight_kg), source, content)
+    m = Measurement(
+        key, user_id, when, float(value), unit, float(weight_kg), source, content, float(offset)
+    )
+    # The history keeps the offset a reading was decided with (0: none); its result shows
+    # none for 0, not knowing whether offsets were configured then.
+    r_offset = m.offset_kg or None
     r = Result(
         reading_id=key,
         user_id=user_id,
@@ -375,6 +396,7 @@ def row_to_reading(row: tuple[Any, ...] | Any) -> tuple[Measurement, Result]:
         reset_type=_reset_type(reset_type),
         reset_outcome=_outcome(reset_outcome),
         quality=quality,
+        offset_kg=r_offset,
     )
     return m, r
 
@@ -405,6 +427,7 @@ def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
         _s(r.reset_outcome),
         r.quality,
         *_components(r.quality_components),
+        r.offset_kg,
     )
 
 
@@ -460,6 +483,7 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         q_rate,
         q_source,
         components,
+        offset,
     ) = tuple(row)
     return Result(
         reading_id=reading_id,
@@ -478,6 +502,7 @@ def row_to_result(row: tuple[Any, ...] | Any) -> Result:
         reset_outcome=_outcome(reset_outcome),
         quality=quality,
         quality_components=_decoded_components(q_innovation, q_rate, q_source, components),
+        offset_kg=offset,
     )
 
 

@@ -196,6 +196,9 @@ READINGS = Table(
         Column("reset_type", _T),
         Column("reset_outcome", _T),
         Column("quality", _R),
+        # The offset subtracted before the filter saw it (weight_kg is the reading as given),
+        # so a replay decides exactly as live did (migration 4; 0 for older readings).
+        Column("offset_kg", _R, "NOT NULL DEFAULT 0"),
     ),
     key="seq INTEGER PRIMARY KEY",
 )
@@ -225,6 +228,9 @@ RESULTS = Table(
         Column("q_rate", _R),
         Column("q_source", _R),
         Column("quality_components", _T),
+        # Last, so the results file's other columns keep their places (migration 4). NULL
+        # (an empty cell) when the reading has no offset and none are configured.
+        Column("offset_kg", _R, file="offset_kg"),
     ),
     constraints=("UNIQUE (input_ref, row)",),
 )

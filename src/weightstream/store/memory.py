@@ -135,7 +135,7 @@ class MemoryStore:
 
     def _accepted(self, user_id: str) -> list[tuple[datetime, float]]:
         return [
-            (row.measurement.timestamp, row.measurement.weight_kg)
+            (row.measurement.timestamp, row.measurement.filter_kg)
             for row in self.history(user_id)
             if row.result.verdict is Verdict.ACCEPTED
         ]

@@ -190,4 +190,15 @@ CREATE TABLE results_v3 (
             "ALTER TABLE results_v3 RENAME TO results",
         ),
     ),
+    (
+        4,
+        "source and time-of-day offsets: each reading's, and each result's",
+        (
+            # A stored reading keeps its weight as given and the offset it was decided with,
+            # so replays and rebuilds decide exactly as live did; older readings had none.
+            "ALTER TABLE readings ADD COLUMN offset_kg REAL NOT NULL DEFAULT 0",
+            # NULL: no offset and none configured (the results file shows an empty cell).
+            "ALTER TABLE results ADD COLUMN offset_kg REAL",
+        ),
+    ),
 )

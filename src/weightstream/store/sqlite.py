@@ -439,8 +439,8 @@ class SQLiteStore:
         self, user_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, float]]:
         rows = self._query(
-            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts >= ? AND ts < ? "
-            "AND verdict = 'accepted' ORDER BY ts, seq",
+            "SELECT ts, weight_kg - offset_kg FROM readings "
+            "WHERE user_id = ? AND ts >= ? AND ts < ? AND verdict = 'accepted' ORDER BY ts, seq",
             (user_id, to_micros(start), to_micros(end)),
         )
         return [(from_micros(t), w) for t, w in rows]
@@ -450,12 +450,12 @@ class SQLiteStore:
     ) -> tuple[tuple[datetime, float] | None, tuple[datetime, float] | None]:
         t = to_micros(when)
         before = self._query(
-            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts <= ? "
+            "SELECT ts, weight_kg - offset_kg FROM readings WHERE user_id = ? AND ts <= ? "
             "AND verdict = 'accepted' ORDER BY ts DESC, seq DESC LIMIT 1",
             (user_id, t),
         )
         after = self._query(
-            "SELECT ts, weight_kg FROM readings WHERE user_id = ? AND ts > ? "
+            "SELECT ts, weight_kg - offset_kg FROM readings WHERE user_id = ? AND ts > ? "
             "AND verdict = 'accepted' ORDER BY ts, seq LIMIT 1",
             (user_id, t),
         )
