@@ -269,3 +269,17 @@ def test_tiny_covariance_products_do_not_underflow(postgres_backend: Backend):
     unit.put_state(tiny, 0)
     store.commit(unit)
     assert postgres_backend.reopen().load_state("u1") == tiny
+
+
+def test_results_file_rows_decode_escaped_text(postgres_backend: Backend):
+    """iter_result_rows gives NUL and U+FFFF in texts back exactly; other rows as stored."""
+    from weightstream.model import Reason, Result, Verdict
+
+    store = postgres_backend.open()
+    odd = Result("id\x00x", "u\uffff1", Verdict.INVALID, Reason.NOT_A_NUMBER, "m\x00", row=1)
+    plain = Result(None, None, Verdict.INVALID, Reason.NOT_A_NUMBER, "weight 'abc'", row=2)
+    store.commit(UnitOfWork(results=[("in.csv", odd), ("in.csv", plain)]))
+    rows = list(postgres_backend.reopen().iter_result_rows("in.csv"))  # type: ignore[attr-defined]
+    assert [r[:3] for r in rows] == [(1, "id\x00x", "u\uffff1"), (2, "", "")]
+    assert rows[0][5] == "m\x00" and rows[1][5] == "weight 'abc'"
+    assert list(store.results_for_input("in.csv")) == [odd, plain]
