@@ -221,3 +221,15 @@ def test_the_engine_pretest_flags_every_copy_the_rules_find() -> None:
         values = {(entry.source, entry.weight_kg): [to_micros(entry.timestamp)]}
         assert may_be_copy(instants, values, to_micros(m.timestamp), m.weight_kg, m.value,
                            m.source)
+
+
+def test_a_date_only_row_and_its_copy_at_a_whole_hour_of_that_date() -> None:
+    """101.05 kg dated 2024-02-03 and 101.05 kg at 05:00:00 that date, one source: one reading."""
+    day = datetime(2024, 2, 3, tzinfo=UTC)
+    found = copy_of(_remembered(_m(101.05, at=day)), (), _m(101.05, at=day + timedelta(hours=5)))
+    assert found is not None and found.reason is Reason.CLOCK_SHIFTED_COPY
+    # a three-digit value could be a second weighing; two timed rows on whole hours too
+    assert copy_of(_remembered(_m(80.5, at=day)), (), _m(80.5, at=day + timedelta(hours=5))) is None
+    timed = day + timedelta(hours=7)
+    assert copy_of(_remembered(_m(101.05, at=timed)), (),
+                   _m(101.05, at=timed + timedelta(hours=5))) is None

@@ -34,8 +34,13 @@ one of two things must make a coincidence implausible:
   apart: about one chance in 3,600, times the chance of the same value (1 in 10 or less at
   0.1 kg steps), for each pair of readings of one source less than 14 hours apart.
 
-A short value on a whole minute (``80.1`` at ``08:00`` and at ``16:00``; date-only rows are
-whole days apart anyway) is never called a copy: two real weighings look exactly like that.
+- or one of the two is a date without a time (``00:00:00``) and the other the same value at a
+  whole hour of a time nearby, with at least :data:`MIN_DATE_ONLY_DIGITS` significant digits
+  (``101.05``): a source that writes dates only cannot have weighed at ``05:00:00``, so that row
+  is the date-only one exported again with a time zone's hours.
+
+A short value on a whole minute (``80.1`` at ``08:00`` and at ``16:00``) is never called a
+copy: two real weighings look exactly like that.
 
 **Offsets.** Both rules compare readings *as given*, never less their offsets (two rows of
 one weighing carry different offsets when their sources differ, or their clocks do): a
@@ -59,12 +64,15 @@ __all__ = [
     "rounding_kg",
     "MAX_SHIFT_HOURS",
     "MIN_SIGNIFICANT_DIGITS",
+    "MIN_DATE_ONLY_DIGITS",
 ]
 
 MAX_SHIFT_HOURS: Final = 14
 MIN_SIGNIFICANT_DIGITS: Final = 7
+MIN_DATE_ONLY_DIGITS: Final = 4
 _HOUR_US: Final = 3_600_000_000
 _MINUTE_US: Final = 60_000_000
+_DAY_US: Final = 86_400_000_000
 #: The rounding assumed for a remembered reading whose value was not kept: wider than any real
 #: one, so the engine's pre-test still flags every possible copy.
 _LEGACY_ROUNDING: Final = 10.0
@@ -132,8 +140,13 @@ def _clock_shifted(original: BufferedReading, m: Measurement, micros: int) -> bo
     hours, rest = divmod(abs(shift), _HOUR_US)
     if rest or not 1 <= hours <= MAX_SHIFT_HOURS:
         return False
-    precise_time = micros % _MINUTE_US != 0
-    return precise_time or significant_digits(m.value) >= MIN_SIGNIFICANT_DIGITS
+    digits = significant_digits(m.value)
+    if micros % _MINUTE_US != 0 or digits >= MIN_SIGNIFICANT_DIGITS:
+        return True
+    # A date without a time (00:00:00) and the same value at a whole hour of that date: a
+    # date-only row and its copy exported with the hours of a time zone.
+    date_only = (micros % _DAY_US == 0) != (to_micros(original.timestamp) % _DAY_US == 0)
+    return date_only and digits >= MIN_DATE_ONLY_DIGITS
 
 
 def copy_of(
