@@ -1,0 +1,140 @@
+"""The group commit: many requests, one transaction; one request's failure is its own."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from weightstream.config import Config
+from weightstream.errors import ConflictError, StorageError
+from weightstream.ingest import RawRow, to_measurement
+from weightstream.model import Measurement
+from weightstream.processor import Processor
+from weightstream.service.commit import GroupCommitter, RequestFailed, ServiceClosing
+from weightstream.store.memory import MemoryStore
+from weightstream.testing import FakeClock, FaultyStore
+
+T0 = datetime(2025, 1, 1, 8, tzinfo=UTC)
+
+
+def m(user: str, i: int) -> Measurement:
+    item = to_measurement(
+        RawRow(
+            0,
+            user,
+            (T0 + timedelta(days=i)).isoformat(),
+            str(80 + i / 10),
+            "kg",
+            "scale",
+            f"{user}-{i}",
+        ),
+        config=Config(),
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert isinstance(item, Measurement)
+    return item
+
+
+async def _submit_all(committer: GroupCommitter, requests: list[list[Measurement]]):
+    committer.start()
+    try:
+        return await asyncio.gather(
+            *(committer.submit(r) for r in requests), return_exceptions=True
+        )
+    finally:
+        await committer.close()
+
+
+def test_requests_submitted_together_share_one_commit() -> None:
+    """Twenty requests submitted at once are decided and committed as one unit."""
+    store = MemoryStore()
+    commits: list[int] = []
+    real = store.commit
+
+    def counting(unit):
+        commits.append(len(unit))
+        real(unit)
+
+    store.commit = counting  # type: ignore[method-assign]
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.01)
+    answers = asyncio.run(_submit_all(committer, [[m(f"u{i}", 0)] for i in range(20)]))
+    assert all(a[0].verdict == "accepted" for a in answers)
+    assert committer.stats.groups == 1 and commits == [20]
+
+
+def test_one_request_that_raises_fails_alone() -> None:
+    """A reading whose decision raises fails its request (RequestFailed); the others commit."""
+    store = MemoryStore()
+    processor = Processor(store, Config(), clock=FakeClock())
+    real_apply = processor.apply
+
+    def apply(state, reading, batch):
+        if reading.user_id == "poison":
+            raise ZeroDivisionError("a bug")
+        return real_apply(state, reading, batch)
+
+    processor.apply = apply  # type: ignore[method-assign]
+    committer = GroupCommitter(processor, linger_s=0.01)
+    requests = [[m("a", 0)], [m("poison", 0), m("b", 0)], [m("c", 0)]]
+    answers = asyncio.run(_submit_all(committer, requests))
+    assert isinstance(answers[1], RequestFailed)
+    assert [a[0].verdict for i, a in enumerate(answers) if i != 1] == ["accepted", "accepted"]
+    assert set(store.users()) == {"a", "c"}  # nothing of the failed request, not even "b"
+
+
+def test_storage_failure_fails_the_group_and_stores_nothing() -> None:
+    """A store that fails: every request of the group gets the StorageError; nothing stored."""
+    inner = MemoryStore()
+    store = FaultyStore(inner, StorageError("disk gone"))
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.01)
+    answers = asyncio.run(_submit_all(committer, [[m("a", 0)], [m("b", 0)]]))
+    assert all(isinstance(a, StorageError) for a in answers)
+    assert inner.users() == []
+
+
+def test_conflict_is_redone_from_fresh_state() -> None:
+    """A group that met another writer is redone (bounded), and then commits."""
+    inner = MemoryStore()
+    store = FaultyStore(inner, ConflictError("another writer"))
+    calls = {"n": 0}
+
+    def fail_twice(unit) -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 2
+
+    store.fail_when = fail_twice
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.0)
+    answers = asyncio.run(_submit_all(committer, [[m("a", 0)]]))
+    assert answers[0][0].verdict == "accepted"
+    assert committer.stats.retries == 2 and inner.users() == ["a"]
+
+
+def test_after_close_submissions_are_refused() -> None:
+    """Once closing, a new submission is refused (nothing stored) with ServiceClosing."""
+
+    async def run() -> None:
+        committer = GroupCommitter(Processor(MemoryStore(), Config(), clock=FakeClock()))
+        committer.start()
+        await committer.close()
+        with pytest.raises(ServiceClosing):
+            await committer.submit([m("a", 0)])
+
+    asyncio.run(run())
+
+
+def test_close_answers_everything_already_submitted() -> None:
+    """close() decides, commits and answers the submissions queued before it."""
+
+    async def run() -> None:
+        store = MemoryStore()
+        committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.05)
+        committer.start()
+        pending = [asyncio.ensure_future(committer.submit([m(f"u{i}", 0)])) for i in range(10)]
+        await asyncio.sleep(0)
+        await committer.close()
+        answers = await asyncio.gather(*pending)
+        assert len(answers) == 10 and len(store.users()) == 10
+
+    asyncio.run(run())
