@@ -37,7 +37,7 @@ from weightstream.model import (
 )
 from weightstream.observe import Observer
 from weightstream.replay import replay_late
-from weightstream.step import shown_offset
+from weightstream.step import plain_result
 from weightstream.store.base import UnitOfWork
 
 if TYPE_CHECKING:
@@ -172,18 +172,7 @@ class Batch:
 
     def _plain(self, m: Measurement, verdict: Verdict, reason: Reason, message: str) -> Result:
         """The result of a reading the step does not see (a duplicate, a late one)."""
-        return Result(
-            reading_id=m.reading_id,
-            user_id=m.user_id,
-            verdict=verdict,
-            reason=reason,
-            message=message,
-            row=self._row,
-            timestamp=m.timestamp,
-            source=m.source,
-            weight_kg=m.weight_kg,
-            offset_kg=shown_offset(self.p.policy, m),
-        )
+        return plain_result(self.p.policy, m, verdict, reason, message, self._row)
 
     def add_result(self, result: Result) -> None:
         """Record a result that changes no state (duplicate, invalid row)."""

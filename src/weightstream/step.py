@@ -55,6 +55,7 @@ __all__ = [
     "adopt",
     "from_last_good",
     "make_result",
+    "plain_result",
     "predict",
     "shown_offset",
 ]
@@ -239,18 +240,7 @@ def _copy(base: UserState, m: Measurement, copy: copies.Copy, policy: Policy) ->
     new = replace(
         base, last_event_at=_later(base.last_event_at, m.timestamp), version=base.version + 1
     )
-    result = Result(
-        reading_id=m.reading_id,
-        user_id=m.user_id,
-        verdict=Verdict.DUPLICATE,
-        reason=copy.reason,
-        message=copy.message,
-        timestamp=m.timestamp,
-        source=m.source,
-        weight_kg=m.weight_kg,
-        offset_kg=shown_offset(policy, m),
-    )
-    return Step(new, result)
+    return Step(new, plain_result(policy, m, Verdict.DUPLICATE, copy.reason, copy.message))
 
 
 def _checked(
@@ -373,6 +363,29 @@ def make_result(
         reset_outcome=reset_outcome,
         quality=quality,
         quality_components=components,
+        offset_kg=shown_offset(policy, m),
+    )
+
+
+def plain_result(
+    policy: Policy,
+    m: Measurement,
+    verdict: Verdict,
+    reason: Reason,
+    message: str,
+    row: int | None = None,
+) -> Result:
+    """The result of a reading the filter does not see (a copy, a duplicate, a late one)."""
+    return Result(
+        reading_id=m.reading_id,
+        user_id=m.user_id,
+        verdict=verdict,
+        reason=reason,
+        message=message,
+        row=row,
+        timestamp=m.timestamp,
+        source=m.source,
+        weight_kg=m.weight_kg,
         offset_kg=shown_offset(policy, m),
     )
 
