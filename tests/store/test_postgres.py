@@ -24,7 +24,8 @@ from weightstream.config import StoreConfig
 from weightstream.errors import ConflictError, StorageError, StoreBusyError, StoreOpenError
 from weightstream.store.base import UnitOfWork
 from weightstream.store.columns import AUDITS, LAST_GOOD, READINGS, RECOVERIES, RESULTS, STATES
-from weightstream.store.postgres import MIGRATIONS, PG_TYPES, PostgresStore, is_dsn
+from weightstream.store.pg_schema import MIGRATIONS, PG_TYPES, pg_ddl
+from weightstream.store.postgres import PostgresStore, is_dsn
 
 from ..contracts.conftest import Backend, _postgres
 from ..contracts.test_store_contract import assert_nothing_of, day, full_unit, state, unit_keys
@@ -259,7 +260,6 @@ def test_cli_process_on_postgres_equals_sqlite(
 
 def test_tiny_covariance_products_do_not_underflow(postgres_backend: Backend):
     """A P whose products underflow a double is checked in NUMERIC, as SQLite accepts it."""
-    from weightstream.store.postgres import pg_ddl
 
     assert "p00::numeric * p11::numeric" in pg_ddl(STATES)
     store = postgres_backend.open()
