@@ -209,7 +209,7 @@ def _check_observation(data: Any, where: str) -> Observation:
         obs = Observation.model_validate(data)
     except ValidationError as exc:
         raise Refusal(_validation_issues(exc, where)) from None
-    codings = obs.code.coding or [] if obs.code is not None else []
+    codings = (obs.code.coding or []) if obs.code is not None else []
     if not any(c.system == LOINC and c.code == BODY_WEIGHT for c in codings):
         raise Refusal(
             [
