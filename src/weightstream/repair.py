@@ -45,15 +45,13 @@ from weightstream.model import RecoveryAttempt, UserState
 from weightstream.replay import rebuild_user
 from weightstream.resets.validator import StateValidator
 from weightstream.store.base import StateStore, UnitOfWork
+from weightstream.store.strict import MAX_VERSION
 
 __all__ = ["load_checked", "check_state", "repair_user", "REBUILT", "QUARANTINED"]
 
 #: Recovery-attempt strategies recorded by :func:`repair_user`.
 REBUILT = "state_rebuilt"
 QUARANTINED = "state_quarantined"
-
-#: Versions are SQLite INTEGERs; a rebuilt state never takes one this large.
-_MAX_VERSION = 2**62
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +125,6 @@ def repair_user(
 
 def _next_version(stored: object, rebuilt: int) -> int:
     """A version above the stored one when that one is a usable integer; at least 1."""
-    if type(stored) is int and 0 <= stored < _MAX_VERSION:
+    if type(stored) is int and 0 <= stored < MAX_VERSION:
         return max(rebuilt, stored + 1, 1)
     return max(rebuilt, 1)

@@ -15,7 +15,7 @@ from weightstream.errors import (
     StoreOpenError,
 )
 from weightstream.model import UserState
-from weightstream.store import schema, sqlite
+from weightstream.store import schema, sqlite, sqlite_open
 from weightstream.store.base import UnitOfWork
 from weightstream.store.sqlite import SQLiteStore
 
@@ -82,7 +82,7 @@ def test_sqlite_errors_map_to_the_typed_tree(
     error: sqlite3.Error, expected: type[StorageError]
 ) -> None:
     """Each SQLite failure becomes the one typed error an operator can act on."""
-    typed = sqlite._typed(error)
+    typed = sqlite_open.typed(error)
     assert type(typed) is expected
 
 

@@ -33,6 +33,7 @@ from weightstream.model import (
     from_micros,
     to_micros,
 )
+from weightstream.store import strict
 from weightstream.store.columns import READINGS, RESULTS, STATES
 
 __all__ = [
@@ -119,7 +120,7 @@ def row_to_state(row: tuple[Any, ...] | Any) -> UserState:
     user_id, version = values[0], values[1]
     try:
         return _decode_state(values)
-    except _Bad as bad:
+    except strict.Bad as bad:
         raise StateCorruptionError(
             f"stored state does not decode: {bad.field}: {bad.why}",
             user_id=user_id if isinstance(user_id, str) else None,
@@ -154,118 +155,47 @@ def _decode_state(values: tuple[Any, ...]) -> UserState:
         accepted_count,
     ) = values
     if not isinstance(user_id, str) or not user_id:
-        raise _Bad("user_id", "not a non-empty text")
+        raise strict.Bad("user_id", "not a non-empty text")
     kalman = None
-    if _flag(has_kalman, "has_kalman"):
+    if strict.flag(has_kalman, "has_kalman"):
         kalman = KalmanState(
-            x=(_num(x0, "x0"), _num(x1, "x1")),
+            x=(strict.number(x0, "x0"), strict.number(x1, "x1")),
             P=(
-                (_num(p00, "p00"), _num(p01, "p01")),
-                (_num(p10, "p10"), _num(p11, "p11")),
+                (strict.number(p00, "p00"), strict.number(p01, "p01")),
+                (strict.number(p10, "p10"), strict.number(p11, "p11")),
             ),
-            timestamp=_time(kalman_ts, "kalman_ts"),
+            timestamp=strict.time(kalman_ts, "kalman_ts"),
         )
     return UserState(
         user_id=user_id,
         kalman=kalman,
         adaptation=AdaptationState(
-            is_adapting=_flag(adapting, "adapting"),
-            adaptation_start=_opt_time(adapt_start, "adapt_start"),
-            adaptation_factor=_num(adapt_factor, "adapt_factor"),
-            measurements_since_reset=_count(adapt_n, "adapt_n"),
-            reset_type=_stored_reset_type(adapt_type, "adapt_type"),
+            is_adapting=strict.flag(adapting, "adapting"),
+            adaptation_start=strict.opt_time(adapt_start, "adapt_start"),
+            adaptation_factor=strict.number(adapt_factor, "adapt_factor"),
+            measurements_since_reset=strict.count(adapt_n, "adapt_n"),
+            reset_type=strict.reset_type(adapt_type, "adapt_type"),
         ),
         buffer=_unpack_stored(buffer, "buffer"),
         rejected=_unpack_stored(rejected, "rejected"),
-        last_accepted_at=_opt_time(last_accepted, "last_accepted"),
-        last_event_at=_opt_time(last_event, "last_event"),
-        last_reset_at=_opt_time(last_reset, "last_reset"),
-        last_reset_type=_stored_reset_type(last_reset_type, "last_reset_type"),
-        accepted_count=_count(accepted_count, "accepted_count"),
-        version=_version(version),
+        last_accepted_at=strict.opt_time(last_accepted, "last_accepted"),
+        last_event_at=strict.opt_time(last_event, "last_event"),
+        last_reset_at=strict.opt_time(last_reset, "last_reset"),
+        last_reset_type=strict.reset_type(last_reset_type, "last_reset_type"),
+        accepted_count=strict.count(accepted_count, "accepted_count"),
+        version=strict.version(version),
     )
-
-
-class _Bad(Exception):
-    """One field of a stored row that does not decode (internal to :func:`row_to_state`)."""
-
-    def __init__(self, field: str, why: str) -> None:
-        super().__init__(field, why)
-        self.field = field
-        self.why = why
-
-
-#: Versions are SQLite INTEGERs (signed 64 bits); one this large cannot be followed by another.
-_MAX_VERSION = 2**62
-
-
-def _int(value: Any, name: str) -> int:
-    if type(value) is not int:
-        raise _Bad(name, f"{_kind(value)} where an integer must be")
-    return value
-
-
-def _version(value: Any) -> int:
-    v = _int(value, "version")
-    if not 1 <= v < _MAX_VERSION:
-        raise _Bad("version", "not between 1 and 2**62")
-    return v
-
-
-def _count(value: Any, name: str) -> int:
-    v = _int(value, name)
-    if v < 0:
-        raise _Bad(name, "negative count")
-    return v
-
-
-def _flag(value: Any, name: str) -> bool:
-    if _int(value, name) not in (0, 1):
-        raise _Bad(name, "a flag that is neither 0 nor 1")
-    return bool(value)
-
-
-def _num(value: Any, name: str) -> float:
-    """A stored float; NULL (SQLite's NaN) reads back as NaN, for the validator to name."""
-    if value is None:
-        return math.nan
-    if type(value) is float:
-        return value
-    if type(value) is int:
-        return float(value)
-    raise _Bad(name, f"{_kind(value)} where a number must be")
-
-
-def _time(value: Any, name: str) -> datetime:
-    micros = _int(value, name)
-    try:
-        return from_micros(micros)
-    except OverflowError:
-        raise _Bad(name, "a time outside the datetime range") from None
-
-
-def _opt_time(value: Any, name: str) -> datetime | None:
-    return None if value is None else _time(value, name)
-
-
-def _stored_reset_type(value: Any, name: str) -> ResetType | None:
-    if value is None:
-        return None
-    try:
-        return ResetType(value)
-    except ValueError:
-        raise _Bad(name, "not a known reset type") from None
 
 
 def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
     if not isinstance(text, str):
-        raise _Bad(name, f"{_kind(text)} where JSON text must be")
+        raise strict.Bad(name, f"{strict.kind(text)} where JSON text must be")
     try:
         items = json.loads(text)
     except ValueError:
-        raise _Bad(name, "not JSON") from None
+        raise strict.Bad(name, "not JSON") from None
     if not isinstance(items, list):
-        raise _Bad(name, "JSON that is not a list")
+        raise strict.Bad(name, "JSON that is not a list")
     out = []
     for item in items:
         # [time, weight, source], since the copy rules also [unit, value, reading id], and
@@ -276,35 +206,26 @@ def _unpack_stored(text: Any, name: str) -> tuple[BufferedReading, ...]:
             and isinstance(item[2], str)
             and all(isinstance(v, str) for v in item[3:4] + item[5:6])
         ):
-            raise _Bad(
+            raise strict.Bad(
                 name, "an entry that is not [time, weight, source(, unit, value, id(, offset))]"
             )
         if len(item) == 3:
             t, w, source = item
-            out.append(BufferedReading(_time(t, name), _num(w, name), source))
+            out.append(BufferedReading(strict.time(t, name), strict.number(w, name), source))
         else:
             t, w, source, unit, value, reading_id = item[:6]
             out.append(
                 BufferedReading(
-                    _time(t, name),
-                    _num(w, name),
+                    strict.time(t, name),
+                    strict.number(w, name),
                     source,
                     unit=unit,
-                    value=None if value is None else _num(value, name),
+                    value=None if value is None else strict.number(value, name),
                     reading_id=reading_id,
-                    offset_kg=_num(item[6], name) if len(item) == 7 else 0.0,
+                    offset_kg=strict.number(item[6], name) if len(item) == 7 else 0.0,
                 )
             )
     return tuple(out)
-
-
-def _kind(value: Any) -> str:
-    """The SQL-ish kind of a stored value, for messages (never the value itself)."""
-    if value is None:
-        return "NULL"
-    return {str: "text", bytes: "blob", float: "a real", int: "an integer"}.get(
-        type(value), type(value).__name__
-    )
 
 
 def _pack(readings: tuple[BufferedReading, ...]) -> str:

@@ -34,7 +34,6 @@ from weightstream.errors import (
     ConflictError,
     StateCorruptionError,
     StorageError,
-    StorageFullError,
     StoreBusyError,
     StoreOpenError,
 )
@@ -51,11 +50,11 @@ from weightstream.observe import Observer
 from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
 from weightstream.store.columns import AUDITS, READINGS, RECOVERIES, RESULTS, STATES, Kind
-from weightstream.store.schema import APPLICATION_ID, MIGRATIONS
+from weightstream.store.schema import MIGRATIONS
+from weightstream.store.sqlite_open import check_file, configure, migrate, typed
 
 __all__ = ["SQLiteStore"]
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _CHUNK = 500  # host parameters per IN (...) query
 _MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
 _MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
@@ -112,7 +111,7 @@ class SQLiteStore:
         self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
         self._observer = observer or Observer()
         self._pid = os.getpid()
-        _check_file(self.path, create=create)
+        check_file(self.path, create=create)
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
@@ -120,11 +119,18 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreOpenError(f"cannot open database {self.path}: {exc}") from None
         try:
-            self._configure(busy_timeout_ms, allow_unsafe_durability)
-            self._migrate()
+            configure(
+                self._conn,
+                self.path,
+                clock,
+                busy_timeout_ms,
+                allow_unsafe_durability,
+                self._tuning,
+            )
+            migrate(self._conn, clock, MIGRATIONS)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            if isinstance(_typed(exc), StoreBusyError):  # another opener or writer: retry
+            if isinstance(typed(exc), StoreBusyError):  # another opener or writer: retry
                 raise StoreBusyError(f"database {self.path} is locked: {exc}") from None
             raise StoreOpenError(
                 f"not a usable weightstream database: {self.path}: {exc}"
@@ -157,105 +163,6 @@ class SQLiteStore:
             faults=faults,
         )
 
-    # -- open ---------------------------------------------------------------------------
-
-    def _configure(self, busy_timeout_ms: int, allow_unsafe: bool) -> None:
-        c = self._conn
-        c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        # Recognise a foreign file before anything (journal_mode = WAL) writes to it.
-        # One statement, one snapshot: read apart, a first opener racing this one could set the
-        # id and create its tables in between, and a fresh file would look foreign.
-        app_id, has_tables = c.execute(
-            "SELECT (SELECT application_id FROM pragma_application_id), "
-            "(SELECT count(*) FROM sqlite_master WHERE type = 'table')"
-        ).fetchone()
-        if app_id == 0 and has_tables == 0:
-            c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        elif app_id != APPLICATION_ID:
-            raise StoreOpenError(
-                f"{self.path} is a SQLite database of another application; refusing to use it"
-            )
-        cache_mb, checkpoint_pages = self._tuning
-        c.execute(f"PRAGMA cache_size = {-1024 * cache_mb}")
-        c.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
-        # Two first openers switching a fresh file to WAL at once: SQLite fails one of them
-        # at once with "database is locked" (waiting there could deadlock), so wait here,
-        # within the busy timeout, then report busy (exit 75), never an unusable database.
-        deadline = self.clock.monotonic() + busy_timeout_ms / 1000
-        while True:
-            try:
-                mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                typed = _typed(exc)
-                if not isinstance(typed, StoreBusyError):
-                    raise
-                if self.clock.monotonic() >= deadline:
-                    c.close()
-                    raise typed from None
-                self.clock.sleep(0.01)
-        c.execute("PRAGMA synchronous = FULL")
-        sync = c.execute("PRAGMA synchronous").fetchone()[0]
-        c.execute("PRAGMA foreign_keys = ON")
-        if (str(mode).lower() != "wal" or int(sync) != 2) and not allow_unsafe:
-            raise StoreOpenError(
-                f"durability settings not in force (journal_mode={mode}, synchronous={sync}); "
-                "WAL + synchronous=FULL are required"
-            )
-
-    def _migrate(self) -> None:
-        """Apply each missing migration in its own transaction, read under the write lock.
-
-        ``BEGIN IMMEDIATE`` comes *before* the migration table is read: two processes opening
-        one fresh database would otherwise both see no migrations and the second would fail
-        on "table already exists". Under the lock the table is read again, so a waiting opener
-        finds the work done. A lock not obtained within ``busy_timeout`` is
-        :class:`StoreBusyError` (exit 75, retry), never an "unusable database". A database with
-        every migration applied is recognised without taking the lock (readers never wait).
-        """
-        c = self._conn
-
-        def applied() -> set[int]:
-            if not c.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                "AND name = 'schema_migrations'"
-            ).fetchone()[0]:
-                return set()
-            return {v for (v,) in c.execute("SELECT version FROM schema_migrations")}
-
-        if not [m for m in MIGRATIONS if m[0] not in applied()]:
-            return
-        while True:
-            try:
-                c.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                typed = _typed(exc)
-                if isinstance(typed, StoreBusyError):
-                    c.close()
-                    raise typed from None
-                raise
-            try:
-                c.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                    "description TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-                )
-                missing = [m for m in MIGRATIONS if m[0] not in applied()]
-                if missing:
-                    version, description, statements = missing[0]
-                    for statement in statements:
-                        c.execute(statement)
-                    c.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                        (version, description, to_micros(self.clock.now())),
-                    )
-                c.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    c.execute("ROLLBACK")
-                raise
-            if len(missing) <= 1:
-                return
-
     # -- the one write path ---------------------------------------------------------------
 
     def commit(self, unit: UnitOfWork) -> None:
@@ -268,7 +175,7 @@ class SQLiteStore:
         try:
             c.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _typed(exc) from None
+            raise typed(exc) from None
         faults = self.faults
         try:
             faults.crash_point("store.after_begin")
@@ -279,7 +186,7 @@ class SQLiteStore:
             with suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _typed(exc) from None
+                raise typed(exc) from None
             raise
         faults.crash_point("store.after_commit")
         self._observer.store_committed(time.perf_counter() - started, len(unit))
@@ -379,7 +286,7 @@ class SQLiteStore:
         try:
             return self._conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
-            raise _typed(exc) from None
+            raise typed(exc) from None
 
     def load_state(self, user_id: str) -> UserState | None:
         rows = self._query(f"SELECT {_STATE_COLS} FROM user_states WHERE user_id = ?", (user_id,))
@@ -492,7 +399,7 @@ class SQLiteStore:
             for row in cur:
                 yield codec.row_to_result(row)
         except sqlite3.Error as exc:
-            raise _typed(exc) from None
+            raise typed(exc) from None
 
     def iter_result_rows(self, input_id: str) -> Iterator[tuple[Any, ...]]:
         """The input's results as results-file rows, by row (the ``ResultRows`` fast path).
@@ -516,7 +423,7 @@ class SQLiteStore:
                         row[k] = iso(row[k])
                     yield tuple(row)
         except sqlite3.Error as exc:
-            raise _typed(exc) from None
+            raise typed(exc) from None
 
     def audits(self, user_id: str | None = None, outcome: str | None = None) -> list[ResetAudit]:
         sql = f"SELECT {_AUDIT_COLS} FROM reset_audit WHERE 1 = 1"
@@ -558,48 +465,6 @@ class SQLiteStore:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for tests and maintenance (never for writes)."""
         return self._conn
-
-
-def _check_file(path: Path, *, create: bool) -> None:
-    """Refuse a foreign, missing or special file before SQLite can touch it.
-
-    A dangling symbolic link is refused (SQLite would create its target, somewhere the user
-    did not name). So is anything that exists and is not a regular file: a character device
-    such as ``/dev/null`` would get a ``-journal`` file beside it, and a fifo would block.
-    """
-    if not path.exists():
-        if path.is_symlink():
-            raise StoreOpenError(
-                f"{path} is a symbolic link to a missing file; refusing to create its target"
-            )
-        if not create:
-            raise StoreOpenError(f"no database at {path} (process a file first)")
-        return
-    if path.is_dir():
-        raise StoreOpenError(f"{path} is a directory, not a database")
-    if not path.is_file():
-        raise StoreOpenError(
-            f"{path} is not a regular file (a device, fifo or socket); "
-            "refusing to use it as a database"
-        )
-    with path.open("rb") as handle:
-        head = handle.read(len(_SQLITE_MAGIC))
-    if head and head != _SQLITE_MAGIC:
-        raise StoreOpenError(f"{path} is not a SQLite database; refusing to overwrite it")
-
-
-def _typed(exc: sqlite3.Error) -> StorageError:
-    """Map a sqlite3 error to our tree (never retry-and-assume-success)."""
-    text = str(exc).lower()
-    if "full" in text:
-        return StorageFullError(f"storage full: {exc}")
-    if "locked" in text or "busy" in text:
-        return StoreBusyError(f"database is locked by another writer: {exc}")
-    if isinstance(exc, sqlite3.IntegrityError) and "unique" in text:
-        return ConflictError(f"constraint violated, another writer got there first: {exc}")
-    if "malformed" in text or "not a database" in text:
-        return StoreOpenError(f"database file is corrupt: {exc}")
-    return StorageError(f"storage failure: {exc}")
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
