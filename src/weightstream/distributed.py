@@ -52,6 +52,7 @@ import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
+from weightstream.engine.results import ResultsTable
 from weightstream.errors import ConflictError, StorageError, WeightstreamError
 from weightstream.faults import FaultPoints
 from weightstream.ingest import RowProblem, file_digest
@@ -63,6 +64,7 @@ from weightstream.pipeline import (
     process_file,
     write_results,
 )
+from weightstream.results_file import write_atomic
 from weightstream.store.base import UnitOfWork
 from weightstream.store.columns import RESULTS, Kind
 from weightstream.store.postgres import PostgresStore
@@ -142,6 +144,9 @@ class PartitionReport:
     retries: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     worker_pid: int = 0
+    #: Every row's result as the engine decided it (the results table's frame, by row), or
+    #: None when a bucket resumed (its earlier rows' results are only in the store).
+    frame: pl.DataFrame | None = None
 
 
 def split_buckets(entries: Loaded) -> list[Bucket]:
@@ -195,6 +200,7 @@ def run_partition(partition: Partition) -> PartitionReport:
         engine = EngineConfig(processor)
         summary = RunSummary(input_id=partition.input_id)
         group = config.processing.commit_group_size
+        frames: list[pl.DataFrame] | None = []
         for bucket in partition.buckets:
             key = bucket_position_id(partition.input_id, bucket.number)
             entries = Loaded(bucket.invalid, bucket.valid)
@@ -222,8 +228,14 @@ def run_partition(partition: Partition) -> PartitionReport:
                 position = end
                 faults.crash_point("pipeline.group_committed")
             processor.forget()
+            if frames is not None and entries.table.complete:
+                frames.append(entries.table.frame())
+            else:
+                frames = None
         report.retries = summary.retries
         report.timings = dict(summary.timings)
+        if frames:
+            report.frame = pl.concat(frames, how="vertical")
         return report
     finally:
         store.close()
@@ -360,8 +372,20 @@ def process_distributed(
             for name, seconds in r.timings.items():
                 summary.timings[name] = summary.timings.get(name, 0.0) + seconds
         store.commit(UnitOfWork(position=(input_id, total)))
+        frames = [r.frame for r in reports]
+    else:
+        frames = [None]
     written = time.perf_counter()
-    if out is not None and str(out).endswith(".parquet"):
+    parquet = out is not None and str(out).endswith(".parquet")
+    if not parquet and frames and all(f is not None for f in frames):
+        # Every row decided in this run: the results file from the engine's own tables, as
+        # one process writes it (the same bytes the store gives, tests/engine).
+        frame = pl.concat([f for f in frames if f is not None], how="vertical").sort("row")
+        table = ResultsTable([], entries.valid.clear())
+        summary.count_table(table, frame)
+        if out is not None:
+            write_atomic(Path(out), lambda handle: table.write_csv(handle, frame, raw=raw))
+    elif parquet and out is not None:
         write_parquet(store, input_id, Path(out), summary=summary)
     elif out is not None:
         write_results(store, input_id, Path(out), summary=summary, raw=raw)
