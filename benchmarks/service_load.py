@@ -6,15 +6,18 @@
 Starts ``weightstream serve`` on a free loopback port over a fresh database (with a key made
 for the run), then:
 
-1. single-reading requests, open loop: for each rate, requests are started on a fixed
-   schedule for ``--seconds`` (a slow answer does not slow the schedule, so latency includes
-   queueing: no coordinated omission); each latency is measured from the scheduled start;
+1. single-reading requests, open loop: for each rate, requests are due on a fixed schedule
+   for ``--seconds``, sent over ``--connections`` keep-alive connections; each latency is
+   measured from the request's due time, so waiting for a free connection counts (no
+   coordinated omission);
 2. batch requests of ``--batch-size`` readings, closed loop with one request in flight per
    client process, for ``--batch-seconds``;
 3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
    verdict but ``invalid``) is in the store.
 
-Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
+The client is httpx, one keep-alive connection per thread, in ``--procs`` processes (an
+asyncio httpx client on this machine spent more time per request than the server did, and
+measured itself). Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
 errors by kind, and the acknowledged-readings check. The whole run is bounded (every stage
 has its time; requests time out after 30 s). Readings spread over many users, each user's in
 time order, as connected scales send them.
@@ -23,7 +26,6 @@ time order, as connected scales send them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -32,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -87,6 +90,7 @@ class Stage:
     requests: int = 0
     readings: int = 0
     acked: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -109,65 +113,90 @@ class Stage:
         }
 
 
-async def _send(
-    client: httpx.AsyncClient, stage: Stage, body: dict[str, Any], started: float
-) -> None:
+def _send(client: httpx.Client, stage: Stage, body: dict[str, Any], started: float) -> None:
     try:
-        r = await client.post("/v1/measurements", json=body)
+        r = client.post("/v1/measurements", json=body)
     except httpx.TransportError as exc:
-        stage.errors[type(exc).__name__] += 1
+        with stage.lock:
+            stage.errors[type(exc).__name__] += 1
         return
-    if r.status_code != 200:
-        stage.errors[f"http_{r.status_code}"] += 1
-        return
-    stage.latencies.append(time.perf_counter() - started)
-    results = r.json()["results"]
-    stage.readings += len(results)
-    for res in results:
-        if res["verdict"] == "invalid":
-            stage.errors["invalid_reading"] += 1
-        else:
-            stage.acked.add(res["reading_id"])
+    latency = time.perf_counter() - started
+    with stage.lock:
+        if r.status_code != 200:
+            stage.errors[f"http_{r.status_code}"] += 1
+            return
+        stage.latencies.append(latency)
+        results = r.json()["results"]
+        stage.readings += len(results)
+        for res in results:
+            if res["verdict"] == "invalid":
+                stage.errors["invalid_reading"] += 1
+            else:
+                stage.acked.add(res["reading_id"])
 
 
-async def open_loop(
-    client: httpx.AsyncClient, readings: Readings, rate: float, seconds: float
+def open_loop(
+    clients: list[httpx.Client], readings: Readings, rate: float, seconds: float
 ) -> Stage:
+    """Requests due on a fixed schedule, sent by one thread per connection.
+
+    Each thread takes the next due time, waits for it, sends, and counts the latency from the
+    due time: a request that could not start on time (every connection busy) is late by that
+    much, so queueing in the client counts (no coordinated omission), while the client never
+    holds more requests than connections.
+    """
     stage = Stage(f"single@{rate:g}/s", rate)
     interval = 1.0 / rate
-    tasks: list[asyncio.Task[None]] = []
+    total = int(rate * seconds)
     begin = time.perf_counter()
-    n = 0
-    while True:
-        due = begin + n * interval
-        if due - begin >= seconds:
-            break
-        now = time.perf_counter()
-        if due > now:
-            await asyncio.sleep(due - now)
-        tasks.append(asyncio.create_task(_send(client, stage, readings.one(), due)))
-        n += 1
-    await asyncio.gather(*tasks)
+    slots = iter(range(total))
+    take = threading.Lock()
+
+    def worker(client: httpx.Client) -> None:
+        while True:
+            with take:
+                slot = next(slots, None)
+                body = readings.one() if slot is not None else None
+            if slot is None or body is None:
+                return
+            due = begin + slot * interval
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            _send(client, stage, body, due)
+
+    _run_threads(worker, clients)
     stage.seconds = time.perf_counter() - begin
-    stage.requests = n
+    stage.requests = total
     return stage
 
 
-async def closed_loop(
-    client: httpx.AsyncClient, readings: Readings, size: int, concurrency: int, seconds: float
+def closed_loop(
+    clients: list[httpx.Client], readings: Readings, size: int, seconds: float
 ) -> Stage:
-    stage = Stage(f"batch{size}x{concurrency}", None)
+    """Batch requests of ``size`` readings, one in flight per connection, for ``seconds``."""
+    stage = Stage(f"batch{size}", None)
     begin = time.perf_counter()
+    take = threading.Lock()
 
-    async def worker() -> None:
+    def worker(client: httpx.Client) -> None:
         while time.perf_counter() - begin < seconds:
-            body = {"readings": [readings.one() for _ in range(size)]}
-            stage.requests += 1
-            await _send(client, stage, body, time.perf_counter())
+            with take:
+                body = {"readings": [readings.one() for _ in range(size)]}
+                stage.requests += 1
+            _send(client, stage, body, time.perf_counter())
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    _run_threads(worker, clients)
     stage.seconds = time.perf_counter() - begin
     return stage
+
+
+def _run_threads(worker: Any, clients: list[httpx.Client]) -> None:
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _free_port() -> int:
@@ -198,36 +227,32 @@ def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("server did not start")
 
 
-async def _drive_one(
-    url: str,
-    key: str,
-    connections: int,
-    plan: list[tuple[str, float, float]],
-    proc: int,
-    users: int,
-) -> list[Stage]:
-    """Run ``plan`` (stages of ("single", rate, seconds) or ("batch", size, seconds))."""
-    readings = Readings(users)
-    readings.prefix = f"p{proc}-"
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    stages: list[Stage] = []
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=30
-    ) as client:
-        for kind, amount, seconds in plan:
-            if kind == "warmup":
-                await open_loop(client, readings, amount, seconds)
-            elif kind == "single":
-                stages.append(await open_loop(client, readings, amount, seconds))
-            else:
-                stages.append(await closed_loop(client, readings, int(amount), 1, seconds))
-    return stages
-
-
 def _client_process(
     args: tuple[str, str, int, list[tuple[str, float, float]], int, int],
 ) -> list[Stage]:
-    return asyncio.run(_drive_one(*args))
+    """One client process: ``connections`` keep-alive connections, each driven by a thread."""
+    url, key, connections, plan, proc, users = args
+    readings = Readings(users)
+    readings.prefix = f"p{proc}-"
+    clients = [
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        for _ in range(connections)
+    ]
+    stages: list[Stage] = []
+    try:
+        for kind, amount, seconds in plan:
+            if kind == "warmup":
+                open_loop(clients, readings, amount, seconds)
+            elif kind == "single":
+                stages.append(open_loop(clients, readings, amount, seconds))
+            else:
+                stages.append(closed_loop(clients[:1], readings, int(amount), seconds))
+    finally:
+        for c in clients:
+            c.close()
+    for stage in stages:
+        stage.lock = None  # type: ignore[assignment]  # not picklable; the parent merges
+    return stages
 
 
 def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
@@ -281,7 +306,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--batch-seconds", type=float, default=8.0)
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=32, help="in all")
     parser.add_argument("--db", type=Path, default=None)
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
