@@ -172,9 +172,11 @@ def _run(
             if ((t - si[I_LAST_RESET]) / 1e6) / _DAY >= c[C_SOFT_COOLDOWN]:
                 return i
         young = si[I_ACCEPTED] < c[C_ESTABLISHED]
+        # few readings in all, or few since a reset (triggers._young)
+        young_streak = young or (si[I_ADAPTING] == 1 and si[I_ADAPT_N] + 1 < c[C_ESTABLISHED])
         count = si[I_REJ_COUNT]
         if count > 0:
-            needed = int(c[C_STREAK_NEW] if young else c[C_STREAK_OLD]) - 1
+            needed = int(c[C_STREAK_NEW] if young_streak else c[C_STREAK_OLD]) - 1
             if count >= needed:
                 lo = zi
                 hi = zi

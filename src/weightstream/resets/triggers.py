@@ -76,8 +76,9 @@ def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | 
     ``rules.streak_established``, longer than a burst of another person's readings.
     """
     cfg = config.rules
-    young = base.accepted_count < cfg.established_readings
-    needed = (cfg.streak_new_user if young else cfg.streak_established) - 1
+    needed = (
+        cfg.streak_new_user if _young(base, cfg.established_readings) else cfg.streak_established
+    ) - 1
     recent = base.rejected[-needed:]
     if len(recent) < needed:
         return None
@@ -87,6 +88,20 @@ def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | 
     if (m.timestamp - recent[0].timestamp).total_seconds() > cfg.streak_window_days * _DAY:
         return None
     return ResetDecision(ResetType.HARD, STREAK_TRIGGER)
+
+
+def _young(base: UserState, established: int) -> bool:
+    """Whether the filter rests on few readings: few in all, or few since a reset restarted it.
+
+    A reset (a streak of another person's readings, a gap) leaves a filter resting on the
+    readings since; while it adapts and they are fewer than ``established``, it gives way to
+    a streak as readily as a new user's filter does. Without that, the readings that follow
+    a burst which took the filter over were rejected six times before it came back.
+    """
+    if base.accepted_count < established:
+        return True
+    a = base.adaptation
+    return a.is_adapting and a.measurements_since_reset + 1 < established
 
 
 def _pound_baseline(
