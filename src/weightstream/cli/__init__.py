@@ -30,7 +30,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from weightstream._display import error_text
-from weightstream.cli import calibrate, config, history, inspect, process, recover, synth
+from weightstream.cli import (
+    calibrate,
+    config,
+    history,
+    inspect,
+    keys,
+    process,
+    recover,
+    serve,
+    synth,
+)
 from weightstream.cli import report as report_cli
 from weightstream.cli._common import Wiring, err
 from weightstream.errors import ExitCode
@@ -59,6 +69,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     history,
     calibrate,
     report_cli,
+    serve,
+    keys,
 )
 
 for _module in COMMAND_MODULES:
