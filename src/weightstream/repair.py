@@ -42,7 +42,7 @@ from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
 from weightstream.errors import StateCorruptionError
 from weightstream.model import RecoveryAttempt, UserState
-from weightstream.replay import rebuild_user
+from weightstream.replay import Rebuild, apply_rebuild, rebuild_user
 from weightstream.resets.validator import StateValidator
 from weightstream.store.base import StateStore, UnitOfWork
 from weightstream.store.strict import MAX_VERSION
@@ -128,3 +128,25 @@ def _next_version(stored: object, rebuilt: int) -> int:
     if type(stored) is int and 0 <= stored < MAX_VERSION:
         return max(rebuilt, stored + 1, 1)
     return max(rebuilt, 1)
+
+
+def store_rebuild(
+    store: StateStore,
+    user_id: str,
+    config: Config,
+    rebuild: Rebuild,
+    *,
+    validator: StateValidator,
+    clock: Clock = SYSTEM_CLOCK,
+) -> UserState | None:
+    """Store ``rebuild`` as the user's state (``recover --apply``, the service's recover).
+
+    A live row that does not decode (or fails validation) is replaced as a repair
+    (:func:`repair_user`, guarded by its raw version); any other by the rebuilt state, from
+    the version it was rebuilt against. Returns the state now stored.
+    """
+    try:
+        load_checked(store, user_id, validator)
+    except StateCorruptionError as exc:
+        return repair_user(store, user_id, config, exc, validator=validator, clock=clock)
+    return apply_rebuild(store, rebuild)

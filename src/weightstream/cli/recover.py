@@ -55,19 +55,12 @@ def recover(
 
 
 def _apply_recovery(store: Any, user_id: str, cfg: Config, rebuild: Any) -> Any:
-    """Store the rebuilt state; a live row that does not decode is replaced as a repair."""
-    from weightstream.errors import StateCorruptionError
-    from weightstream.repair import load_checked, repair_user
-    from weightstream.replay import apply_rebuild
+    from weightstream.repair import store_rebuild
     from weightstream.resets.validator import StateValidator
 
     v = cfg.validation
     validator = StateValidator(min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg)
-    try:
-        load_checked(store, user_id, validator)
-    except StateCorruptionError as exc:
-        return repair_user(store, user_id, cfg, exc, validator=validator)
-    return apply_rebuild(store, rebuild)
+    return store_rebuild(store, user_id, cfg, rebuild, validator=validator)
 
 
 def register(app: typer.Typer) -> None:

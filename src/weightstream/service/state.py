@@ -13,7 +13,6 @@ from fastapi import Request
 
 from weightstream.clock import Clock
 from weightstream.config import Config
-from weightstream.errors import StateCorruptionError
 from weightstream.observe import Observer
 from weightstream.processor import Processor
 from weightstream.service.commit import GroupCommitter
@@ -48,8 +47,8 @@ class Service:
         replaced as a repair, any other by the rebuilt state. None for a user with no stored
         readings.
         """
-        from weightstream.repair import load_checked, repair_user
-        from weightstream.replay import apply_rebuild, rebuild_user
+        from weightstream.repair import store_rebuild
+        from weightstream.replay import rebuild_user
 
         store, cfg = self.processor.store, self.config
         rebuild = rebuild_user(store, user_id, cfg)
@@ -59,13 +58,14 @@ class Service:
         stored = None
         applied = False
         if apply and (diffs or rebuild.changed):
-            validator = self.processor.validator
             try:
-                load_checked(store, user_id, validator)
-                stored = apply_rebuild(store, rebuild)
-            except StateCorruptionError as exc:
-                stored = repair_user(
-                    store, user_id, cfg, exc, validator=validator, clock=self.clock
+                stored = store_rebuild(
+                    store,
+                    user_id,
+                    cfg,
+                    rebuild,
+                    validator=self.processor.validator,
+                    clock=self.clock,
                 )
             finally:
                 self.processor.forget([user_id])
