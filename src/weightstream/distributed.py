@@ -253,7 +253,7 @@ def dask_client(scheduler: str = "local", workers: int | None = None) -> Iterato
         n = workers or os.cpu_count() or 1
         with (
             LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
             ) as cluster,
             Client(cluster) as client,
         ):
