@@ -2,15 +2,25 @@
 
 Each record kind's table is the column table with PostgreSQL's types (TEXT, DOUBLE PRECISION,
 BIGINT; a BIGINT identity for SQLite's rowid key) and its constraints, one expression rewritten
-where PostgreSQL computes differently from SQLite (:data:`_PG_REWRITES`). :data:`MIGRATIONS`
-are applied in order by :class:`~weightstream.store.postgres.PostgresStore`, each in its own
-transaction with its record in ``schema_migrations``, under the advisory lock
-:data:`MIGRATION_LOCK`. ``tests/store/test_postgres.py`` checks that a fresh schema has exactly
+where PostgreSQL computes differently from SQLite (:data:`_PG_REWRITES`). :func:`migrate`
+applies :data:`MIGRATIONS` in order when a :class:`~weightstream.store.postgres.PostgresStore`
+opens, each in its own transaction with its record in ``schema_migrations``, under the
+advisory lock :data:`MIGRATION_LOCK`; :func:`check_durability` refuses a server that does not
+make commits durable. ``tests/store/test_postgres.py`` checks that a fresh schema has exactly
 the column tables' columns, in order, with these types.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from weightstream.clock import Clock
+from weightstream.errors import StoreBusyError, StoreOpenError
+from weightstream.model import to_micros
 from weightstream.store.columns import (
     AUDITS,
     LAST_GOOD,
@@ -21,8 +31,17 @@ from weightstream.store.columns import (
     Kind,
     Table,
 )
+from weightstream.store.pg_wire import typed
 
-__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "OUR_TABLES", "PG_TYPES", "pg_ddl"]
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK",
+    "OUR_TABLES",
+    "PG_TYPES",
+    "pg_ddl",
+    "migrate",
+    "check_durability",
+]
 
 #: Key of the advisory lock migrations run under ("WSMG").
 MIGRATION_LOCK = 0x57534D47
@@ -109,3 +128,78 @@ OUR_TABLES = (
     "recovery_attempts",
     "input_positions",
 )
+
+
+def check_durability(query: Callable[[str], list[tuple[Any, ...]]], allow_unsafe: bool) -> None:
+    """Refuse a server without fsync, full_page_writes and synchronous_commit (I9)."""
+    settings = dict(
+        query(
+            "SELECT name, setting FROM pg_settings "
+            "WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')"
+        )
+    )
+    safe = (
+        settings.get("fsync") == "on"
+        and settings.get("full_page_writes") == "on"
+        and settings.get("synchronous_commit") in ("on", "remote_write", "remote_apply")
+    )
+    if not safe and not allow_unsafe:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+        raise StoreOpenError(
+            f"durability settings not in force ({shown}); fsync, full_page_writes and "
+            "synchronous_commit must be on"
+        )
+
+
+def migrate(pool: ConnectionPool, clock: Clock) -> None:
+    """Apply each missing migration in its own transaction, under the advisory lock.
+
+    A schema with every migration applied is recognised without the lock. A schema that
+    holds tables of ours but no ``schema_migrations`` is not one we made: refused.
+    """
+
+    def applied(conn: psycopg.Connection[Any]) -> set[int] | None:
+        found = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        if found is None or found[0] is None:
+            return None
+        return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+
+    wanted = {m[0] for m in MIGRATIONS}
+    try:
+        with pool.connection() as conn:
+            done = applied(conn)
+            if done is not None and wanted <= done:
+                return
+            if done is None:
+                ours = conn.execute(
+                    "SELECT count(*) FROM unnest(%s::text[]) AS t(name) "
+                    "WHERE to_regclass(t.name) IS NOT NULL",
+                    (list(OUR_TABLES),),
+                ).fetchone()
+                if ours is not None and ours[0]:
+                    raise StoreOpenError(
+                        "the database already has tables named like ours but no "
+                        "schema_migrations: not a weightstream schema; refusing to use it"
+                    )
+            for version, description, statements in MIGRATIONS:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT "
+                        "PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                    )
+                    if version in (applied(conn) or set()):
+                        continue
+                    for statement in statements:
+                        conn.execute(statement.encode())  # literal DDL
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                        (version, description, to_micros(clock.now())),
+                    )
+    except psycopg.Error as exc:
+        error = typed(exc)
+        if isinstance(error, StoreBusyError):
+            raise error from None
+        raise StoreOpenError(f"cannot prepare the PostgreSQL schema: {exc}") from None
+    except PoolTimeout as exc:
+        raise StoreBusyError(f"no PostgreSQL connection available: {exc}") from None

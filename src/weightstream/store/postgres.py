@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import psycopg.errors as pge
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
@@ -52,7 +51,6 @@ from weightstream.errors import (
     ConflictError,
     StateCorruptionError,
     StorageError,
-    StorageFullError,
     StoreBusyError,
     StoreOpenError,
 )
@@ -77,7 +75,14 @@ from weightstream.store.columns import (
     STATES,
     Kind,
 )
-from weightstream.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, OUR_TABLES
+from weightstream.store.pg_schema import check_durability, migrate
+from weightstream.store.pg_wire import back as _back
+from weightstream.store.pg_wire import dec as _dec
+from weightstream.store.pg_wire import enc as _enc
+from weightstream.store.pg_wire import row as _row
+from weightstream.store.pg_wire import rows as _rows
+from weightstream.store.pg_wire import safe as _safe
+from weightstream.store.pg_wire import typed as _typed
 
 __all__ = ["PostgresStore", "is_dsn"]
 
@@ -130,68 +135,6 @@ _RECOVERY_INSERT = (
     f"VALUES ({', '.join(['%s'] * len(RECOVERIES.names))})"
 )
 
-# -- text and float cells -----------------------------------------------------------------------
-
-_NUL = "\x00"
-_ESC = "\uffff"
-_ESC_NUL = _ESC + "0"
-_ESC_ESC = _ESC + "1"
-
-
-def _enc(text: str) -> str:
-    """``text`` as stored: NUL and the escape character as two-character sequences.
-
-    >>> _dec(_enc("a\\x00b\\uffff0")) == "a\\x00b\\uffff0", _enc("plain")
-    (True, 'plain')
-    """
-    if _NUL in text or _ESC in text:
-        return text.replace(_ESC, _ESC_ESC).replace(_NUL, _ESC_NUL)
-    return text
-
-
-def _dec(text: str) -> str:
-    """The text :func:`_enc` stored (every escape is a pair, so two passes are exact)."""
-    if _ESC in text:
-        return text.replace(_ESC_NUL, _NUL).replace(_ESC_ESC, _ESC)
-    return text
-
-
-def _cell(value: Any) -> Any:
-    """One cell as written: text escaped, a NaN float as NULL (as SQLite stores it)."""
-    kind = type(value)
-    if kind is str:
-        return _enc(value)
-    if kind is float:
-        return None if value != value else value
-    if isinstance(value, float):  # a numpy float from the compiled engine
-        as_float = float(value)
-        return None if as_float != as_float else as_float
-    return value
-
-
-def _row(row: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(_cell(v) for v in row)
-
-
-def _rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows as written: the same list when no cell needs :func:`_cell` (the usual case).
-
-    One scan that only compares is several times cheaper than rebuilding every row.
-    """
-    for row in rows:
-        for v in row:
-            if v.__class__ is str:
-                if _NUL in v or _ESC in v:
-                    return [_row(r) for r in rows]
-            elif v != v:  # NaN: the only value unequal to itself
-                return [_row(r) for r in rows]
-    return rows
-
-
-def _back(row: Sequence[Any]) -> tuple[Any, ...]:
-    """A row as read: text cells unescaped."""
-    return tuple(_dec(v) if type(v) is str else v for v in row)
-
 
 class PostgresStore:
     """A :class:`~weightstream.store.base.StateStore` on a PostgreSQL database.
@@ -238,8 +181,8 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL at {_safe(dsn)} within {connect_timeout_s:g} s"
             ) from None
         try:
-            self._check_durability(allow_unsafe_durability)
-            self._migrate()
+            check_durability(self._query, allow_unsafe_durability)
+            migrate(self._pool, self.clock)
         except BaseException:
             self._pool.close()
             raise
@@ -274,78 +217,6 @@ class PostgresStore:
         # Shortest exact text for floats on any server version; wait for a lock this long.
         conn.execute("SET extra_float_digits = 3")
         conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
-
-    def _check_durability(self, allow_unsafe: bool) -> None:
-        settings = dict(
-            self._query(
-                "SELECT name, setting FROM pg_settings "
-                "WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes')"
-            )
-        )
-        safe = (
-            settings.get("fsync") == "on"
-            and settings.get("full_page_writes") == "on"
-            and settings.get("synchronous_commit") in ("on", "remote_write", "remote_apply")
-        )
-        if not safe and not allow_unsafe:
-            shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
-            raise StoreOpenError(
-                f"durability settings not in force ({shown}); fsync, full_page_writes and "
-                "synchronous_commit must be on"
-            )
-
-    def _migrate(self) -> None:
-        """Apply each missing migration in its own transaction, under the advisory lock.
-
-        A schema with every migration applied is recognised without the lock. A schema that
-        holds tables of ours but no ``schema_migrations`` is not one we made: refused.
-        """
-
-        def applied(conn: psycopg.Connection[Any]) -> set[int] | None:
-            found = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
-            if found is None or found[0] is None:
-                return None
-            return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-
-        wanted = {m[0] for m in MIGRATIONS}
-        try:
-            with self._pool.connection() as conn:
-                done = applied(conn)
-                if done is not None and wanted <= done:
-                    return
-                if done is None:
-                    ours = conn.execute(
-                        "SELECT count(*) FROM unnest(%s::text[]) AS t(name) "
-                        "WHERE to_regclass(t.name) IS NOT NULL",
-                        (list(OUR_TABLES),),
-                    ).fetchone()
-                    if ours is not None and ours[0]:
-                        raise StoreOpenError(
-                            "the database already has tables named like ours but no "
-                            "schema_migrations: not a weightstream schema; refusing to use it"
-                        )
-                for version, description, statements in MIGRATIONS:
-                    with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                        conn.execute(
-                            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT "
-                            "PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-                        )
-                        if version in (applied(conn) or set()):
-                            continue
-                        for statement in statements:
-                            conn.execute(statement.encode())  # literal DDL
-                        conn.execute(
-                            "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
-                            (version, description, to_micros(self.clock.now())),
-                        )
-        except psycopg.Error as exc:
-            typed = _typed(exc)
-            if isinstance(typed, StoreBusyError):
-                raise typed from None
-            raise StoreOpenError(f"cannot prepare the PostgreSQL schema: {exc}") from None
-        except PoolTimeout as exc:
-            raise StoreBusyError(f"no PostgreSQL connection available: {exc}") from None
 
     # -- the one write path ---------------------------------------------------------------
 
@@ -712,26 +583,3 @@ class PostgresStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _safe(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "(unparsable DSN)"
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo("", **info)
-
-
-def _typed(exc: psycopg.Error) -> StorageError:
-    """Map a psycopg error to our tree (never retry-and-assume-success)."""
-    if isinstance(exc, pge.UniqueViolation | pge.SerializationFailure | pge.DeadlockDetected):
-        return ConflictError(f"another writer got there first: {exc}")
-    if isinstance(exc, pge.LockNotAvailable | pge.QueryCanceled | pge.TooManyConnections):
-        return StoreBusyError(f"database is locked by another writer: {exc}")
-    if isinstance(exc, pge.DiskFull | pge.OutOfMemory):
-        return StorageFullError(f"storage full: {exc}")
-    if isinstance(exc, pge.InvalidCatalogName | pge.InvalidAuthorizationSpecification):
-        return StoreOpenError(f"cannot use the database: {exc}")
-    return StorageError(f"storage failure: {exc}")
