@@ -199,3 +199,79 @@ def test_live_ui_in_chromium_sees_a_posted_reading(
     assert errors == []
     outside = [u for u in requests if not u.startswith(url + "/ui/")]
     assert not outside, outside
+
+
+def test_ui_on_weightstream_serve(tmp_path: Path, chromium: tuple[str, list[str]]) -> None:
+    """``weightstream serve`` (the real command, a child process) serves /ui/ behind read keys:
+    after a reading is posted, headless chromium sees it on its user's page."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "serve.db"
+    keys = open_keys(db)
+    write_key = keys.create([Scope.READ, Scope.WRITE]).secret
+    read_key = keys.create([Scope.READ]).secret
+    keys.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    launch = (
+        "import weightstream.cli as c\n"
+        "from weightstream.cli import serve\n"
+        "if 'serve' not in {i.name for i in c.app.registered_commands}: serve.register(c.app)\n"
+        "c.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSTREAM_")}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launch, "serve", "--db", str(db), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        readings = [r for r in synth_readings(tmp_path) if r["weight"]]
+        post = lambda rs: httpx.post(  # noqa: E731
+            url + "/v1/measurements", json={"readings": rs}, headers=_bearer(write_key), timeout=30
+        )
+        assert post(readings[:-1]).status_code == 200
+        assert httpx.get(url + "/ui/index.html", timeout=30).status_code == 401
+        with sync_playwright() as p:
+            context = p.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=chromium[0], headless=True,
+                args=chromium[1], extra_http_headers=_bearer(read_key),
+            )  # fmt: skip
+            try:
+                errors: list[str] = []
+                page = context.new_page()
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.goto(url + "/ui/")
+                page.click("#users tbody tr td a")
+                page.wait_for_selector("body[data-drawn='1']", timeout=30_000)
+                assert readings[-1]["id"] not in _page_points(page.content())
+                assert post(readings[-1:]).status_code == 200
+                page.reload()
+                page.wait_for_selector("body[data-drawn='1']", timeout=30_000)
+                assert readings[-1]["id"] in _page_points(page.content())
+                assert errors == []
+            finally:
+                context.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()

@@ -50,6 +50,7 @@ from weightstream.logs import LogObserver
 from weightstream.metrics import MetricsObserver
 from weightstream.observe import Observers
 from weightstream.processor import Processor
+from weightstream.report import ui as report_ui
 from weightstream.service import fhir, routes_v1
 from weightstream.service.commit import GroupCommitter, RequestFailed, ServiceClosing
 from weightstream.service.keys import KeyStore
@@ -279,6 +280,7 @@ def create_app(
     app.state.keys = keys
     app.include_router(routes_v1.router)
     app.include_router(fhir.router)
+    app.include_router(report_ui.router())  # /ui/: the report, live (read scope)
     _add_probes(app, service, metrics)
     _add_error_handlers(app)
     app.add_middleware(_Edge, max_body=settings.max_body_bytes, metrics=http_metrics)
