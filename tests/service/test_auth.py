@@ -96,7 +96,7 @@ def test_keys_are_stored_only_as_hashes(svc) -> None:
     for path in svc.db.parent.glob(svc.db.name + "*"):
         raw += path.read_bytes()
     for key in (svc.write_key, svc.read_key):
-        secret = key.rsplit("_", 1)[1]
+        secret = key.split("_", 2)[2]  # after "ws_" and the id: the random part, whole
         assert secret.encode() not in raw
     conn = sqlite3.connect(svc.db)
     hashes = [h for (h,) in conn.execute("SELECT key_hash FROM api_keys")]

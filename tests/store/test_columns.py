@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from weightstream.engine.results import RESULT_FIELDS
-from weightstream.store import codec
 from weightstream.store.columns import (
     AUDITS,
     LAST_GOOD,
@@ -46,13 +44,6 @@ def test_fresh_file_has_exactly_the_table_columns(tmp_path: Path, table: Table):
     assert _info(migrated, table.name) == _info(derived, table.name)
     # and the declared order is the codec's row order
     assert [c for c, _, _ in _info(migrated, table.name)] == list(table.names)
-
-
-def test_codec_orders_come_from_the_tables():
-    assert STATES.names == codec.STATE_COLUMNS
-    assert READINGS.names == codec.READING_COLUMNS
-    assert ("input_id", *RESULTS.names[1:]) == codec.RESULT_COLUMNS
-    assert RESULTS.file_fields == RESULT_FIELDS
 
 
 def test_a_new_column_flows_through_ddl_insert_select_and_header(tmp_path: Path):

@@ -29,6 +29,9 @@ __all__ = [
     "RESULTS",
     "AUDITS",
     "RECOVERIES",
+    "READING_DECIDED",
+    "FILE_CELLS",
+    "FILE_TIMES",
 ]
 
 
@@ -265,3 +268,13 @@ RECOVERIES = Table(
         Column("at", _TIME, "NOT NULL"),
     ),
 )
+
+#: What replaying a late reading may change in a stored reading: its result, from the verdict on.
+READING_DECIDED = READINGS.names[READINGS.index("verdict") :]
+#: The results file's cells as SQL selects them from ``results``: absent texts as ``''``; a
+#: time comes back as its integer (the stores turn the columns :data:`FILE_TIMES` into text).
+FILE_CELLS = ", ".join(
+    f"coalesce({c.name}, '')" if c.kind is Kind.TEXT else c.name for c in RESULTS.file_columns
+)
+#: Positions of the time columns among the results file's cells.
+FILE_TIMES = tuple(k for k, c in enumerate(RESULTS.file_columns) if c.kind is Kind.TIME)

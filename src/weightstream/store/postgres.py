@@ -68,7 +68,10 @@ from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
 from weightstream.store.columns import (
     AUDITS,
+    FILE_CELLS,
+    FILE_TIMES,
     LAST_GOOD,
+    READING_DECIDED,
     READINGS,
     RECOVERIES,
     RESULTS,
@@ -108,16 +111,11 @@ _LAST_GOOD_UPSERT = (
     + ", ".join(f"{n} = excluded.{n}" for n in LAST_GOOD.names[1:])
 )
 _READING_COLS = READINGS.column_list()
-_READING_DECIDED = READINGS.names[READINGS.index("verdict") :]
 _READING_UPDATE = (
-    f"UPDATE readings SET {', '.join(f'{n} = %s' for n in _READING_DECIDED)} "
+    f"UPDATE readings SET {', '.join(f'{n} = %s' for n in READING_DECIDED)} "
     "WHERE user_id = %s AND key = %s"
 )
 _RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
-_FILE_CELLS = ", ".join(
-    f"coalesce({c.name}, '')" if c.kind is Kind.TEXT else c.name for c in RESULTS.file_columns
-)
-_FILE_TIMES = tuple(k for k, c in enumerate(RESULTS.file_columns) if c.kind is Kind.TIME)
 # Whether a results-file row holds an escaped text (U+FFFF), told by the server.
 _FILE_ESCAPED = "strpos(concat({}), chr(65535)) > 0".format(
     ", ".join(c.name for c in RESULTS.file_columns if c.kind is Kind.TEXT)
@@ -294,7 +292,7 @@ class PostgresStore:
                 for row in readings:
                     copy.write_row(row)
         if unit.replaced_readings:
-            first = READINGS.index(_READING_DECIDED[0])
+            first = READINGS.index(READING_DECIDED[0])
             params = []
             for m, r in unit.replaced_readings:
                 row = _row(codec.reading_to_row(m, r))
@@ -531,17 +529,17 @@ class PostgresStore:
         iso = codec.iso
         last = len(RESULTS.file_columns)
         for cells in self._stream(
-            f"SELECT {_FILE_CELLS}, {_FILE_ESCAPED} FROM results "
+            f"SELECT {FILE_CELLS}, {_FILE_ESCAPED} FROM results "
             f"WHERE input_ref = {_INPUT_REF} ORDER BY row",
             (_enc(input_id),),
         ):
             if cells[last]:
                 cells = _back(cells)
-            if _FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
+            if FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
                 yield (*cells[:6], iso(cells[6]), *cells[7:last])
             else:
                 row = list(cells[:last])
-                for k in _FILE_TIMES:
+                for k in FILE_TIMES:
                     row[k] = iso(row[k])
                 yield tuple(row)
 

@@ -49,7 +49,16 @@ from weightstream.model import (
 from weightstream.observe import Observer
 from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
-from weightstream.store.columns import AUDITS, READINGS, RECOVERIES, RESULTS, STATES, Kind
+from weightstream.store.columns import (
+    AUDITS,
+    FILE_CELLS,
+    FILE_TIMES,
+    READING_DECIDED,
+    READINGS,
+    RECOVERIES,
+    RESULTS,
+    STATES,
+)
 from weightstream.store.schema import MIGRATIONS
 from weightstream.store.sqlite_open import check_file, configure, migrate, typed
 
@@ -64,20 +73,13 @@ _STATE_MARKS = ", ".join("?" * len(STATES.names))
 _STATE_SETS = STATES.assignments(STATES.names[1:])
 _READING_COLS = READINGS.column_list()
 _READING_INSERT = READINGS.insert()
-# What replaying a late reading may change in a stored reading: its result, from the verdict on.
-_READING_DECIDED = READINGS.names[READINGS.index("verdict") :]
 _READING_UPDATE = (
-    f"UPDATE readings SET {READINGS.assignments(_READING_DECIDED)} WHERE user_id = ? AND key = ?"
+    f"UPDATE readings SET {READINGS.assignments(READING_DECIDED)} WHERE user_id = ? AND key = ?"
 )
 # Stored as: the input's number, then the other result columns (codec.RESULT_COLUMNS[1:]).
 _RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
 _RESULT_INSERT = RESULTS.insert()
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
-# The results file's cells as SQL gives them: absent texts as "", times converted after.
-_FILE_CELLS = ", ".join(
-    f"coalesce({c.name}, '')" if c.kind is Kind.TEXT else c.name for c in RESULTS.file_columns
-)
-_FILE_TIMES = tuple(k for k, c in enumerate(RESULTS.file_columns) if c.kind is Kind.TIME)
 _AUDIT_COLS = AUDITS.column_list()
 _AUDIT_INSERT = AUDITS.insert()
 _RECOVERY_COLS = RECOVERIES.column_list()
@@ -197,7 +199,7 @@ class SQLiteStore:
             c.executemany(_READING_INSERT, [codec.reading_to_row(m, r) for m, r in unit.readings])
         if unit.reading_rows:
             c.executemany(_READING_INSERT, unit.reading_rows)
-        first = READINGS.index(_READING_DECIDED[0])
+        first = READINGS.index(READING_DECIDED[0])
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
             cur = c.execute(_READING_UPDATE, (*row[first:], m.user_id, m.reading_id))
@@ -410,16 +412,16 @@ class SQLiteStore:
         iso = codec.iso
         try:
             cur = self._conn.execute(
-                f"SELECT {_FILE_CELLS} FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
+                f"SELECT {FILE_CELLS} FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
                 (input_id,),
             )
-            if _FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
+            if FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
                 for row in cur:
                     yield (*row[:6], iso(row[6]), *row[7:])
             else:
                 for cells in cur:
                     row = list(cells)
-                    for k in _FILE_TIMES:
+                    for k in FILE_TIMES:
                         row[k] = iso(row[k])
                     yield tuple(row)
         except sqlite3.Error as exc:
