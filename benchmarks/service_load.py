@@ -1,7 +1,8 @@
 """Load on the live service over loopback, at rising rates (run by hand).
 
     .venv/bin/python benchmarks/service_load.py [--rates 500,1000,2000,3000] [--seconds 5]
-        [--batch-size 1000] [--procs 2] [--batch-seconds 8] [--db PATH]
+        [--batch-size 1000] [--per-user 1] [--procs 2] [--batch-seconds 8] [--users 2000]
+        [--db PATH]
 
 Starts ``weightstream serve`` on a free loopback port over a fresh database (with a key made
 for the run), then:
@@ -10,17 +11,27 @@ for the run), then:
    for ``--seconds``, sent over ``--connections`` keep-alive connections; each latency is
    measured from the request's due time, so waiting for a free connection counts (no
    coordinated omission);
-2. batch requests of ``--batch-size`` readings, closed loop with one request in flight per
-   client process, for ``--batch-seconds``;
+2. batch requests of ``--batch-size`` readings (``--per-user`` consecutive readings of each
+   user in a batch, as a device cloud syncing a backlog sends them; 1: every reading of a
+   batch is another user's), closed loop with one request in flight per client process, for
+   ``--batch-seconds``;
 3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
    verdict but ``invalid``) is in the store.
 
-The client is httpx, one keep-alive connection per thread, in ``--procs`` processes (an
-asyncio httpx client on this machine spent more time per request than the server did, and
-measured itself). Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
-errors by kind, and the acknowledged-readings check. The whole run is bounded (every stage
-has its time; requests time out after 30 s). Readings spread over many users, each user's in
-time order, as connected scales send them.
+Readings spread over ``--users`` users, each user's in time order, as connected scales send
+them; the first reading of a user takes the reset path (a new filter), later ones the common
+path, so with many more users than readings most of the run would be first readings.
+
+The client shares the machine's cores with the server, so it is made cheap: plain sockets,
+one keep-alive connection per thread, each request's bytes prepared and its answer parsed by
+hand (httpx spent more CPU per request than the server did), in ``--procs`` processes. Its
+CPU share and the server's are measured per stage (the server's from ``/proc``), so a run
+says which side was the bottleneck.
+
+Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
+errors by kind, the server's CPU share and CPU per request, the client's CPU share; the
+load average before and after; and the acknowledged-readings check. The whole run is bounded
+(every stage has its time; a request times out after 30 s).
 """
 
 from __future__ import annotations
@@ -42,8 +53,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 LAUNCH = (
     "import weightstream.cli as c\n"
     "from weightstream.cli import serve, keys\n"
@@ -54,6 +63,89 @@ LAUNCH = (
     "c.main()\n"
 )
 T0 = datetime(2024, 1, 1, 7, tzinfo=UTC)
+TIMEOUT_S = 30.0
+
+
+class ProtocolError(Exception):
+    """An answer this client does not read (not HTTP/1.1 with a Content-Length)."""
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection over a plain socket.
+
+    A request is one ``sendall`` of prepared bytes; the answer is read up to its
+    Content-Length (the service answers every request with one). A broken connection is
+    reopened on the next request.
+    """
+
+    def __init__(self, host: str, port: int, key: str | None = None) -> None:
+        self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=TIMEOUT_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock, self._buf = sock, b""
+        return sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """(status, body) of one request; raises ``OSError`` or :class:`ProtocolError`."""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        ).encode()
+        sock = self._sock or self._connect()
+        try:
+            sock.sendall(head + self.auth + b"\r\n" + body)
+            return self._answer(sock)
+        except BaseException:
+            self.close()
+            raise
+
+    def _answer(self, sock: socket.socket) -> tuple[int, bytes]:
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        while end < 0:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            buf += chunk
+            end = buf.find(b"\r\n\r\n", max(0, len(buf) - len(chunk) - 3))
+        lines = buf[:end].split(b"\r\n")
+        if not lines[0].startswith(b"HTTP/1.1 "):
+            raise ProtocolError(lines[0][:40].decode("latin-1"))
+        status = int(lines[0][9:12])
+        length, close = None, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise ProtocolError("chunked answer")
+        if length is None:
+            raise ProtocolError("no Content-Length")
+        parts, have = [buf[end + 4 :]], len(buf) - end - 4
+        while have < length:
+            chunk = sock.recv(max(65536, length - have))
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            parts.append(chunk)
+            have += len(chunk)
+        rest = b"".join(parts)
+        self._buf = rest[length:]
+        if close:
+            self.close()
+        return status, rest[:length]
 
 
 @dataclass
@@ -65,9 +157,10 @@ class Readings:
     counter: int = 0
     prefix: str = ""
 
-    def one(self) -> dict[str, Any]:
-        self.counter += 1
-        user = self.counter % self.users
+    def one(self, user: int | None = None) -> dict[str, Any]:
+        if user is None:
+            self.counter += 1
+            user = self.counter % self.users
         i = self.next_index.get(user, 0)
         self.next_index[user] = i + 1
         return {
@@ -78,6 +171,15 @@ class Readings:
             "unit": "kg",
             "source": "patient-device",
         }
+
+    def batch(self, size: int, per_user: int) -> list[dict[str, Any]]:
+        """``size`` readings, ``per_user`` consecutive ones of each user."""
+        out: list[dict[str, Any]] = []
+        while len(out) < size:
+            self.counter += 1
+            user = self.counter % self.users
+            out += [self.one(user) for _ in range(min(per_user, size - len(out)))]
+        return out
 
 
 @dataclass
@@ -91,6 +193,11 @@ class Stage:
     readings: int = 0
     acked: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Wall-clock (epoch) start and end, and the client process's CPU seconds in between.
+    began: float = 0.0
+    ended: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
 
     def report(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -99,6 +206,8 @@ class Stage:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
 
         ok = len(lat)
+        wall = self.ended - self.began
+        server = self.server_cpu
         return {
             "stage": self.name,
             "target_per_s": self.target,
@@ -110,34 +219,52 @@ class Stage:
             "p99_ms": pct(0.99),
             "max_ms": round(lat[-1] * 1000, 2) if lat else None,
             "errors": dict(self.errors),
+            "server_cpu_share": round(server / wall, 2) if server is not None and wall else None,
+            "server_cpu_us_per_request": (
+                round(1e6 * server / ok) if server is not None and ok else None
+            ),
+            "server_cpu_us_per_reading": (
+                round(1e6 * server / self.readings, 1)
+                if server is not None and self.readings
+                else None
+            ),
+            "client_cpu_share": round(self.client_cpu / wall, 2) if wall else None,
         }
 
 
-def _send(client: httpx.Client, stage: Stage, body: dict[str, Any], started: float) -> None:
+def _send(client: RawClient, stage: Stage, body: bytes, started: float) -> None:
     try:
-        r = client.post("/v1/measurements", json=body)
-    except httpx.TransportError as exc:
+        status, answer = client.request("POST", "/v1/measurements", body)
+    except (OSError, ProtocolError) as exc:
         with stage.lock:
             stage.errors[type(exc).__name__] += 1
         return
     latency = time.perf_counter() - started
+    if status != 200:
+        with stage.lock:
+            stage.errors[f"http_{status}"] += 1
+        return
+    results = json.loads(answer)["results"]
+    acked = [r["reading_id"] for r in results if r["verdict"] != "invalid"]
     with stage.lock:
-        if r.status_code != 200:
-            stage.errors[f"http_{r.status_code}"] += 1
-            return
         stage.latencies.append(latency)
-        results = r.json()["results"]
         stage.readings += len(results)
-        for res in results:
-            if res["verdict"] == "invalid":
-                stage.errors["invalid_reading"] += 1
-            else:
-                stage.acked.add(res["reading_id"])
+        stage.errors["invalid_reading"] += len(results) - len(acked)
+        stage.acked.update(acked)
+        if not stage.errors["invalid_reading"]:
+            del stage.errors["invalid_reading"]
 
 
-def open_loop(
-    clients: list[httpx.Client], readings: Readings, rate: float, seconds: float
-) -> Stage:
+def _timed(stage: Stage, run: Any) -> Stage:
+    stage.began, cpu = time.time(), time.process_time()
+    begin = time.perf_counter()
+    run()
+    stage.seconds = time.perf_counter() - begin
+    stage.ended, stage.client_cpu = time.time(), time.process_time() - cpu
+    return stage
+
+
+def open_loop(clients: list[RawClient], readings: Readings, rate: float, seconds: float) -> Stage:
     """Requests due on a fixed schedule, sent by one thread per connection.
 
     Each thread takes the next due time, waits for it, sends, and counts the latency from the
@@ -148,50 +275,58 @@ def open_loop(
     stage = Stage(f"single@{rate:g}/s", rate)
     interval = 1.0 / rate
     total = int(rate * seconds)
-    begin = time.perf_counter()
+    # The bodies are made before the clock starts: the client's time goes to sending.
+    bodies = [json.dumps(readings.one()).encode() for _ in range(total)]
     slots = iter(range(total))
     take = threading.Lock()
+    begin = 0.0
 
-    def worker(client: httpx.Client) -> None:
+    def worker(client: RawClient) -> None:
         while True:
             with take:
                 slot = next(slots, None)
-                body = readings.one() if slot is not None else None
-            if slot is None or body is None:
+            if slot is None:
                 return
             due = begin + slot * interval
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            _send(client, stage, body, due)
+            _send(client, stage, bodies[slot], due)
 
-    _run_threads(worker, clients)
-    stage.seconds = time.perf_counter() - begin
+    def run() -> None:
+        nonlocal begin
+        begin = time.perf_counter()
+        _run_threads(worker, clients)
+
+    _timed(stage, run)
     stage.requests = total
     return stage
 
 
 def closed_loop(
-    clients: list[httpx.Client], readings: Readings, size: int, seconds: float
+    clients: list[RawClient], readings: Readings, size: int, per_user: int, seconds: float
 ) -> Stage:
     """Batch requests of ``size`` readings, one in flight per connection, for ``seconds``."""
     stage = Stage(f"batch{size}", None)
-    begin = time.perf_counter()
     take = threading.Lock()
+    begin = time.perf_counter()
 
-    def worker(client: httpx.Client) -> None:
+    def worker(client: RawClient) -> None:
         while time.perf_counter() - begin < seconds:
             with take:
-                body = {"readings": [readings.one() for _ in range(size)]}
+                body = json.dumps({"readings": readings.batch(size, per_user)}).encode()
                 stage.requests += 1
             _send(client, stage, body, time.perf_counter())
 
-    _run_threads(worker, clients)
-    stage.seconds = time.perf_counter() - begin
-    return stage
+    def run() -> None:
+        nonlocal begin
+        begin = time.perf_counter()
+        _run_threads(worker, clients)
+
+    return _timed(stage, run)
 
 
-def _run_threads(worker: Any, clients: list[httpx.Client]) -> None:
+def _run_threads(worker: Any, clients: list[RawClient]) -> None:
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
     for t in threads:
         t.start()
@@ -215,29 +350,65 @@ def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             env=env,
         )
     deadline = time.monotonic() + 60
+    probe = RawClient("127.0.0.1", port)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if probe.request("GET", "/healthz")[0] == 200:
+                probe.close()
                 return proc
-        except httpx.TransportError:
+        except (OSError, ProtocolError):
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
 
 
+class CpuSampler:
+    """The server process's CPU seconds (user + system, from ``/proc``), sampled in a thread."""
+
+    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+        self.path = f"/proc/{pid}/stat"
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _read(self) -> float | None:
+        try:
+            text = Path(self.path).read_text()
+        except OSError:
+            return None
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            cpu = self._read()
+            if cpu is not None:
+                self.samples.append((time.time(), cpu))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> float | None:
+        """CPU seconds the server used from ``start`` to ``end`` (epoch seconds)."""
+        inside = [cpu for t, cpu in self.samples if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) >= 2 else None
+
+
 def _client_process(
-    args: tuple[str, str, int, list[tuple[str, float, float]], int, int],
+    args: tuple[int, str, int, list[tuple[str, float, float]], int, int, int],
 ) -> list[Stage]:
     """One client process: ``connections`` keep-alive connections, each driven by a thread."""
-    url, key, connections, plan, proc, users = args
+    port, key, connections, plan, proc, users, per_user = args
     readings = Readings(users)
     readings.prefix = f"p{proc}-"
-    clients = [
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        for _ in range(connections)
-    ]
+    clients = [RawClient("127.0.0.1", port, key) for _ in range(connections)]
     stages: list[Stage] = []
     try:
         for kind, amount, seconds in plan:
@@ -246,7 +417,7 @@ def _client_process(
             elif kind == "single":
                 stages.append(open_loop(clients, readings, amount, seconds))
             else:
-                stages.append(closed_loop(clients[:1], readings, int(amount), seconds))
+                stages.append(closed_loop(clients[:1], readings, int(amount), per_user, seconds))
     finally:
         for c in clients:
             c.close()
@@ -255,38 +426,32 @@ def _client_process(
     return stages
 
 
-def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
-    """Drive the plan from ``--procs`` client processes (a Python client is slower than the
-    server: one process cannot offer thousands of requests a second); merge their stages."""
+def drive(args: argparse.Namespace, port: int, key: str) -> list[Stage]:
+    """Drive the plan from ``--procs`` client processes; merge their stages."""
     from concurrent.futures import ProcessPoolExecutor
 
     n = args.procs
-    plan: list[tuple[str, float, float]] = [("warmup", 50 / n, 1.0)]
+    plan: list[tuple[str, float, float]] = [("warmup", 200 / n, 2.0)]
     plan += [("single", rate / n, args.seconds) for rate in args.rates]
-    # Batch stage: --batch-concurrency requests in flight in all, spread over the processes.
-    batch_plans = [
-        [
-            *plan,
-            *([("batch", args.batch_size, args.batch_seconds)] if args.batch_seconds > 0 else []),
-        ]
-        for _ in range(n)
-    ]
+    if args.batch_seconds > 0:
+        plan.append(("batch", args.batch_size, args.batch_seconds))
     jobs = [
-        (url, key, max(1, args.connections // n), batch_plans[i], i, args.users // n)
+        (port, key, max(1, args.connections // n), plan, i, args.users // n, args.per_user)
         for i in range(n)
     ]
     with ProcessPoolExecutor(n) as pool:
         per_process = list(pool.map(_client_process, jobs))
     merged: list[Stage] = []
     for parts in zip(*per_process, strict=True):
+        single = parts[0].target is not None
         stage = Stage(
-            parts[0].name.split("@")[0]
-            if parts[0].target is None
-            else f"single@{parts[0].target * n:g}/s",
-            None if parts[0].target is None else parts[0].target * n,
+            f"single@{parts[0].target * n:g}/s"
+            if single
+            else f"batch{args.batch_size}x{n} ({args.per_user} per user)",
+            parts[0].target * n if single else None,
         )
-        if parts[0].target is None:
-            stage.name = f"batch{args.batch_size}x{n}"
+        stage.began = min(p.began for p in parts)
+        stage.ended = max(p.ended for p in parts)
         for part in parts:
             stage.latencies += part.latencies
             stage.errors.update(part.errors)
@@ -294,6 +459,7 @@ def drive(args: argparse.Namespace, url: str, key: str) -> list[Stage]:
             stage.readings += part.readings
             stage.acked |= part.acked
             stage.seconds = max(stage.seconds, part.seconds)
+            stage.client_cpu += part.client_cpu
         merged.append(stage)
     return merged
 
@@ -303,9 +469,12 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,3000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--per-user", type=int, default=1, help="consecutive readings of a user in a batch"
+    )
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--batch-seconds", type=float, default=8.0)
-    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--connections", type=int, default=32, help="in all")
     parser.add_argument("--db", type=Path, default=None)
     args = parser.parse_args()
@@ -319,12 +488,19 @@ def main() -> None:
     key = keys.create([Scope.READ, Scope.WRITE], "load benchmark").secret
     keys.close()
     port = _free_port()
+    load_before = os.getloadavg()
     proc = _start(db, port, work / "server.log")
+    sampler = CpuSampler(proc.pid)
+    sampler.start()
     try:
-        stages = drive(args, f"http://127.0.0.1:{port}", key)
+        stages = drive(args, port, key)
     finally:
+        sampler.stop()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
+    load_after = os.getloadavg()
+    for stage in stages:
+        stage.server_cpu = sampler.between(stage.began, stage.ended)
     acked = set().union(*(s.acked for s in stages)) if stages else set()
     conn = sqlite3.connect(db)
     stored = {k for (k,) in conn.execute("SELECT key FROM readings")}
@@ -338,6 +514,9 @@ def main() -> None:
                 "acknowledged_missing_from_store": len(lost),
                 "server_exit": code,
                 "cpu_count": os.cpu_count(),
+                "users": args.users,
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in load_after],
             },
             indent=2,
         )
