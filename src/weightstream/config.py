@@ -229,6 +229,11 @@ class ProcessingConfig(_Section):
     # by one as process_one does. Both give the same results (the engine's differential
     # tests); "step" is the reference, and what runs where numba is missing.
     engine: Literal["compiled", "step"] = "compiled"
+    # Rows of a file held in memory while it is read and sorted, and of its results file
+    # while it is written; past this many they go to temporary files in $TMPDIR
+    # (weightstream.ingest.spill). Memory only: the processing order, the results and the
+    # store are the same either way.
+    in_memory_rows: int = Field(default=1_000_000, ge=0)
 
 
 class StoreConfig(_Section):

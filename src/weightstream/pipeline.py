@@ -2,18 +2,25 @@
 
 1. The file's identity is the SHA-256 of its bytes; its committed position (how many rows of
    the processing order are done) lives in the store.
-2. Rows are parsed and validated; the processing order is: invalid rows by line number, then
-   valid readings by (user, event time, line). Exports come grouped by user and source and
-   newest first; a Kalman filter must see each user's readings in time order.
+2. Rows are parsed and validated block by block; the processing order is: invalid rows by line
+   number, then the valid readings partition by partition, each partition by (user, event
+   time, content, line) (:mod:`weightstream.ingest.partitions`: a user's partition is a stable
+   hash of its id, and a file's partitions depend on its size alone). Exports come grouped by
+   user and source and newest first; a Kalman filter must see each user's readings in time
+   order. A file of more than ``processing.in_memory_rows`` rows is kept in temporary files,
+   and only one partition is in memory at a time.
 3. Readings go through :class:`~weightstream.processor.Batch` in groups of
    ``processing.commit_group_size``; each group commits its states, results, audit records
    and the new position in ONE transaction. A crash loses at most the uncommitted group, and a
    rerun resumes at the committed position and gives the same results. A group that meets a
    concurrent writer (busy, conflict) is redone from fresh state, a bounded number of times.
-4. The results file (one row per input row, in input order) is written from the store after the
-   last group, to a temporary file renamed into place: old or new, never torn. A store that
-   offers :class:`~weightstream.store.base.ResultRows` hands out ready rows (no ``Result``
-   objects are built for a million rows); any other store is read as ``Result`` values.
+4. The results file (one row per input row, in input order) is written after the last group,
+   to a temporary file renamed into place: old or new, never torn. A first run writes what it
+   decided (:class:`~weightstream.engine.results.ResultsSpill` puts the rows back in input
+   order, in memory or through temporary files); a resumed run writes the store's results for
+   the input, put in row order the same way. A store that offers
+   :class:`~weightstream.store.base.ResultRows` hands out ready rows (no ``Result`` objects
+   are built for a million rows); any other store is read as ``Result`` values.
 """
 
 from __future__ import annotations
@@ -28,23 +35,34 @@ from pathlib import Path
 import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
-from weightstream.config import Config
+from weightstream.config import Config, ProcessingConfig
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
-from weightstream.engine.results import RESULT_FIELDS, ResultsTable, invalid_message
+from weightstream.engine.results import (
+    RESULT_FIELDS,
+    ResultsSpill,
+    ResultsTable,
+    invalid_message,
+    result_counts,
+)
 from weightstream.errors import ConflictError, StoreBusyError
 from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.columnar import read_columns
+from weightstream.ingest.partitions import read_order, sort_readings
 from weightstream.model import Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
-from weightstream.results_file import write_atomic, write_csv
+from weightstream.results_file import csv_lines, write_atomic
 from weightstream.store.base import ResultRows, StateStore
 from weightstream.store.columns import RESULTS, Kind
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
 _RETRIES = 8
+#: Results counted (and formatted) at a time: one pass of polars over many commit groups.
+_SLICE_ROWS = 100_000
+#: Rows of results :func:`write_results` holds in memory by default (the setting's default).
+_MEMORY_ROWS: int = ProcessingConfig.model_fields["in_memory_rows"].default
 #: Where the cells a summary counts stand in a results-file row (found by name, so a column
 #: added to the file moves nothing).
 _COUNTED = tuple(
@@ -95,7 +113,11 @@ class RunSummary:
 
     def count_table(self, table: ResultsTable, frame: pl.DataFrame) -> None:
         """Count a whole run's results (the table of every row) into the summary."""
-        counts = table.counts(frame)
+        self.count_results(frame)
+
+    def count_results(self, frame: pl.DataFrame) -> None:
+        """Count rows of results (:meth:`ResultsTable.frame`'s columns) into the summary."""
+        counts = result_counts(frame)
         self.rows += frame.height
         self.verdicts.update(counts["verdicts"])
         self.rejected.update(counts["rejected"])
@@ -128,7 +150,9 @@ class RunSummary:
 
 @dataclass
 class Loaded:
-    """A file in processing order: its invalid rows by line, then its valid readings sorted."""
+    """A whole file in memory, in processing order: its invalid rows by line, then its valid
+    readings sorted by :data:`~weightstream.ingest.partitions.ORDER_KEY` (the Dask driver's
+    form of a file; :func:`process_file` reads it by partition instead)."""
 
     invalid: list[tuple[int, RowProblem]]
     valid: pl.DataFrame
@@ -152,26 +176,12 @@ def _load(
     clock: Clock,
     timings: dict[str, float],
 ) -> Loaded:
-    """Parse every row; return them in processing order."""
+    """Parse every row; return them in one frame, invalid rows by line, readings sorted."""
     started = time.perf_counter()
     cols = read_columns(path, config, now=clock.now(), column_map=column_map)
     sorted_at = time.perf_counter()
     timings["parse"] = sorted_at - started
-    # Order by user, event time, then content (source, unit, value, id), the processing order
-    # of weightstream.model.order_key: readings at the same instant never depend on where
-    # they stand in the file. Rows that tie on everything (the same reading twice) keep line
-    # order.
-    valid = cols.valid.sort(
-        [
-            pl.col("user"),
-            pl.col("ts"),
-            pl.col("source"),
-            pl.col("unit"),
-            pl.col("value"),
-            pl.col("id").fill_null(""),
-            pl.col("line"),
-        ]
-    )
+    valid = sort_readings(cols.valid)
     timings["sort"] = time.perf_counter() - sorted_at
     return Loaded(cols.invalid, valid)
 
@@ -211,48 +221,107 @@ def process_file(
     input_id = file_digest(path)
     summary = RunSummary(input_id=input_id)
     timings = summary.timings
-    entries = _load(path, config, column_map, clock, timings)
-    if processor is None:
-        processor = Processor(
-            store, config, clock=clock, observer=observer, faults=faults or NO_FAULTS
-        )
-    faults = faults or processor.faults
-    engine = EngineConfig(processor)
-    position = store.position(input_id)
-    summary.resumed_from = position
-    group = config.processing.commit_group_size
-    total = len(entries)
-    while position < total:
-        end = min(position + group, total)
-        _commit_group(processor, engine, input_id, entries, (position, end), summary, faults, clock)
-        summary.processed_now += end - position
-        position = end
-        faults.crash_point("pipeline.group_committed")
-        if progress is not None:
-            progress(position, total)
+    memory_rows = config.processing.in_memory_rows
+    order = read_order(
+        path, config, now=clock.now(), column_map=column_map, memory_rows=memory_rows
+    )
+    timings["parse"] = time.perf_counter() - started
+    order.timings = timings
+    try:
+        if processor is None:
+            processor = Processor(
+                store, config, clock=clock, observer=observer, faults=faults or NO_FAULTS
+            )
+        faults = faults or processor.faults
+        engine = EngineConfig(processor)
+        position = store.position(input_id)
+        summary.resumed_from = position
+        # A first run writes the results file from what it decided; a resumed one from the
+        # store, which alone holds the rows an earlier run committed.
+        results = _Results(summary, ResultsSpill(memory_rows, raw=raw) if out else None)
+        total = len(order)
+        for group in order.groups(position, config.processing.commit_group_size):
+            table = ResultsTable(group.invalid, group.valid)
+            valid = _readings(group.valid, 0, group.valid.height) if group.valid.height else None
+            unit = _Unit(group.invalid, valid, table, 0, (input_id, group.end))
+            _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
+            summary.processed_now += group.end - group.start
+            if not position:
+                results.add(table.frame())
+            faults.crash_point("pipeline.group_committed")
+            if progress is not None:
+                progress(group.end, total)
+    finally:
+        order.close()
     written = time.perf_counter()
-    table = entries.table
-    if summary.resumed_from:
-        # Rows an earlier run committed: their results as the store holds them.
-        slots = {row: i for i, row in enumerate(entries.rows())}
-        for r in store.results_for_input(input_id):
-            if r.row is not None and r.row in slots and not table.filled[slots[r.row]]:
-                table.fill_result(slots[r.row], r)
-    if table.complete:
-        frame = table.frame()
-        summary.count_table(table, frame)
-        if out is not None:
-            write_atomic(Path(out), lambda handle: table.write_csv(handle, frame, raw=raw))
-    elif out is not None:  # not expected: the store is the reference, so read it
-        write_results(store, input_id, Path(out), summary=summary, raw=raw)
-    else:
-        for row in _result_rows(store, input_id):
-            summary.count_row(row)
+    try:
+        if position:
+            target = None if out is None else Path(out)
+            write_results(
+                store, input_id, target, summary=summary, raw=raw, memory_rows=memory_rows
+            )
+        else:
+            results.finish(None if out is None else Path(out))
+    finally:
+        results.close()
     if out is not None:
         faults.crash_point("pipeline.results_written")
     timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Results:
+    """A first run's results: counted into the summary and, with a results file, spilled.
+
+    Groups' results are gathered into slices of :data:`_SLICE_ROWS` rows: counting and
+    formatting a slice is one pass of polars, where a group of a few thousand rows would
+    spend more time on the calls than on the rows.
+    """
+
+    def __init__(self, summary: RunSummary, spill: ResultsSpill | None) -> None:
+        self.summary = summary
+        self.spill = spill
+        self.pending: list[pl.DataFrame] = []
+        self.rows = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        self.pending.append(frame)
+        self.rows += frame.height
+        if self.rows >= _SLICE_ROWS:
+            self._flush()
+
+    def finish(self, out: Path | None) -> None:
+        """Count what is left; write the results file (atomically) to ``out``."""
+        self._flush()
+        if out is not None and self.spill is not None:
+            write_atomic(out, self.spill.write)
+
+    def close(self) -> None:
+        self.pending.clear()
+        if self.spill is not None:
+            self.spill.close()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        frame = pl.concat(self.pending, how="vertical")
+        self.pending, self.rows = [], 0
+        self.summary.count_results(frame)
+        if self.spill is not None:
+            self.spill.add_results(frame)
+
+
+@dataclass
+class _Unit:
+    """One commit group: its invalid rows, its readings, the table slot of its first row and
+    the input position it commits."""
+
+    invalid: list[tuple[int, RowProblem]]
+    valid: GroupReadings | None
+    table: ResultsTable
+    slot: int
+    position: tuple[str, int]
 
 
 def _commit_group(
@@ -276,8 +345,23 @@ def _commit_group(
     invalid = entries.invalid[start:end] if start < n_invalid else []
     first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid
     valid = _readings(entries.valid, first, last) if last > first else None
+    unit = _Unit(invalid, valid, entries.table, start, (position_id or input_id, end))
+    _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
+
+
+def _commit_unit(
+    processor: Processor,
+    engine: EngineConfig,
+    input_id: str,
+    unit: _Unit,
+    summary: RunSummary,
+    faults: FaultPoints,
+    clock: Clock,
+) -> None:
+    """Decide and commit one unit; its results fill its table's slots once committed."""
+    invalid, valid, table = unit.invalid, unit.valid, unit.table
+    first_valid = unit.slot + len(invalid)
     timings = summary.timings
-    table = entries.table
     for attempt in range(_RETRIES + 1):
         batch = Batch(processor, input_id)
         try:
@@ -285,18 +369,17 @@ def _commit_group(
             for line, problem in invalid:
                 batch.add_result(_invalid_result(line, problem))
             if valid is not None:
-                run_group(processor, batch, valid, engine, table, max(start, n_invalid))
+                run_group(processor, batch, valid, engine, table, first_valid)
             # Results decided one by one (invalid rows, resets, late readings): their slots.
-            slots = {line: start + k for k, (line, _) in enumerate(invalid)}
+            slots = {line: unit.slot + k for k, (line, _) in enumerate(invalid)}
             if valid is not None:
-                first_slot = max(start, n_invalid)
-                slots.update((line, first_slot + k) for k, line in enumerate(valid.line))
+                slots.update((line, first_valid + k) for k, line in enumerate(valid.line))
             decided_one_by_one = [(slots[r.row], r) for _, r in batch.unit.results if r.row]
             batch.after_commit(table.fill_results, decided_one_by_one)
             faults.crash_point("pipeline.before_commit")
             committed = time.perf_counter()
             timings["filter"] = timings.get("filter", 0.0) + committed - decided
-            batch.commit(position=(position_id or input_id, end))
+            batch.commit(position=unit.position)
             timings["store"] = timings.get("store", 0.0) + time.perf_counter() - committed
             # Readings come user by user: a user of this group comes back only if it is the
             # last one. Keeping no other state bounds memory by the group, not the file.
@@ -329,19 +412,47 @@ def _readings(valid: pl.DataFrame, first: int, last: int) -> GroupReadings:
 def write_results(
     store: StateStore,
     input_id: str,
-    out: Path,
+    out: Path | None,
     *,
     summary: RunSummary | None = None,
     raw: bool = False,
+    memory_rows: int = _MEMORY_ROWS,
 ) -> int:
     """Write the input's stored results as CSV (see :mod:`weightstream.results_file`).
 
     Atomic (temp file + fsync + rename), text cells a spreadsheet would run as formulas
-    neutralised unless ``raw``. With ``summary``, each result is also counted into it (one
-    pass over the results). Returns the number of rows.
+    neutralised unless ``raw``. The rows are put in row order here, whatever order the store
+    gives them in, holding at most ``memory_rows`` of them (the rest in temporary files).
+    With ``summary``, each result is also counted into it (one pass over the results); with
+    no ``out``, they are only counted. Returns the number of rows.
     """
-    on_row = None if summary is None else summary.count_row
-    return write_csv(out, RESULT_FIELDS, _result_rows(store, input_id), raw=raw, on_row=on_row)
+    rows = 0
+    with ResultsSpill(memory_rows, raw=raw) as spill:
+        batch: list[tuple[object, ...]] = []
+        for row in _result_rows(store, input_id):
+            rows += 1
+            if summary is not None:
+                summary.count_row(row)
+            if out is None:
+                continue
+            batch.append(row)
+            if len(batch) >= _SLICE_ROWS:
+                spill.add_lines(_lines(batch, raw))
+                batch.clear()
+        if out is None:
+            return rows
+        if batch:
+            spill.add_lines(_lines(batch, raw))
+        return write_atomic(Path(out), spill.write)
+
+
+def _lines(rows: list[tuple[object, ...]], raw: bool) -> pl.DataFrame:
+    """Results-file rows as ``(row, line)``: the lines ``csv.writer`` writes, without ends."""
+    lines = [line[:-2] for line in csv_lines(RESULT_FIELDS, rows, raw=raw)]
+    numbers = [row[0] for row in rows]
+    return pl.DataFrame(
+        {"row": pl.Series(numbers, dtype=pl.Int64), "line": pl.Series(lines, dtype=pl.String)}
+    )
 
 
 def _result_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...]]:

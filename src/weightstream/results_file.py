@@ -57,6 +57,7 @@ __all__ = [
     "protected_paths",
     "write_csv",
     "write_atomic",
+    "csv_lines",
 ]
 
 #: Columns of the results file that hold numbers (or nothing); never neutralised.
@@ -170,6 +171,26 @@ def write_csv(
         return count
 
     return write_atomic(out, fill)
+
+
+def csv_lines(
+    header: Sequence[str], rows: Iterable[tuple[object, ...]], *, raw: bool = False
+) -> list[str]:
+    """Each row as the line :func:`write_csv` writes for it (``csv.writer``, CRLF ended).
+
+    >>> csv_lines(["row", "user_id"], [(2, "=x"), (3, "a,b")])
+    ["2,'=x\\r\\n", '3,"a,b"\\r\\n']
+    """
+    text_columns = [i for i, name in enumerate(header) if name not in NUMERIC_FIELDS]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    lines: list[str] = []
+    for row in rows:
+        writer.writerow(row if raw else _neutral_row(row, text_columns))
+        lines.append(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+    return lines
 
 
 def write_atomic(out: Path, fill: Callable[[BinaryIO], int]) -> int:

@@ -23,17 +23,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import polars as pl
 
 from weightstream.ingest import RowProblem
+from weightstream.ingest.spill import Spill
 from weightstream.model import Result
 from weightstream.results_file import NUMERIC_FIELDS
 from weightstream.store.columns import RESULTS
 
-__all__ = ["ResultsTable", "RESULT_FIELDS", "invalid_message"]
+__all__ = [
+    "ResultsSpill",
+    "ResultsTable",
+    "RESULT_FIELDS",
+    "invalid_message",
+    "result_counts",
+    "results_lines",
+]
 
 #: The results file's columns (the result table's columns that the file shows).
 RESULT_FIELDS = RESULTS.file_fields
@@ -135,26 +144,95 @@ class ResultsTable:
 
     def counts(self, f: pl.DataFrame) -> dict[str, Counter[str]]:
         """Verdicts, reasons of rejected and invalid rows, resets by type and by outcome."""
-        out: dict[str, Counter[str]] = {"verdicts": _count(f.get_column("verdict"))}
-        for verdict in ("rejected", "invalid"):
-            out[verdict] = _count(f.filter(pl.col("verdict") == verdict).get_column("reason"))
-        for name in ("reset_type", "reset_outcome"):
-            out[name] = _count(f.get_column(name))
-        return out
+        return result_counts(f)
 
     def write_csv(self, handle: BinaryIO, f: pl.DataFrame, *, raw: bool = False) -> int:
         """Write the results file to ``handle``: header and one line per row, in row order.
 
         In slices, so that the text of a whole file is never held at once. Returns the rows.
         """
-        handle.write((",".join(RESULT_FIELDS) + "\r\n").encode("utf-8"))
+        handle.write(_HEADER)
         for start in range(0, f.height, _SLICE):
-            part = f.slice(start, _SLICE)
-            lines = part.select(pl.concat_str(_cells(part, raw), separator=",").alias("line"))
-            lines.write_csv(
-                handle, include_header=False, quote_style="never", line_terminator="\r\n"
-            )
+            _write_lines(handle, results_lines(f.slice(start, _SLICE), raw))
         return f.height
+
+
+def results_lines(f: pl.DataFrame, raw: bool) -> pl.DataFrame:
+    """The results-file line of each row of ``f`` (:meth:`ResultsTable.frame`'s columns).
+
+    Columns ``row`` and ``line`` (the text, without its line end), in ``f``'s order.
+    """
+    return f.select(pl.col("row"), pl.concat_str(_cells(f, raw), separator=",").alias("line"))
+
+
+class ResultsSpill:
+    """Results-file lines in any order in, in row order out: an external sort by row.
+
+    A run decides its rows partition by partition, so their results come in no useful order.
+    Each group's results are formatted as they come (:func:`results_lines`, the table's own
+    cells) and kept by range of :data:`RANGE_ROWS` rows in a
+    :class:`~weightstream.ingest.spill.Spill` (in memory up to ``memory_rows``, else on
+    disk); :meth:`write` sorts one range at a time. A row number is unique, so a range never
+    holds more than :data:`RANGE_ROWS` lines, whatever the file.
+    """
+
+    #: Rows of the file per range: what :meth:`write` sorts at once (about 15 MB of text).
+    RANGE_ROWS: Final = 100_000
+
+    def __init__(self, memory_rows: int, *, raw: bool, directory: Path | None = None) -> None:
+        self.raw = raw
+        self.spill = Spill(memory_rows, directory)
+        self.rows = 0
+
+    def add_results(self, f: pl.DataFrame) -> None:
+        """Rows of results (:meth:`ResultsTable.frame`'s columns), in any order."""
+        for start in range(0, f.height, _SLICE):
+            self.add_lines(results_lines(f.slice(start, _SLICE), self.raw))
+
+    def add_lines(self, lines: pl.DataFrame) -> None:
+        """Ready lines: columns ``row`` and ``line`` (without its line end)."""
+        self.rows += lines.height
+        keyed = lines.with_columns((pl.col("row") // self.RANGE_ROWS).alias("_range"))
+        for key, part in keyed.partition_by("_range", as_dict=True).items():
+            self.spill.add(int(key[0]), part.drop("_range"))
+
+    def write(self, handle: BinaryIO) -> int:
+        """Write the header and every line, by row, to ``handle``; the lines are dropped."""
+        handle.write(_HEADER)
+        for key in self.spill.used_keys():
+            part = self.spill.take(key)
+            if part is not None:
+                _write_lines(handle, part.sort("row"))
+        return self.rows
+
+    def close(self) -> None:
+        self.spill.close()
+
+    def __enter__(self) -> ResultsSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_HEADER: Final = (",".join(RESULT_FIELDS) + "\r\n").encode("utf-8")
+
+
+def _write_lines(handle: BinaryIO, lines: pl.DataFrame) -> None:
+    lines.select("line").write_csv(
+        handle, include_header=False, quote_style="never", line_terminator="\r\n"
+    )
+
+
+def result_counts(f: pl.DataFrame) -> dict[str, Counter[str]]:
+    """Of rows of results (:meth:`ResultsTable.frame`'s columns): verdicts, reasons of
+    rejected and invalid rows, resets by type and by outcome."""
+    out: dict[str, Counter[str]] = {"verdicts": _count(f.get_column("verdict"))}
+    for verdict in ("rejected", "invalid"):
+        out[verdict] = _count(f.filter(pl.col("verdict") == verdict).get_column("reason"))
+    for name in ("reset_type", "reset_outcome"):
+        out[name] = _count(f.get_column(name))
+    return out
 
 
 def _cells(f: pl.DataFrame, raw: bool) -> list[pl.Expr]:

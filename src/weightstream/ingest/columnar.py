@@ -45,7 +45,7 @@ from weightstream.ingest.timestamps import TimestampParser
 from weightstream.ingest.units import conversion
 from weightstream.model import to_micros
 
-__all__ = ["Columns", "read_columns", "VALID_SCHEMA"]
+__all__ = ["Block", "Columns", "read_blocks", "read_columns", "VALID_SCHEMA"]
 
 #: The columns of the valid rows: line number, id (null when the row has none), user, event
 #: time (UTC microseconds), value as given, unit as given (trimmed), weight in kg, source.
@@ -93,27 +93,64 @@ def read_columns(
     block_bytes: int = _BLOCK_BYTES,
 ) -> Columns:
     """Every data line of the export at ``path``: valid rows as columns, the rest as problems."""
-    source = open_csv(path, column_map)
-    reader = _Reader(source, config, now)
     frames: list[pl.DataFrame] = []
     out = Columns(pl.DataFrame(schema=VALID_SCHEMA), [])
-    for first_line, block in _blocks(Path(path), source.data_offset, block_bytes):
-        frame = reader.fast(block, first_line, out.invalid)
-        if frame is None:
-            frame = reader.by_lines(block, first_line, out.invalid)
-            out.blocks_by_lines += 1
-        else:
-            out.blocks_by_polars += 1
-            out.rows_by_polars += frame.height
-            frame = reader.interpret(frame, out.invalid)
-        if frame.height:
-            frames.append(frame)
-    if reader.odd_valid:
-        frames.append(pl.DataFrame(reader.odd_valid, schema=VALID_SCHEMA, orient="row"))
+    for block in read_blocks(path, config, now=now, column_map=column_map, block_bytes=block_bytes):
+        if block.valid.height:
+            frames.append(block.valid)
+        out.invalid.extend(block.invalid)
+        out.blocks_by_polars += block.by_polars
+        out.blocks_by_lines += not block.by_polars
+        out.rows_by_polars += block.rows_by_polars
     if frames:
         out.valid = pl.concat(frames, how="vertical")
     out.invalid.sort(key=lambda item: item[0])
     return out
+
+
+@dataclass
+class Block:
+    """One block of an export's lines, read: its valid rows and its other lines' problems.
+
+    ``invalid`` is in line order; each block's lines come after the previous block's.
+    """
+
+    valid: pl.DataFrame
+    invalid: list[tuple[int, RowProblem]]
+    by_polars: bool
+    rows_by_polars: int
+
+
+def read_blocks(
+    path: str | Path,
+    config: Config,
+    *,
+    now: datetime,
+    column_map: Mapping[str, str] | None = None,
+    block_bytes: int = _BLOCK_BYTES,
+) -> Iterator[Block]:
+    """The export at ``path`` block by block, each read as :func:`read_columns` reads it.
+
+    For a file too large to hold whole: only one block of lines is in memory at a time.
+    """
+    source = open_csv(path, column_map)
+    reader = _Reader(source, config, now)
+    for first_line, data in _blocks(Path(path), source.data_offset, block_bytes):
+        invalid: list[tuple[int, RowProblem]] = []
+        frame = reader.fast(data, first_line, invalid)
+        by_polars = frame is not None
+        rows_by_polars = 0
+        if frame is None:
+            frame = reader.by_lines(data, first_line, invalid)
+        else:
+            rows_by_polars = frame.height
+            frame = reader.interpret(frame, invalid)
+        if reader.odd_valid:
+            odd = pl.DataFrame(reader.odd_valid, schema=VALID_SCHEMA, orient="row")
+            reader.odd_valid.clear()
+            frame = pl.concat([frame, odd], how="vertical") if frame.height else odd
+        invalid.sort(key=lambda item: item[0])
+        yield Block(frame, invalid, by_polars, rows_by_polars)
 
 
 def _blocks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:

@@ -1,0 +1,135 @@
+"""Frames kept by key, in memory while they are few and on disk once they are many.
+
+A file run sorts more rows than it can hold: the readings by partition of the processing
+order (:mod:`weightstream.ingest.partitions`), the results-file lines by range of rows
+(:class:`weightstream.engine.results.ResultsSpill`). Both add frames under an integer key in
+any order and read each key's frames back later, in the order they were added. A
+:class:`Spill` holds them in memory until it holds more than ``memory_rows`` rows; then it
+writes them all to disk and writes every later frame there at once.
+
+On disk a key is one file in a private temporary directory (``$TMPDIR`` or the given
+directory, removed by :meth:`Spill.close`): the frames are appended to it as Arrow IPC
+streams, each read back alone from its offsets. Arrow IPC because it is polars' own format:
+written and read at memory speed, with no conversion of a column's type or text. A process
+killed before :meth:`Spill.close` leaves the directory behind; its name says what it is
+(``weightstream-spill-*``).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from weightstream.results_file import output_error
+
+__all__ = ["Spill"]
+
+
+class Spill:
+    """Frames by key: ``add`` in any order, ``frames`` / ``take`` them back in added order."""
+
+    def __init__(self, memory_rows: int, directory: Path | None = None) -> None:
+        self.memory_rows = memory_rows
+        self._parent = directory
+        self._dir: Path | None = None
+        self._held: dict[int, list[pl.DataFrame]] = {}
+        self._held_rows = 0
+        #: Per key on disk: the (offset, length) of each frame's stream in the key's file.
+        self._pieces: dict[int, list[tuple[int, int]]] = {}
+        self._rows: dict[int, int] = {}
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the frames went to disk (more than ``memory_rows`` rows were added)."""
+        return self._dir is not None
+
+    def used_keys(self) -> list[int]:
+        """The keys with at least one row, in increasing order."""
+        return sorted(k for k, n in self._rows.items() if n)
+
+    def rows(self, key: int) -> int:
+        return self._rows.get(key, 0)
+
+    def add(self, key: int, frame: pl.DataFrame) -> None:
+        """Keep ``frame`` under ``key`` (after the key's earlier frames)."""
+        if not frame.height:
+            return
+        self._rows[key] = self._rows.get(key, 0) + frame.height
+        if self._dir is not None:
+            self._write(key, frame)
+            return
+        self._held.setdefault(key, []).append(frame)
+        self._held_rows += frame.height
+        if self._held_rows > self.memory_rows:
+            try:
+                made = tempfile.mkdtemp(prefix="weightstream-spill-", dir=self._parent)
+            except OSError as exc:
+                where = Path(self._parent or tempfile.gettempdir())
+                raise output_error(where, exc, "spill directory in") from None
+            self._dir = Path(made)
+            held, self._held = self._held, {}
+            for k, frames in held.items():
+                for f in frames:
+                    self._write(k, f)
+            self._held_rows = 0
+
+    def frames(self, key: int) -> Iterator[pl.DataFrame]:
+        """The frames of ``key``, one at a time, in the order they were added."""
+        if self._dir is None:
+            yield from self._held.get(key, [])
+            return
+        pieces = self._pieces.get(key, [])
+        if not pieces:
+            return
+        with self._path(key).open("rb") as fh:
+            for offset, length in pieces:
+                fh.seek(offset)
+                yield pl.read_ipc_stream(io.BytesIO(fh.read(length)))
+
+    def take(self, key: int) -> pl.DataFrame | None:
+        """Every frame of ``key`` as one frame (None if it has none); the key is emptied."""
+        frames = list(self.frames(key))
+        if self._dir is None:
+            self._held.pop(key, None)
+            self._held_rows -= self._rows.get(key, 0)
+        elif self._pieces.pop(key, None) is not None:
+            self._path(key).unlink(missing_ok=True)
+        self._rows.pop(key, None)
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+
+    def close(self) -> None:
+        """Forget every frame and remove the directory on disk."""
+        self._held.clear()
+        self._pieces.clear()
+        self._rows.clear()
+        self._held_rows = 0
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _path(self, key: int) -> Path:
+        assert self._dir is not None
+        return self._dir / f"{key}.arrows"
+
+    def _write(self, key: int, frame: pl.DataFrame) -> None:
+        path = self._path(key)
+        try:
+            with path.open("ab") as fh:
+                offset = fh.tell()
+                frame.write_ipc_stream(fh)
+                self._pieces.setdefault(key, []).append((offset, fh.tell() - offset))
+        except OSError as exc:  # a full disk is exit 73, as for any file we write
+            raise output_error(path, exc, "spill file") from None

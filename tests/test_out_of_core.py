@@ -1,0 +1,259 @@
+"""A file larger than memory (issue 11): partitions, spill files, results put back in order.
+
+``processing.in_memory_rows`` only decides where the rows wait (memory or temporary files):
+the processing order, every result and every stored record must be the same either way. The
+number of partitions (one per ``PARTITION_BYTES`` of file, made tiny here so that a small
+file has many) changes the order between users, never a user's results.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from weightstream.clock import SYSTEM_CLOCK
+from weightstream.config import Config
+from weightstream.ingest import file_digest, partitions
+from weightstream.ingest.partitions import ORDER_KEY, partition_of, read_order
+from weightstream.ingest.spill import Spill
+from weightstream.pipeline import process_file, write_results
+from weightstream.store.sqlite import SQLiteStore
+from weightstream.testing import FakeClock
+
+GROUP = 40
+#: Partitions of 4 KB: the 60-user export (~150 KB) has about 40 of them.
+SMALL_PARTITIONS = 4096
+
+
+def _config(memory_rows: int) -> Config:
+    return Config(processing={"commit_group_size": GROUP, "in_memory_rows": memory_rows})
+
+
+def _run(export: Path, work: Path, memory_rows: int, **kwargs: Any) -> tuple[bytes, Path, Any]:
+    work.mkdir()
+    db, out = work / "ws.db", work / "results.csv"
+    with SQLiteStore(db) as store:
+        summary = process_file(
+            export, store, _config(memory_rows), out=out, clock=FakeClock(), **kwargs
+        )
+    return out.read_bytes(), db, summary
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$TMPDIR`` of the test: where spill directories are made (and must be gone after)."""
+    where = tmp_path / "tmpdir"
+    where.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(where))
+    return where
+
+
+def _sorted_tables(db: Path, volatile: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """Every table as a sorted list of rows, wall-clock columns and row numbers (``id``,
+    ``seq``, a reference to a reading's ``seq``: they count commits) left out."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        out = {}
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            cur = conn.execute(f'SELECT * FROM "{table}"')
+            names = [d[0] for d in cur.description]
+            drop = {*volatile.get(table, ()), "id", "seq"}
+            keep = [k for k, n in enumerate(names) if n not in drop and not n.endswith("_seq")]
+            out[table] = sorted(repr([row[k] for k in keep]) for row in cur)
+        return out
+    finally:
+        conn.close()
+
+
+def test_spilled_run_equals_the_in_memory_run(
+    synth_export, tmp_path, spill_dir, monkeypatch, db_dump, volatile_columns
+):
+    """Spilled to disk or held in memory: the same results file byte for byte, the same
+    database row for row in commit order, the same summary; no spill directory is left."""
+    monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    seen: list[list[str]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append([p.name for p in spill_dir.iterdir()])
+
+    memory, db_memory, s_memory = _run(synth_export.path, tmp_path / "memory", 10**9)
+    spilled, db_spilled, s_spilled = _run(
+        synth_export.path, tmp_path / "spilled", 5, progress=progress
+    )
+    assert seen and all(names and names[0].startswith("weightstream-spill-") for names in seen)
+    assert list(spill_dir.iterdir()) == []
+    assert spilled == memory
+    assert db_dump(db_spilled, exclude=volatile_columns) == db_dump(
+        db_memory, exclude=volatile_columns
+    )
+    skip = {"seconds"}
+    assert {k: v for k, v in s_spilled.as_dict().items() if k not in skip} == {
+        k: v for k, v in s_memory.as_dict().items() if k not in skip
+    }
+    assert s_memory.rows == synth_export.rows and memory.count(b"\r\n") == synth_export.rows + 1
+
+
+def test_partitions_change_no_result(synth_export, tmp_path, monkeypatch, volatile_columns):
+    """One partition (a small file's order) or forty: the same results file, and the same
+    stored readings, results, states and audit records (only their commit order differs)."""
+    one, db_one, _ = _run(synth_export.path, tmp_path / "one", 10**9)
+    monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    many, db_many, _ = _run(synth_export.path, tmp_path / "many", 10**9)
+    assert many == one
+    assert _sorted_tables(db_many, volatile_columns) == _sorted_tables(db_one, volatile_columns)
+
+
+def _rows(groups: Iterator[Any], position: int) -> list[tuple[bool, int]]:
+    """(invalid?, line) of each row of the groups from ``position``, checking their bounds."""
+    out: list[tuple[bool, int]] = []
+    for g in groups:
+        assert g.start == position + len(out) and g.end - g.start == len(g.invalid) + g.valid.height
+        out += [(True, line) for line, _ in g.invalid]
+        out += [(False, line) for line in g.valid.get_column("line").to_list()]
+    return out
+
+
+@pytest.mark.parametrize("memory_rows", [5, 10**9])
+def test_groups_from_any_position_are_the_rest_of_the_order(
+    synth_export, monkeypatch, spill_dir, memory_rows
+):
+    """Every row once: invalid rows by line first, then partition by partition, each user in
+    one partition with its readings together and in key order; from a position p the groups
+    give exactly the rows after p of the whole order."""
+    monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    config = _config(memory_rows)
+    now = SYSTEM_CLOCK.now()
+
+    def order() -> Any:
+        return read_order(synth_export.path, config, now=now, memory_rows=memory_rows)
+
+    whole = order()
+    assert whole.on_disk == (memory_rows == 5) and whole.partitions > 10
+    frames: list[pl.DataFrame] = []
+    try:
+        for g in whole.groups(0, 17):
+            frames.append(g.valid)
+    finally:
+        whole.close()
+    valid = pl.concat(frames)
+    assert len(whole) == synth_export.rows
+    users = valid.get_column("user").to_list()
+    parts = [partition_of(u, whole.partitions) for u in users]
+    assert parts == sorted(parts)
+    runs = [u for k, u in enumerate(users) if k == 0 or users[k - 1] != u]
+    assert len(runs) == len(set(users))  # each user's readings together
+    for (_,), frame in (
+        valid.with_columns(p=pl.Series(parts)).partition_by("p", as_dict=True).items()
+    ):
+        assert frame.drop("p").equals(frame.drop("p").sort(list(ORDER_KEY)))
+    seed = random.randrange(10**6)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    first = order()
+    try:
+        reference = _rows(first.groups(0, 17), 0)
+    finally:
+        first.close()
+    invalid = [line for bad, line in reference if bad]
+    assert invalid == sorted(invalid) and reference[: len(invalid)] == [(True, x) for x in invalid]
+    assert sorted(line for _, line in reference) == list(range(2, synth_export.rows + 2))
+    for position in [0, 1, len(invalid), len(invalid) + 1, *rng.sample(range(len(reference)), 5)]:
+        again = order()
+        try:
+            size = rng.randint(1, 60)
+            assert _rows(again.groups(position, size), position) == reference[position:]
+        finally:
+            again.close()
+    assert list(spill_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("stop_after", [1, 7])
+def test_interrupted_spilled_run_resumes_to_the_same_end(
+    synth_export, tmp_path, spill_dir, monkeypatch, stop_after, db_dump, volatile_columns
+):
+    """A spilled run stopped after k groups resumes from its position; the results file (its
+    first rows from the store) and the database equal an uninterrupted run's."""
+    monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    reference, db_ref, _ = _run(synth_export.path, tmp_path / "ref", 5)
+    calls = 0
+
+    def stop(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == stop_after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(synth_export.path, tmp_path / "run", 5, progress=stop)
+    assert list(spill_dir.iterdir()) == []
+    work = tmp_path / "run"
+    with SQLiteStore(work / "ws.db") as store:
+        summary = process_file(
+            synth_export.path, store, _config(5), out=work / "results.csv", clock=FakeClock()
+        )
+    assert summary.resumed_from == stop_after * GROUP
+    assert (work / "results.csv").read_bytes() == reference
+    assert db_dump(work / "ws.db", exclude=volatile_columns) == db_dump(
+        db_ref, exclude=volatile_columns
+    )
+    assert list(spill_dir.iterdir()) == []
+
+
+class _Shuffled:
+    """A store that hands out an input's results in a random order (no ORDER BY row)."""
+
+    def __init__(self, inner: SQLiteStore, seed: int) -> None:
+        self.inner, self.seed = inner, seed
+
+    def results_for_input(self, input_id: str) -> Iterator[Any]:
+        rows = list(self.inner.results_for_input(input_id))
+        random.Random(self.seed).shuffle(rows)
+        return iter(rows)
+
+
+@pytest.mark.parametrize("memory_rows", [7, 10**9])
+def test_results_from_the_store_are_put_in_row_order(
+    synth_export, tmp_path, spill_dir, memory_rows
+):
+    """``write_results`` sorts the stored results by row itself, in memory or through
+    spill files: a store that gives them in any order writes the same bytes."""
+    reference, db, _ = _run(synth_export.path, tmp_path / "ref", 10**9)
+    seed = random.randrange(10**6)
+    print(f"seed {seed}")
+    out = tmp_path / "again.csv"
+    with SQLiteStore(db) as store:
+        rows = write_results(
+            _Shuffled(store, seed), file_digest(synth_export.path), out, memory_rows=memory_rows
+        )
+    assert rows == synth_export.rows
+    assert out.read_bytes() == reference
+    assert list(spill_dir.iterdir()) == []
+
+
+def test_spill_gives_frames_back_in_order_from_memory_or_disk(spill_dir):
+    """Frames come back per key in the order added, before and after the spill to disk;
+    a taken key is gone; closing removes the directory."""
+    spill = Spill(memory_rows=10)
+    frames = {k: [pl.DataFrame({"x": [k * 100 + i] * (i + 1)}) for i in range(4)] for k in (3, 0)}
+    for i in range(4):
+        for k in (3, 0):
+            spill.add(k, frames[k][i])
+            assert spill.on_disk == (sum(range(1, i + 2)) * 2 - (k == 3) * (i + 1) > 10)
+    spill.add(5, pl.DataFrame({"x": []}, schema={"x": pl.Int64}))  # empty frames are dropped
+    assert spill.used_keys() == [0, 3] and spill.rows(3) == 10
+    assert [f.to_dict(as_series=False) for f in spill.frames(3)] == [
+        f.to_dict(as_series=False) for f in frames[3]
+    ]
+    taken = spill.take(0)
+    assert taken is not None and taken.equals(pl.concat(frames[0]))
+    assert spill.take(0) is None and spill.used_keys() == [3]
+    assert len(list(spill_dir.iterdir())) == 1
+    spill.close()
+    assert list(spill_dir.iterdir()) == []
