@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -140,3 +141,26 @@ def test_key_of_one_id_with_another_secret_is_refused(svc) -> None:
     key_id = svc.write_key.split("_")[1]
     forged = f"ws_{key_id}_" + "B" * 43
     assert svc.post([READING], key=forged).status_code == 401
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"readings": []}'])
+def test_the_write_route_checks_the_key_before_the_body(svc, raw) -> None:
+    """POST /v1/measurements reads no body for a request without a valid key: 401, not 422."""
+    headers = {"content-type": "application/json"}
+    r = svc.client.post("/v1/measurements", content=raw, headers=headers)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = svc.client.post("/v1/measurements", content=raw, headers={**headers, **svc.auth("x")})
+    assert r.status_code == 401
+    r = svc.client.post(
+        "/v1/measurements", content=raw, headers={**headers, **svc.auth(svc.read_key)}
+    )
+    assert r.status_code == 403
+
+
+def test_the_write_route_keeps_its_openapi_operation(svc) -> None:
+    """The direct route's operation shows its bearer scheme, its body and its answers."""
+    op = svc.client.get("/openapi.json").json()["paths"]["/v1/measurements"]["post"]
+    assert op["security"] == [{"ApiKey": []}]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert "ReadingIn" in json.dumps(schema) and "BatchIn" in json.dumps(schema)
+    assert {"200", "401", "403", "413", "422"} <= set(op["responses"])

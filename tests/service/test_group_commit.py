@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from weightstream.errors import ConflictError, StorageError
 from weightstream.ingest import RawRow, to_measurement
 from weightstream.model import Measurement
 from weightstream.processor import Processor
-from weightstream.service.commit import GroupCommitter, RequestFailed, ServiceClosing
+from weightstream.service.commit import LOOP_MIN, GroupCommitter, RequestFailed, ServiceClosing
+from weightstream.service.readings import result_json
 from weightstream.store.memory import MemoryStore
 from weightstream.testing import FakeClock, FaultyStore
 
@@ -138,3 +140,88 @@ def test_close_answers_everything_already_submitted() -> None:
         assert len(answers) == 10 and len(store.users()) == 10
 
     asyncio.run(run())
+
+
+def _readings_of_many_users(seed: int) -> list[list[Measurement]]:
+    """Requests mixing users with many readings (the loop's) and with one (the step's), with
+    a copy of a reading inside the group, in a shuffled order."""
+    rng = random.Random(seed)
+    readings = [m(f"many{u}", i) for u in range(4) for i in range(rng.randint(3, 9))]
+    readings += [m(f"one{u}", 0) for u in range(5)]
+    readings.append(readings[2])  # the same reading twice in one group: a duplicate
+    rng.shuffle(readings)
+    return [readings[i : i + 4] for i in range(0, len(readings), 4)]
+
+
+def _decided(requests: list[list[Measurement]], *, loop: bool, monkeypatch) -> tuple:
+    import weightstream.service.commit as commit
+
+    calls: list[int] = []
+    real = commit.run_group
+
+    def counting(processor, batch, group, engine, *args):
+        calls.append(len(group))
+        return real(processor, batch, group, engine, *args)
+
+    monkeypatch.setattr(commit, "run_group", counting)
+    store = MemoryStore()
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.05)
+    committer.engine.usable = loop
+    first = asyncio.run(_submit_all(committer, requests))
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.05)
+    committer.engine.usable = loop
+    again = asyncio.run(_submit_all(committer, requests))  # every reading resubmitted
+    history = {
+        u: [(h.measurement, result_json(h.result, None)) for h in store.history(u)]
+        for u in store.users()
+    }
+
+    # What the API answers (the results file's fields), and that no row leaks into a result.
+    def said(answers: list) -> list:
+        assert all(r.row is None for answer in answers for r in answer)
+        return [[result_json(r, None) for r in answer] for answer in answers]
+
+    return said(first), said(again), history, calls
+
+
+def test_users_with_several_readings_go_through_the_loop_with_the_same_results(
+    monkeypatch,
+) -> None:
+    """A group's users with LOOP_MIN+ readings are decided by run_group; every answer, every
+    resubmission's answer and the stored history equal those of the reading-by-reading path."""
+    seed = 14
+    print("seed", seed)
+    requests = _readings_of_many_users(seed)
+    looped = _decided(requests, loop=True, monkeypatch=monkeypatch)
+    one_by_one = _decided(requests, loop=False, monkeypatch=monkeypatch)
+    assert looped[3] and sum(looped[3]) >= 4 * LOOP_MIN  # the loop decided the "many" users
+    assert one_by_one[3] == []
+    assert looped[:3] == one_by_one[:3]
+    verdicts = [r["verdict"] for answer in looped[0] for r in answer]
+    assert "duplicate" in verdicts and "accepted" in verdicts
+
+
+def test_a_failure_inside_the_loop_is_redone_reading_by_reading(monkeypatch) -> None:
+    """The loop raising on one request's reading: the group is redone one by one, and only
+    that request fails; the others are decided and stored."""
+    store = MemoryStore()
+    processor = Processor(store, Config(), clock=FakeClock())
+    real_apply = processor.apply
+
+    def apply(state, reading, batch):
+        if reading.user_id == "poison":
+            raise ZeroDivisionError("a bug")
+        return real_apply(state, reading, batch)
+
+    processor.apply = apply  # type: ignore[method-assign]
+    committer = GroupCommitter(processor, linger_s=0.05)
+    committer.engine.usable = True
+    requests = [
+        [m("a", i) for i in range(4)],
+        [m("poison", i) for i in range(4)],
+        [m("c", i) for i in range(4)],
+    ]
+    answers = asyncio.run(_submit_all(committer, requests))
+    assert isinstance(answers[1], RequestFailed)
+    assert [len(answers[0]), len(answers[2])] == [4, 4]
+    assert set(store.users()) == {"a", "c"}

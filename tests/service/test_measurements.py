@@ -235,3 +235,25 @@ def test_no_weight_and_no_trace_in_logs(svc, caplog) -> None:
     )
     text = "\n".join(rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO)
     assert "83.3" not in text and "91.19" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_declared_json_is_422(svc, content_type) -> None:
+    """A valid reading sent without a JSON content type is refused (422 at the body), as
+    FastAPI refuses it; nothing is stored."""
+    headers = svc.auth()
+    if content_type is not None:
+        headers["content-type"] = content_type
+    r = svc.client.post("/v1/measurements", content=json.dumps(reading(1)), headers=headers)
+    assert r.status_code == 422
+    assert all(e["loc"][0] == "body" for e in r.json()["detail"])
+    assert svc.table_counts()["readings"] == 0
+
+
+def test_json_with_a_charset_is_read(svc) -> None:
+    """``application/json; charset=utf-8`` and ``application/fhir+json`` are JSON."""
+    for content_type in ("application/json; charset=utf-8", "application/fhir+json"):
+        body = json.dumps(reading(len(content_type)))
+        headers = {**svc.auth(), "content-type": content_type}
+        r = svc.client.post("/v1/measurements", content=body, headers=headers)
+        assert r.status_code == 200, r.text

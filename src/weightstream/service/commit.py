@@ -395,6 +395,10 @@ def _looped_results(batch: Batch, picked: list[int]) -> dict[int, Result]:
             plain = replace(r, row=None)
             out[r.row] = plain
             results[n] = (input_id, plain)
+    staged = batch.unit.readings  # a store that keeps the objects keeps their row too
+    for n, (m, r) in enumerate(staged):
+        if r.row in wanted:
+            staged[n] = (m, replace(r, row=None))
     missing = wanted - out.keys()
     if missing:
         raise _LoopFailed(f"{len(missing)} readings of the group got no result")

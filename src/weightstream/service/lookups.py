@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 
 from weightstream.model import Measurement, Result
 from weightstream.store.base import StateStore
@@ -50,5 +51,5 @@ def stored_results(store: StateStore, readings: Sequence[Measurement]) -> dict[I
         for h in store.history(user):
             ident = (user, h.measurement.reading_id, h.measurement.content_key)
             if ident in wanted:
-                out[ident] = h.result
+                out[ident] = replace(h.result, row=None)
     return out

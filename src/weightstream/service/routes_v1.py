@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -37,7 +36,7 @@ from weightstream.service.readings import (
     BatchIn,
     ReadingIn,
     ResultsOut,
-    result_json,
+    results_body,
     to_reading,
 )
 from weightstream.service.state import Service, service_of
@@ -150,8 +149,7 @@ async def post_measurements(request: Request, body: MeasurementsBody, _: Any = _
     now = service.clock.now()
     readings = [to_reading(r, config=service.config, now=now) for r in items]
     results = await decide(service, readings)
-    answer = {"results": [result_json(r, i + 1) for i, r in enumerate(results)]}
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return Response(results_body(results), media_type="application/json")
 
 
 router.add_api_route(
