@@ -146,6 +146,7 @@ class _Edge:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,10 +217,18 @@ class _Edge:
 
     def _count(self, scope: Scope, sent: dict[str, int], started: float) -> None:
         route = _route(scope)
-        self.metrics.requests.labels(
-            route, str(scope.get("method", "")), str(sent.get("status", 0))
-        ).inc()
-        self.metrics.duration.labels(route).observe(time.perf_counter() - started)
+        labels = (route, str(scope.get("method", "")), str(sent.get("status", 0)))
+        # The metric children of a label set are looked up once (labels() costs a lock and a
+        # check of every value per request); the sets are few (route templates x statuses).
+        children = self._children.get(labels)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(*labels),
+                self.metrics.duration.labels(route),
+            )
+            self._children[labels] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
 
 def _route(scope: Scope) -> str:
