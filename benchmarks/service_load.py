@@ -402,16 +402,21 @@ class CpuSampler:
 
 
 def _client_process(
-    args: tuple[int, str, int, list[tuple[str, float, float]], int, int, int],
+    args: tuple[int, str, int, list[tuple[str, float, float]], int, int, int, Any],
 ) -> list[Stage]:
-    """One client process: ``connections`` keep-alive connections, each driven by a thread."""
-    port, key, connections, plan, proc, users, per_user = args
+    """One client process: ``connections`` keep-alive connections, each driven by a thread.
+
+    Every process starts each stage together (``barrier``), so a stage's window holds only
+    its own requests (and the server's CPU in it is theirs).
+    """
+    port, key, connections, plan, proc, users, per_user, barrier = args
     readings = Readings(users)
     readings.prefix = f"p{proc}-"
     clients = [RawClient("127.0.0.1", port, key) for _ in range(connections)]
     stages: list[Stage] = []
     try:
         for kind, amount, seconds in plan:
+            barrier.wait(timeout=600)
             if kind == "warmup":
                 open_loop(clients, readings, amount, seconds)
             elif kind == "single":
@@ -429,17 +434,20 @@ def _client_process(
 def drive(args: argparse.Namespace, port: int, key: str) -> list[Stage]:
     """Drive the plan from ``--procs`` client processes; merge their stages."""
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import Manager
 
     n = args.procs
     plan: list[tuple[str, float, float]] = [("warmup", 200 / n, 2.0)]
     plan += [("single", rate / n, args.seconds) for rate in args.rates]
     if args.batch_seconds > 0:
         plan.append(("batch", args.batch_size, args.batch_seconds))
-    jobs = [
-        (port, key, max(1, args.connections // n), plan, i, args.users // n, args.per_user)
-        for i in range(n)
-    ]
-    with ProcessPoolExecutor(n) as pool:
+    with Manager() as manager, ProcessPoolExecutor(n) as pool:
+        barrier = manager.Barrier(n)
+        jobs = [
+            (port, key, max(1, args.connections // n), plan, i, args.users // n, args.per_user)
+            + (barrier,)
+            for i in range(n)
+        ]
         per_process = list(pool.map(_client_process, jobs))
     merged: list[Stage] = []
     for parts in zip(*per_process, strict=True):

@@ -1,4 +1,5 @@
-"""The answer of POST /v1/measurements, encoded by orjson, says what result_json says."""
+"""The answer of POST /v1/measurements, encoded by orjson, says what result_json says, whether
+a result is a Result or a row the compiled loop staged."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 
 from weightstream.model import Reason, ResetOutcome, ResetType, Result, Verdict
 from weightstream.service.readings import result_json, results_body
+from weightstream.store.codec import result_to_row, row_to_result
 
 
 def _number(rng: random.Random) -> float | None:
@@ -51,3 +53,15 @@ def test_orjson_answer_equals_the_result_json_objects() -> None:
     want = {"results": [result_json(r, i + 1) for i, r in enumerate(results)]}
     assert got == json.loads(json.dumps(want))
     assert [list(item) for item in got["results"]] == [list(w) for w in want["results"]]
+
+
+def test_a_staged_row_is_answered_as_its_result() -> None:
+    """A result row (codec order) gives the JSON its decoded Result gives, mixed with Results."""
+    seed = 20261203
+    print("seed", seed)
+    rng = random.Random(seed)
+    results = [_result(rng) for _ in range(300)]
+    rows = [result_to_row(None, r) for r in results]
+    mixed = [row if i % 2 else r for i, (r, row) in enumerate(zip(results, rows, strict=True))]
+    decoded = [row_to_result(row) for row in rows]
+    assert results_body(rows) == results_body(decoded) == results_body(mixed)

@@ -13,7 +13,13 @@ from weightstream.errors import ConflictError, StorageError
 from weightstream.ingest import RawRow, to_measurement
 from weightstream.model import Measurement
 from weightstream.processor import Processor
-from weightstream.service.commit import LOOP_MIN, GroupCommitter, RequestFailed, ServiceClosing
+from weightstream.service.commit import (
+    LOOP_MIN,
+    GroupCommitter,
+    RequestFailed,
+    ServiceClosing,
+    as_result,
+)
 from weightstream.service.readings import result_json
 from weightstream.store.memory import MemoryStore
 from weightstream.testing import FakeClock, FaultyStore
@@ -178,8 +184,9 @@ def _decided(requests: list[list[Measurement]], *, loop: bool, monkeypatch) -> t
 
     # What the API answers (the results file's fields), and that no row leaks into a result.
     def said(answers: list) -> list:
-        assert all(r.row is None for answer in answers for r in answer)
-        return [[result_json(r, None) for r in answer] for answer in answers]
+        results = [[as_result(r) for r in answer] for answer in answers]
+        assert all(r.row is None for answer in results for r in answer)
+        return [[result_json(r, None) for r in answer] for answer in results]
 
     return said(first), said(again), history, calls
 

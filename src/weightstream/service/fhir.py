@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from weightstream.ingest import RawRow, RowProblem, to_measurement
 from weightstream.model import Measurement, Result, Verdict, to_micros
 from weightstream.service.auth import require
+from weightstream.service.commit import as_result
 from weightstream.service.keys import Scope
 from weightstream.service.readings import invalid_answer
 from weightstream.service.state import service_of
@@ -364,7 +365,7 @@ def _fhir(body: dict[str, Any], status: int = 200) -> JSONResponse:
 
 async def _decide(request: Request, readings: list[Measurement]) -> list[Result]:
     service = service_of(request)
-    return await service.committer.submit(readings)
+    return [as_result(a) for a in await service.committer.submit(readings)]
 
 
 @router.post(

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from weightstream.config import Config
 from weightstream.engine.results import RESULT_FIELDS
 from weightstream.ingest import RawRow, RowProblem, to_measurement
-from weightstream.model import Measurement, Result, Verdict
+from weightstream.model import Measurement, Result, Verdict, from_micros
+from weightstream.store.columns import RESULTS, Kind
 
 __all__ = [
     "ReadingIn",
@@ -153,15 +154,37 @@ def result_json(r: Result, row: int | None) -> dict[str, Any]:
     return {name: row if name == "row" else _json_value(getattr(r, name)) for name in RESULT_FIELDS}
 
 
-def results_body(results: Sequence[Result]) -> bytes:
+def results_body(results: Sequence[Result | tuple[Any, ...]]) -> bytes:
     """The answer to ``POST /v1/measurements``: ``{"results": [...]}``, each result as
     :func:`result_json` gives it (``row`` counted from 1), encoded by orjson.
 
-    The values go to orjson as they are, which writes them as :func:`result_json` makes them
-    (enums by value, UTC times as ``isoformat`` writes them, a non-finite float as null) at a
-    fraction of the cost; ``tests/service/test_answers.py`` holds the two together.
+    A result is a :class:`Result`, or a row as the compiled loop stages it
+    (:data:`weightstream.service.commit.ResultRow`), read by its columns. The values go to
+    orjson as they are, which writes them as :func:`result_json` makes them (enums by value,
+    UTC times as ``isoformat`` writes them, a non-finite float as null) at a fraction of the
+    cost; ``tests/service/test_answers.py`` holds the two together.
     """
     out = []
     for i, r in enumerate(results, 1):
-        out.append({name: i if name == "row" else getattr(r, name) for name in RESULT_FIELDS})
+        if isinstance(r, Result):
+            out.append({name: i if name == "row" else getattr(r, name) for name in RESULT_FIELDS})
+        else:
+            out.append(
+                {
+                    name: i if name == "row" else (_iso(r[at]) if is_time else r[at])
+                    for name, at, is_time in _ROW_CELLS
+                }
+            )
     return orjson.dumps({"results": out})
+
+
+#: (results-file field, its place in a staged result row, whether it is a time) in file order.
+_ROW_CELLS = tuple(
+    (c.file, RESULTS.index(c.name), c.kind is Kind.TIME)
+    for c in RESULTS.columns
+    if c.file is not None
+)
+
+
+def _iso(micros: int | None) -> str | None:
+    return None if micros is None else from_micros(micros).isoformat()

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, Validati
 from weightstream.errors import StateCorruptionError
 from weightstream.model import Measurement, Result, to_micros
 from weightstream.service.auth import authorize, require
+from weightstream.service.commit import Answer
 from weightstream.service.keys import Scope
 from weightstream.service.readings import (
     BatchIn,
@@ -70,11 +71,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def decide(service: Service, readings: list[Measurement | Result]) -> list[Result]:
+async def decide(service: Service, readings: list[Measurement | Result]) -> list[Answer]:
     """Results for ``readings`` (valid ones decided and committed; invalid ones as they are)."""
     valid = [m for m in readings if isinstance(m, Measurement)]
     decided = iter(await service.committer.submit(valid))
-    out: list[Result] = []
+    out: list[Answer] = []
     for item in readings:
         if isinstance(item, Measurement):
             out.append(next(decided))
