@@ -89,9 +89,10 @@ def as_result(answer: Answer) -> Result:
 
 
 #: A user's readings in one group that go through the file engine's compiled loop rather than
-#: one by one. Measured on the store thread (SQLite, warm): one reading per user costs ~125 us
-#: through the loop against ~75 us through ``Batch.process``; ten per user ~30 us against ~75.
-LOOP_MIN = 3
+#: one by one. Measured on the store thread (SQLite, warm users, groups of 1,000 readings,
+#: deciding and committing): one reading per user ~230 us through the loop against ~170 us
+#: through ``Batch.process``; two ~140 against ~165; three ~110 against ~140.
+LOOP_MIN = 2
 
 
 class ServiceClosing(Exception):
