@@ -209,16 +209,19 @@ def test_implausible_reading_after_gap_does_not_become_baseline(value, reason):
     assert good.filtered_weight == pytest.approx(81.0)
 
 
-@pytest.mark.parametrize("first", [125.0, 29.0], ids=["other-person", "bmi"])
-def test_wrong_first_reading_recovers_after_consistent_readings(first):
-    """A wrong first reading is overruled: three consistent real readings reset the filter."""
+@pytest.mark.parametrize(
+    ("first", "rejected"), [(125.0, 1), (29.0, 0)], ids=["other-person", "bmi"]
+)
+def test_wrong_first_reading_recovers_after_consistent_readings(first, rejected):
+    """A wrong first reading is overruled: two consistent real readings reset the filter (one
+    against one reading), and a BMI-sized first value at once (issue 13)."""
     p = _processor()
     assert p.process_one(measurement(first, 0)).reset_type is ResetType.INITIAL
     results = [p.process_one(measurement(80.0 + 0.1 * i, 1 + i)) for i in range(8)]
     verdicts = [(r.verdict, r.reset_type) for r in results]
-    assert verdicts[:2] == [(Verdict.REJECTED, None)] * 2, verdicts
-    assert verdicts[2] == (Verdict.ACCEPTED, ResetType.HARD), verdicts
-    assert all(v == (Verdict.ACCEPTED, None) for v in verdicts[3:]), verdicts
+    assert verdicts[:rejected] == [(Verdict.REJECTED, None)] * rejected, verdicts
+    assert verdicts[rejected] == (Verdict.ACCEPTED, ResetType.HARD), verdicts
+    assert all(v == (Verdict.ACCEPTED, None) for v in verdicts[rejected + 1 :]), verdicts
     est = p.estimate("u1")
     assert est is not None and abs(est.weight_kg - 80.7) < 1.0
 

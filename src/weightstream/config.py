@@ -160,6 +160,27 @@ class RuleConfig(_Section):
     streak_established: int = Field(default=6, ge=2, le=20)
     established_readings: int = Field(default=3, ge=1)
     streak_window_days: Positive = 14.0
+    # A filter resting on a single reading (a user's first, or the first since a reset) gives
+    # way to this many consistent readings: with one against two, the one is the odd one out.
+    streak_single_reading: int = Field(default=2, ge=2, le=20)
+    # Robust update of manual entries (issue 13): an accepted manual entry more than this many
+    # sigmas of its predicted spread from the prediction moves the filter no further than one
+    # this far would (Huber: its variance is raised so that the step is clipped). Typed and
+    # self-reported weights are off by kilograms far more often than a scale's noise says.
+    # 0: off, every accepted reading counts at its source's variance.
+    manual_robust_sigma: NonNegative = 1.5
+    # The rate rule's noise allowance, in sigmas of the difference of two readings of the
+    # reading's source plus the level's random walk over the days between them (issue 13):
+    # sigma = sqrt(2 R + q_weight days + P_trend days^2). 0: the fixed rate_slack_kg only.
+    rate_noise_sigmas: NonNegative = 5.0
+    # A young filter restarts at a reading that shows its baseline was a BMI-sized value or a
+    # manual entry the scale disproves, instead of rejecting it (issue 13). False: no such
+    # restart (the streak rule gets there after rejecting good readings).
+    baseline_checks: bool = True
+    # After a long gap, readings at a new level that agree with each other win after this many
+    # (the reading and the rejected ones before it), even beyond reset_max_relative_change.
+    # 0: never (every reading after such a gap is rejected as implausible_reset).
+    gap_streak: int = Field(default=3, ge=0, le=20)
 
 
 class ResetBoost(_Section):
@@ -178,6 +199,10 @@ class ResetConfig(_Section):
     hard_gap_days: Positive = 30.0
     soft_threshold_kg: Positive = 3.0
     soft_cooldown_days: NonNegative = 3.0
+    # A manual entry resets (soft) only if it is also this many sigmas of its predicted spread
+    # from the prediction (issue 13); closer, it is an ordinary reading. 0: soft_threshold_kg
+    # alone decides (the plan).
+    manual_reset_sigma: NonNegative = 8.0
     transactional: bool = True
     initial: ResetBoost = ResetBoost(
         initial_var_multiplier=4.0,

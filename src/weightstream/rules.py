@@ -27,6 +27,7 @@ __all__ = [
     "unit_error",
     "bmi_value",
     "rate_of_change",
+    "rate_slack",
     "innovation_gate",
     "default_rules",
     "reset_rules",
@@ -66,6 +67,13 @@ class RuleContext:
     trend_kg_per_day: float
     adapting: bool
     config: RuleConfig
+    # The variance of the change since the last accepted reading that noise explains: two
+    # readings of this source and the level's drift over the days between them
+    # (2 R + q_weight days + P_trend days^2; 0: not known, the fixed slack only).
+    change_var: float = 0.0
+    # The innovation gate is at least this many sigmas (a manual entry's: see
+    # resets.manual_reset_sigma; 0: the configured gates alone).
+    gate_floor_sigma: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,20 +118,46 @@ def bmi_value(ctx: RuleContext) -> Rejection | None:
 
 
 def rate_of_change(ctx: RuleContext) -> Rejection | None:
-    """More change since the last accepted reading than a body can make in that time."""
+    """More change since the last accepted reading than a body can make in that time.
+
+    The allowance is the body's largest rate over the days since, plus a slack for noise:
+    ``rate_slack_kg``, or ``rate_noise_sigmas`` standard deviations of the change that noise
+    explains (:attr:`RuleContext.change_var`) when that is larger. So the slack grows with
+    the source's noise (an integration's heavy scatter) and with the square root of the days
+    between the readings (the level's random walk), not only linearly with them.
+    """
     if ctx.last_accepted_kg is None:
         return None
     cfg = ctx.config
-    allowed = cfg.rate_slack_kg + cfg.max_rate_kg_per_day * max(0.0, ctx.days_since_accepted)
-    drift = ctx.trend_kg_per_day * max(0.0, ctx.days_since_accepted)
+    days = max(0.0, ctx.days_since_accepted)
+    allowed = rate_slack(cfg, ctx.change_var) + cfg.max_rate_kg_per_day * days
+    drift = ctx.trend_kg_per_day * days
     if abs(ctx.weight_kg - (ctx.last_accepted_kg + drift)) > allowed:
         return TOO_FAST
     return None
 
 
+def rate_slack(cfg: RuleConfig, change_var: float) -> float:
+    """The rate rule's allowance for noise (kg): the fixed slack, or more for a noisy change.
+
+    >>> rate_slack(RuleConfig(rate_slack_kg=6.0, rate_noise_sigmas=5.0), 4.0)
+    10.0
+    >>> rate_slack(RuleConfig(rate_slack_kg=6.0, rate_noise_sigmas=0.0), 4.0)
+    6.0
+    """
+    slack = cfg.rate_slack_kg
+    if cfg.rate_noise_sigmas > 0.0 and change_var > 0.0:
+        noise = cfg.rate_noise_sigmas * math.sqrt(change_var)
+        if noise > slack:
+            slack = noise
+    return slack
+
+
 def innovation_gate(ctx: RuleContext) -> Rejection | None:
     """Normalised innovation |y| / sqrt(S) beyond the gate (looser while adapting)."""
     gate = ctx.config.adapting_gate_sigma if ctx.adapting else ctx.config.gate_sigma
+    if ctx.gate_floor_sigma > gate:
+        gate = ctx.gate_floor_sigma
     if ctx.innovation_var <= 0 or not math.isfinite(ctx.innovation_var):
         return UNCERTAINTY_UNUSABLE
     z = abs(ctx.innovation) / math.sqrt(ctx.innovation_var)

@@ -58,6 +58,7 @@ __all__ = [
     "plain_result",
     "predict",
     "shown_offset",
+    "robust_var",
 ]
 
 _DAY = float(SECONDS_PER_DAY)
@@ -156,7 +157,11 @@ def step(state: UserState | None, m: Measurement, policy: Policy) -> Step:
             return _copy(base, m, copy, policy)
     predicted = predict(base, m, policy.manager) if phase_of(base) is not Phase.NEW else None
     decision = triggers.decide(
-        policy.manager, state, m, predicted[0][0] if predicted is not None else None
+        policy.manager,
+        state,
+        m,
+        predicted[0][0] if predicted is not None else None,
+        predicted[1][0][0] if predicted is not None else None,
     )
     if decision is not None:
         rejection = triggers.reset_rejection(policy.config, base, m, decision)
@@ -176,6 +181,13 @@ def filter_step(base: UserState, m: Measurement, policy: Policy, predicted: Pred
     y, s = z - xp[0], Pp[0][0] + r
     last = base.buffer[-1] if base.buffer else None
     days = (m.timestamp - last.timestamp).total_seconds() / _DAY if last else 0.0
+    cfg = policy.config.rules
+    change_var = 0.0
+    if cfg.rate_noise_sigmas > 0.0:
+        d = days if days > 0.0 else 0.0
+        q_w = manager.process_noise(base.adaptation)[0]
+        # two readings' noise, the level's random walk and the trend's doubt over d days
+        change_var = 2.0 * r + q_w * d + Pp[1][1] * d * d
     ctx = RuleContext(
         weight_kg=z,
         timestamp=m.timestamp,
@@ -186,12 +198,15 @@ def filter_step(base: UserState, m: Measurement, policy: Policy, predicted: Pred
         days_since_accepted=days,
         trend_kg_per_day=xp[1],
         adapting=base.adaptation.is_adapting,
-        config=policy.config.rules,
+        config=cfg,
+        change_var=change_var,
+        gate_floor_sigma=_manual_gate(policy, m),
     )
     rejection = first_rejection(ORDINARY_RULES, ctx)
     if rejection is not None:
         return _reject(base, m, policy, rejection.reason, rejection.message, predicted)
-    upd = kalman.update(xp, Pp, z, r)
+    c = cfg.manual_robust_sigma if policy.config.sources.is_manual(m.source) else 0.0
+    upd = kalman.update(xp, Pp, z, robust_var(c, y, s, Pp[0][0], r))
     k_new = KalmanState(x=upd.x, P=upd.P, timestamp=m.timestamp)
     new = UserState(
         user_id=base.user_id,
@@ -208,6 +223,35 @@ def filter_step(base: UserState, m: Measurement, policy: Policy, predicted: Pred
     )
     result = make_result(policy, m, Verdict.ACCEPTED, Reason.OK, "", k_new, ctx)
     return _checked(base, new, m, result, policy)
+
+
+def _manual_gate(policy: Policy, m: Measurement) -> float:
+    """The gate floor of a manual entry: within ``resets.manual_reset_sigma`` sigmas it is
+    an ordinary reading (:func:`weightstream.resets.triggers.decide`), so it is not rejected
+    there either (0 for other sources)."""
+    config = policy.config
+    if config.resets.manual_reset_sigma > 0.0 and config.sources.is_manual(m.source):
+        return config.resets.manual_reset_sigma
+    return 0.0
+
+
+def robust_var(c: float, y: float, s: float, p00: float, r: float) -> float:
+    """The variance a reading ``y`` from the prediction updates with: ``r``, or more beyond
+    ``c`` sigmas (a Huber update; ``c`` = 0: off).
+
+    Beyond ``c`` sigmas the variance is raised so that S' = S |y| / (c sqrt S): the step
+    K' y = P00 y / S' is then the step of a reading exactly ``c`` sigmas away. A reading
+    that disagrees (a manual entry a few kg off, a heavy-tailed integration) still counts,
+    but cannot drag the filter further than a plausible one would.
+
+    >>> robust_var(2.0, 1.0, 1.0, 0.5, 0.5)
+    0.5
+    >>> robust_var(2.0, 4.0, 1.0, 0.5, 0.5)  # 4 sigma: S' = 2 S, the step of a 2-sigma one
+    1.5
+    """
+    if c > 0.0 and y * y > c * c * s:
+        return s * (abs(y) / (c * math.sqrt(s))) - p00
+    return r
 
 
 def _reject(

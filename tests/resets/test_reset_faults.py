@@ -44,7 +44,7 @@ from weightstream.testing import FAULTS, FakeClock, FaultyResetManager, measurem
 HISTORY = [measurement(w, d) for d, w in enumerate((80.0, 80.2, 79.9, 80.1, 80.0))]
 TRIGGERS = {
     ResetType.HARD: measurement(81.0, 64),  # 60 days after the last reading
-    ResetType.SOFT: measurement(83.5, 5, source="questionnaire"),  # manual, 3.5 kg off
+    ResetType.SOFT: measurement(92.0, 5, source="questionnaire"),  # manual, 12 kg off (14 sigma)
 }
 NEXT = {ResetType.HARD: measurement(81.2, 65), ResetType.SOFT: measurement(83.0, 6)}
 

@@ -132,6 +132,11 @@ class EngineConfig:
         c[K.C_MIN_W] = v.min_weight_kg
         c[K.C_MAX_W] = v.max_weight_kg
         c[K.C_MAX_TREND] = v.max_abs_trend
+        c[K.C_MANUAL_SIGMA] = cfg.resets.manual_reset_sigma
+        c[K.C_MANUAL_ROBUST] = cfg.rules.manual_robust_sigma
+        c[K.C_RATE_SIGMAS] = cfg.rules.rate_noise_sigmas
+        c[K.C_STREAK_SINGLE] = cfg.rules.streak_single_reading
+        c[K.C_BASELINE_CHECKS] = 1.0 if cfg.rules.baseline_checks else 0.0
         self.base = c
         self.by_type: dict[str, np.ndarray] = {}
         for reset_type in ("initial", "hard", "soft"):
@@ -141,6 +146,7 @@ class EngineConfig:
             ct[K.C_BOOST_READINGS] = boost.adaptation_readings
             ct[K.C_BOOST_DAYS] = boost.adaptation_days
             ct[K.C_BOOST_DECAY] = boost.decay_readings
+            ct[K.C_HARD_RESET] = 1.0 if reset_type == "hard" else 0.0
             self.by_type[reset_type] = ct
         self.buffer_size = cfg.resets.buffer_size
         # The loop is the stock manager's and validator's rules; a processor given others

@@ -97,8 +97,14 @@ NONE: Final = np.iinfo(np.int64).min
     C_BOOST_READINGS,
     C_BOOST_DAYS,
     C_BOOST_DECAY,
-) = range(23)
-C_SLOTS: Final = 23
+    C_MANUAL_SIGMA,
+    C_MANUAL_ROBUST,
+    C_RATE_SIGMAS,
+    C_STREAK_SINGLE,
+    C_BASELINE_CHECKS,
+    C_HARD_RESET,
+) = range(29)
+C_SLOTS: Final = 29
 
 ACCEPTED: Final = 1
 REJECTED: Final = 2
@@ -166,17 +172,30 @@ def _run(
         gap = ((t - si[I_LAST_ACCEPTED]) / 1e6) / _DAY
         if gap >= c[C_HARD_GAP]:
             return i
+        ri = r[i]
+        y = zi - xp0
         if manual[i] and abs(zi - xp0) >= c[C_SOFT_KG]:
-            if si[I_LAST_RESET] == NONE:
-                return i
-            if ((t - si[I_LAST_RESET]) / 1e6) / _DAY >= c[C_SOFT_COOLDOWN]:
-                return i
+            # ... unless it is within manual_reset_sigma sigmas (triggers._manual_agrees)
+            km = c[C_MANUAL_SIGMA]
+            if not (km > 0.0 and y * y < km * km * (pp00 + ri)):
+                if si[I_LAST_RESET] == NONE:
+                    return i
+                if ((t - si[I_LAST_RESET]) / 1e6) / _DAY >= c[C_SOFT_COOLDOWN]:
+                    return i
         young = si[I_ACCEPTED] < c[C_ESTABLISHED]
         # few readings in all, or few since a reset (triggers._young)
-        young_streak = young or (si[I_ADAPTING] == 1 and si[I_ADAPT_N] + 1 < c[C_ESTABLISHED])
+        # (after a hard reset, up to established readings since it)
+        since = si[I_ADAPT_N] + (0 if c[C_HARD_RESET] != 0.0 else 1)
+        young_streak = young or (si[I_ADAPTING] == 1 and since < c[C_ESTABLISHED])
+        # the readings the filter rests on since its reset (triggers._resting_on)
+        resting = si[I_ACCEPTED]
+        if si[I_ADAPTING] == 1 and si[I_ADAPT_N] + 1 < resting:
+            resting = si[I_ADAPT_N] + 1
         count = si[I_REJ_COUNT]
         if count > 0:
             needed = int(c[C_STREAK_NEW] if young_streak else c[C_STREAK_OLD]) - 1
+            if resting == 1 and int(c[C_STREAK_SINGLE]) - 1 < needed:
+                needed = int(c[C_STREAK_SINGLE]) - 1
             if count >= needed:
                 lo = zi
                 hi = zi
@@ -190,11 +209,16 @@ def _run(
                     return i
         if young and abs(zi * _LB_PER_KG / xp0 - 1.0) <= c[C_UNIT_TOL]:
             return i
+        # a baseline the reading disproves (triggers._disproved_baseline): a BMI-sized one
+        # here; a manual one needs the buffer's sources, so such a reading goes to the step
+        if young and c[C_BASELINE_CHECKS] != 0.0 and si[I_HAS_LAST] == 1:
+            if c[C_BMI_LOW] <= xp0 <= c[C_BMI_HIGH] and xp0 < 0.6 * zi:
+                return i
+            if not manual[i] and abs(zi - xp0) >= c[C_SOFT_KG]:
+                return i
         if (si[I_HAS_LAST] == 1 and t < si[I_LAST_TS]) or t < si[I_LAST_ACCEPTED]:
             return i
         # -- the outlier rules (rules.ORDINARY_RULES, in order)
-        ri = r[i]
-        y = zi - xp0
         s = pp00 + ri
         days = ((t - si[I_LAST_TS]) / 1e6) / _DAY if si[I_HAS_LAST] == 1 else 0.0
         adapting = si[I_ADAPTING] == 1
@@ -211,12 +235,22 @@ def _run(
         else:
             if si[I_HAS_LAST] == 1:
                 d = days if days > 0.0 else 0.0
-                allowed = c[C_RATE_SLACK] + c[C_MAX_RATE] * d
+                # rules.rate_slack: the fixed slack, or k sigmas of the change noise explains
+                slack = c[C_RATE_SLACK]
+                if c[C_RATE_SIGMAS] > 0.0:
+                    change_var = 2.0 * ri + q_w * d + pp11 * d * d
+                    if change_var > 0.0:
+                        noise = c[C_RATE_SIGMAS] * math.sqrt(change_var)
+                        if noise > slack:
+                            slack = noise
+                allowed = slack + c[C_MAX_RATE] * d
                 drift = xp1 * d
                 if abs(zi - (sf[F_LAST_W] + drift)) > allowed:
                     msg = MSG_RATE
             if msg == MSG_NONE:
                 gate = c[C_GATE_ADAPTING] if adapting else c[C_GATE]
+                if manual[i] and c[C_MANUAL_SIGMA] > gate:  # step._manual_gate
+                    gate = c[C_MANUAL_SIGMA]
                 if s <= 0.0 or not math.isfinite(s):
                     msg = MSG_UNUSABLE
                 else:
@@ -247,9 +281,15 @@ def _run(
                 si[I_LAST_EVENT] = t
             si[I_VERSION] += 1
             continue
-        # -- accepted: the Kalman update (Joseph form), as kalman.update
-        k0 = pp00 / s
-        k1 = pp10 / s
+        # -- accepted: the Kalman update (Joseph form), as kalman.update, with a manual
+        # entry's variance raised beyond manual_robust_sigma (step.robust_var)
+        ru = ri
+        cr = c[C_MANUAL_ROBUST] if manual[i] else 0.0
+        if cr > 0.0 and y * y > cr * cr * s:
+            ru = s * (abs(y) / (cr * math.sqrt(s))) - pp00
+        su = pp00 + ru
+        k0 = pp00 / su
+        k1 = pp10 / su
         nx0 = xp0 + k0 * y
         nx1 = xp1 + k1 * y
         cc = 1.0 - k0
@@ -257,10 +297,10 @@ def _run(
         b01_a = cc * pp01
         b10_a = pp10 - k1 * pp00
         b11_a = pp11 - k1 * pp01
-        b00 = b00_a * cc + k0 * k0 * ri
-        b01 = b01_a - b00_a * k1 + k0 * k1 * ri
-        b10 = b10_a * cc + k1 * k0 * ri
-        b11 = b11_a - b10_a * k1 + k1 * k1 * ri
+        b00 = b00_a * cc + k0 * k0 * ru
+        b01 = b01_a - b00_a * k1 + k0 * k1 * ru
+        b10 = b10_a * cc + k1 * k0 * ru
+        b11 = b11_a - b10_a * k1 + k1 * k1 * ru
         off = 0.5 * (b01 + b10)
         # step_ok on the new filter (the adaptation factor and buffer follow below)
         if not (

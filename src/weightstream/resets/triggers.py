@@ -40,10 +40,22 @@ from weightstream.rules import (
     first_rejection,
 )
 
-__all__ = ["decide", "reset_rejection", "STREAK_TRIGGER", "POUND_TRIGGER"]
+__all__ = [
+    "decide",
+    "reset_rejection",
+    "STREAK_TRIGGER",
+    "POUND_TRIGGER",
+    "BMI_TRIGGER",
+    "MANUAL_BASELINE_TRIGGER",
+    "GAP_TRIGGER",
+]
 
 STREAK_TRIGGER = "consistent rejected readings"
 POUND_TRIGGER = "baseline looked like pounds sent as kg"
+BMI_TRIGGER = "baseline looked like a BMI sent as kg"
+MANUAL_BASELINE_TRIGGER = "manual baseline contradicted by a scale"
+#: How the manager's gap trigger begins (resets.manager: "gap of N days").
+GAP_TRIGGER = "gap of "
 _DAY = float(SECONDS_PER_DAY)
 
 
@@ -52,20 +64,55 @@ def decide(
     state: UserState | None,
     m: Measurement,
     predicted_weight: float | None,
+    predicted_var: float | None = None,
 ) -> ResetDecision | None:
     """The reset ``m`` triggers for ``state`` (None: an ordinary filter step).
 
-    The manager's triggers come first (a NEW user's initial reset among them); a user in
-    NEEDS_RECOVERY is then checked for a streak, and a young filter for a pound baseline.
+    The manager's triggers come first (a NEW user's initial reset among them); a manual
+    entry's soft reset is kept only if the entry is also far in sigmas of the prediction
+    (``predicted_var``: the predicted weight's variance; see :func:`_manual_agrees`). A user
+    in NEEDS_RECOVERY is then checked for a streak, and a young filter for a baseline the
+    reading disproves (pounds, a BMI, a manual entry the scale contradicts).
     """
     decision = manager.decide(state, m, predicted_weight)
+    if (
+        decision is not None
+        and decision.reset_type is ResetType.SOFT
+        and predicted_weight is not None
+        and predicted_var is not None
+        and _manual_agrees(manager, m, predicted_weight, predicted_var)
+    ):
+        decision = None
     if decision is not None or state is None or predicted_weight is None:
         return decision
+    config = manager.config
     if phase_of(state) is Phase.NEEDS_RECOVERY:
-        decision = _streak(manager.config, state, m)
+        decision = _streak(config, state, m)
     if decision is None:
-        decision = _pound_baseline(manager.config, state, m, predicted_weight)
+        decision = _pound_baseline(config, state, m, predicted_weight)
+    if decision is None and config.rules.baseline_checks:
+        decision = _disproved_baseline(config, state, m, predicted_weight)
     return decision
+
+
+def _manual_agrees(
+    manager: ResetManager, m: Measurement, predicted_weight: float, predicted_var: float
+) -> bool:
+    """Whether a manual entry far in kilograms is near in sigmas: an ordinary reading then.
+
+    A manual entry ``resets.soft_threshold_kg`` from the prediction restarts the filter
+    (soft) only if it is also ``resets.manual_reset_sigma`` standard deviations of the
+    predicted reading (S = P00 + R) away. A filter that has not seen the user for weeks is
+    uncertain by kilograms, and an entry within that doubt is information, not a reason to
+    forget. An entry beyond it goes through the outlier rules; if the readings after it agree
+    with it, the streak rule restarts the filter.
+    """
+    k = manager.config.resets.manual_reset_sigma
+    if k <= 0.0:
+        return False
+    y = m.filter_kg - predicted_weight
+    s = predicted_var + manager.measurement_var(m.source)
+    return y * y < k * k * s
 
 
 def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | None:
@@ -79,6 +126,8 @@ def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | 
     needed = (
         cfg.streak_new_user if _young(base, cfg.established_readings) else cfg.streak_established
     ) - 1
+    if _resting_on(base) == 1 and cfg.streak_single_reading - 1 < needed:
+        needed = cfg.streak_single_reading - 1
     recent = base.rejected[-needed:]
     if len(recent) < needed:
         return None
@@ -90,17 +139,30 @@ def _streak(config: Config, base: UserState, m: Measurement) -> ResetDecision | 
     return ResetDecision(ResetType.HARD, STREAK_TRIGGER)
 
 
+def _resting_on(base: UserState) -> int:
+    """How many accepted readings the filter rests on since its last reset (or in all)."""
+    a = base.adaptation
+    if a.is_adapting:
+        return min(base.accepted_count, a.measurements_since_reset + 1)
+    return base.accepted_count
+
+
 def _young(base: UserState, established: int) -> bool:
     """Whether the filter rests on few readings: few in all, or few since a reset restarted it.
 
     A reset (a streak of another person's readings, a gap) leaves a filter resting on the
     readings since; while it adapts and they are fewer than ``established``, it gives way to
     a streak as readily as a new user's filter does. Without that, the readings that follow
-    a burst which took the filter over were rejected six times before it came back.
+    a burst which took the filter over were rejected six times before it came back. After a
+    hard reset (a streak that took the filter over, a gap) that holds while it rests on no
+    more than ``established`` readings: a burst of four after a single reading takes over at
+    its second (:func:`_streak`'s single-reading rule) and rests on three by its end.
     """
     if base.accepted_count < established:
         return True
     a = base.adaptation
+    if a.reset_type is ResetType.HARD:  # a takeover's own readings: up to established of them
+        return a.is_adapting and a.measurements_since_reset < established
     return a.is_adapting and a.measurements_since_reset + 1 < established
 
 
@@ -121,6 +183,56 @@ def _pound_baseline(
     return ResetDecision(ResetType.HARD, POUND_TRIGGER)
 
 
+def _disproved_baseline(
+    config: Config, base: UserState, m: Measurement, expected: float
+) -> ResetDecision | None:
+    """A young filter whose first readings this one shows to be wrong: restart at it.
+
+    While the filter rests on fewer than ``rules.established_readings`` readings:
+
+    * its weight is BMI-sized (within ``rules.bmi_range``) and below 0.6 of this reading,
+      the BMI rule seen from the other side (a BMI sent as kg as a user's first value);
+    * every reading it rests on is a manual entry, and this one, from a scale or an
+      integration, is at least ``resets.soft_threshold_kg`` from it (a typed 177 for 77).
+
+    Without this the reading, and the next ones, were rejected against the wrong baseline
+    until a streak of them restarted the filter.
+    """
+    if base.accepted_count >= config.rules.established_readings or not base.buffer:
+        return None
+    z = m.filter_kg
+    low, high = config.rules.bmi_range
+    if low <= expected <= high and expected < 0.6 * z:
+        return ResetDecision(ResetType.HARD, BMI_TRIGGER)
+    sources = config.sources
+    if (
+        not sources.is_manual(m.source)
+        and all(sources.is_manual(b.source) for b in base.buffer)
+        and abs(z - expected) >= config.resets.soft_threshold_kg
+    ):
+        return ResetDecision(ResetType.HARD, MANUAL_BASELINE_TRIGGER)
+    return None
+
+
+def _gap_streak(config: Config, base: UserState, m: Measurement) -> bool:
+    """Readings after a gap that agree with each other: a new level, however far it moved.
+
+    The last ``rules.gap_streak - 1`` rejected readings and ``m`` lie within
+    ``resets.soft_threshold_kg`` of each other and within ``rules.streak_window_days``.
+    """
+    needed = config.rules.gap_streak - 1
+    if needed < 0:
+        return False
+    recent = base.rejected[-needed:] if needed else ()
+    if len(recent) < needed:
+        return False
+    values = [b.weight_kg for b in recent] + [m.filter_kg]
+    if max(values) - min(values) > config.resets.soft_threshold_kg:
+        return False
+    window = config.rules.streak_window_days * _DAY
+    return not recent or (m.timestamp - recent[0].timestamp).total_seconds() <= window
+
+
 def reset_rejection(
     config: Config, base: UserState, m: Measurement, decision: ResetDecision
 ) -> Rejection | None:
@@ -130,8 +242,16 @@ def reset_rejection(
     last = base.buffer[-1]
     z = m.filter_kg
     rules = RESET_RULES
-    if decision.trigger == POUND_TRIGGER:
+    if decision.trigger in (POUND_TRIGGER, BMI_TRIGGER):
         rules = POUND_CORRECTION_RULES
+    elif decision.trigger == MANUAL_BASELINE_TRIGGER:
+        rules = STREAK_UP_RULES
+    elif (
+        decision.trigger.startswith(GAP_TRIGGER)
+        and config.rules.gap_streak
+        and _gap_streak(config, base, m)
+    ):
+        rules = STREAK_UP_RULES if z >= last.weight_kg else STREAK_DOWN_RULES
     elif decision.trigger == STREAK_TRIGGER:
         # Consistent readings ~1/2.2046 of the baseline: the baseline was the unit error.
         rules = STREAK_DOWN_RULES if z < last.weight_kg else STREAK_UP_RULES
