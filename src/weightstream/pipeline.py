@@ -59,8 +59,9 @@ from weightstream.store.columns import RESULTS, Kind
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
 
 _RETRIES = 8
-#: Results counted (and formatted) at a time: one pass of polars over many commit groups.
-_SLICE_ROWS = 100_000
+#: Results counted (and formatted) at a time: one pass of polars over many commit groups,
+#: and a few MB of text (formatting holds several copies of it at once).
+_SLICE_ROWS = 20_000
 #: Rows of results :func:`write_results` holds in memory by default (the setting's default).
 _MEMORY_ROWS: int = ProcessingConfig.model_fields["in_memory_rows"].default
 #: Where the cells a summary counts stand in a results-file row (found by name, so a column

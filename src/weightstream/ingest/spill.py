@@ -102,7 +102,8 @@ class Spill:
         self._rows.pop(key, None)
         if not frames:
             return None
-        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+        # Not rechunked: one copy of the rows, in as many chunks as were added.
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=False)
 
     def close(self) -> None:
         """Forget every frame and remove the directory on disk."""
