@@ -154,7 +154,10 @@ def test_filtered_values_stay_as_decided_live() -> None:
                 assert r.filtered_weight == h.result.filtered_weight
                 assert r.smoothed_weight is not None
             else:
-                assert r.filtered_weight is None and r.smoothed_weight is None
+                assert r.filtered_weight is None
+                if r.smoothed_weight is not None:  # vindicated: a hard reset agreeing follows
+                    after = next(x for x in rows[rows.index(r) :] if x.verdict == "accepted")
+                    assert after.reset_type == "hard" and after.segment == r.segment
     assert any(
         r.verdict == "rejected" for u in store.users() for r in smoothed_history(store, u, config)
     )
@@ -179,6 +182,38 @@ def test_segments_end_at_resets() -> None:
     assert ra[20].reset_type == "hard" and ra[20].segment == 1 and ra[19].segment == 0
     assert [r.smoothed_weight for r in ra[:20]] == [r.smoothed_weight for r in rb]
     assert abs(ra[20].smoothed_weight - 80.0) < 1.0  # type: ignore[operator]
+
+
+def test_readings_a_takeover_rejected_are_smoothed_with_the_level_that_won() -> None:
+    """A burst of another person took the filter over; the person's own readings were rejected
+    until two of them restarted it. Looking back they were right: they are smoothed with the
+    segment their reset began (at their own level), and keep their rejected verdict."""
+    store = MemoryStore()
+    days = [0.0, 1.0, 2.0, 3.0, 4.0] + [5.0 + d for d in range(8)]
+    kg = [71.0, 110.0, 110.3, 110.6, 110.9] + [69.0 + 0.1 * d for d in range(8)]
+    _series(store, "u", days, kg)
+    rows = smoothed_history(store, "u", Config())
+    own = rows[5:]
+    rejected = [r for r in own if r.verdict == "rejected"]
+    assert rejected, [r.verdict for r in rows]  # the takeover made the filter reject them
+    reset = next(r for r in own if r.verdict == "accepted")
+    assert reset.reset_type == "hard"
+    for r in rejected:
+        assert r.filtered_weight is None
+        assert r.segment == reset.segment
+        assert abs(r.smoothed_weight - 69.2) < 1.0  # type: ignore[operator]
+    assert rows[4].smoothed_weight is not None and rows[4].smoothed_weight > 100.0
+
+
+def test_a_rejected_reading_that_disagrees_with_the_next_reset_is_not_smoothed() -> None:
+    """Rejected readings that do not agree with the hard reset after them stay unsmoothed."""
+    store = MemoryStore()
+    days = [float(d) for d in range(6)] + [6.5, 7.0, 70.0]
+    kg = [80.0] * 6 + [120.0, 80.2, 81.0]  # an outlier, a reading, then a reset after a gap
+    _series(store, "u", days, kg)
+    rows = smoothed_history(store, "u", Config())
+    assert rows[6].verdict == "rejected" and rows[6].smoothed_weight is None
+    assert rows[8].reset_type == "hard"
 
 
 def test_configured_offsets_are_subtracted_before_smoothing() -> None:

@@ -23,9 +23,13 @@ reset across is never smeared across the reset. A segment starts from the prior 
 reset uses (the first reading, zero trend, the reset type's initial variance) and folds the
 first reading in like the others.
 
-Only accepted readings are smoothed. Rejected and late rows keep their live columns and get no
-smoothed value. **Filtered values stay what was decided live**: the smoothed estimate is extra
-columns, never a rewrite of a stored result, and nothing is written.
+Looking back also shows which rejections were wrong: a hard reset after a streak of readings
+that agree with it (the filter, not they, was wrong) begins its segment with them, so the
+rejected readings right before a hard reset that agree with its reading (within
+``resets.soft_threshold_kg``) are smoothed with it (:func:`_vindicated`). Other rejected rows
+and late rows keep their live columns and get no smoothed value; no verdict changes.
+**Filtered values stay what was decided live**: the smoothed estimate is extra columns, never
+a rewrite of a stored result, and nothing is written.
 
 :func:`rts` is pure (floats in, floats out); :func:`smoothed_history` reads the store's public
 ``history`` only.
@@ -167,16 +171,46 @@ def _backward(
     return x, ((s00, off), (off, s11))
 
 
-def _segments(rows: Sequence[HistoryRow]) -> list[list[int]]:
-    """Indices of the accepted rows, split where a reading carries a reset."""
-    segments: list[list[int]] = []
+def _segments(
+    rows: Sequence[HistoryRow], offs: Sequence[float], agree_kg: float
+) -> list[tuple[ResetType, list[int]]]:
+    """The reset type and row indices of each segment: the accepted rows, split where a
+    reading carries a reset, each hard reset's segment beginning with the rejected readings
+    right before it that agree with it (:func:`_vindicated`)."""
+    segments: list[tuple[ResetType, list[int]]] = []
     for i, row in enumerate(rows):
         if row.result.verdict is not Verdict.ACCEPTED:
             continue
-        if not segments or row.result.reset_type is not None:
-            segments.append([])
-        segments[-1].append(i)
+        reset = row.result.reset_type
+        if not segments or reset is not None:
+            reset = reset or ResetType.INITIAL
+            start = _vindicated(rows, offs, i, agree_kg) if reset is ResetType.HARD else []
+            segments.append((reset, start))
+        segments[-1][1].append(i)
     return segments
+
+
+def _vindicated(
+    rows: Sequence[HistoryRow], offs: Sequence[float], i: int, agree_kg: float
+) -> list[int]:
+    """The rejected readings right before hard reset ``i`` that agree with its reading.
+
+    A hard reset after a streak (the filter, not the readings, was wrong) or after readings at
+    a new level across a gap shows, looking back, that the readings rejected just before it
+    were right: within ``agree_kg`` (``resets.soft_threshold_kg``, the streak's own measure)
+    of the reading that restarted the filter. They are smoothed with its segment; their
+    stored verdicts stay what they were.
+    """
+    z = rows[i].measurement.weight_kg - offs[i]
+    start = i
+    while start > 0:
+        prev = rows[start - 1]
+        if prev.result.verdict is not Verdict.REJECTED:
+            break
+        if abs(prev.measurement.weight_kg - offs[start - 1] - z) > agree_kg:
+            break
+        start -= 1
+    return list(range(start, i))
 
 
 def smooth_rows(rows: Sequence[HistoryRow], config: Config) -> list[SmoothedReading]:
@@ -185,9 +219,8 @@ def smooth_rows(rows: Sequence[HistoryRow], config: Config) -> list[SmoothedRead
     offsets = from_config(config.offsets)
     offs = [offset_kg(offsets, r.measurement.source, r.measurement.timestamp) for r in rows]
     smoothed: dict[int, tuple[int, kalman.Vec, kalman.Mat]] = {}
-    for seg_no, seg in enumerate(_segments(rows)):
+    for seg_no, (reset, seg) in enumerate(_segments(rows, offs, resets.soft_threshold_kg)):
         first = rows[seg[0]]
-        reset = first.result.reset_type or ResetType.INITIAL
         mult = resets.boost(reset).initial_var_multiplier
         z0 = first.measurement.weight_kg - offs[seg[0]]
         prior = ((z0, 0.0), ((f.initial_weight_var * mult, 0.0), (0.0, f.initial_trend_var * mult)))
