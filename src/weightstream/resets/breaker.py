@@ -209,6 +209,27 @@ class _Outcome(Enum):
     NEUTRAL = "neutral"
 
 
+def _closed_success(r: BreakerRecord) -> BreakerRecord:
+    """``r`` after a successful call in CLOSED: counted, the failure count cleared.
+
+    The same record as ``replace(r, total_successes=..., failure_count=0)``, built directly:
+    it is made once per reset, and ``dataclasses.replace`` costs three times as much.
+    """
+    return BreakerRecord(
+        r.state,
+        0,
+        r.success_count,
+        r.opened_at,
+        r.probe_started_at,
+        r.generation,
+        r.total_successes + 1,
+        r.total_failures,
+        r.total_rejections,
+        r.total_probe_timeouts,
+        r.total_stale,
+    )
+
+
 class CircuitBreaker:
     """Guard a failing operation: refuse to run it while it keeps failing, probe for recovery.
 
@@ -385,12 +406,12 @@ class CircuitBreaker:
     def _admit(self) -> int:
         """Let a call run (returning its generation) or refuse it with ``CircuitOpenError``."""
         with self._lock:
-            now = self._clock.monotonic()
             record = self._record
+            if record.state is CircuitState.CLOSED:  # the usual case: nothing changes
+                return record.generation
+            now = self._clock.monotonic()
             ticket: int | None = None
-            if record.state is CircuitState.CLOSED:
-                ticket = record.generation
-            elif record.state is CircuitState.OPEN:
+            if record.state is CircuitState.OPEN:
                 assert record.opened_at is not None
                 if now - record.opened_at >= self.timeout:
                     record = self._transition(record, _Event.TIMEOUT_ELAPSED, now)
@@ -405,7 +426,9 @@ class CircuitBreaker:
             if record is not self._record:
                 self._commit(record)
             failures = record.failure_count
-        self._deliver()
+            queued = bool(self._pending)
+        if queued:
+            self._deliver()
         if ticket is None:
             raise CircuitOpenError(
                 f"circuit breaker {self._name!r} is open after {failures} failure(s)"
@@ -415,8 +438,15 @@ class CircuitBreaker:
     def _settle(self, ticket: int, outcome: _Outcome) -> None:
         """Record the outcome of a call admitted in generation ``ticket``."""
         with self._lock:
-            now = self._clock.monotonic()
             record = self._record
+            if (
+                outcome is _Outcome.SUCCESS
+                and ticket == record.generation
+                and record.state is CircuitState.CLOSED
+            ):  # the usual case, as one new record: counted, failures cleared
+                self._commit(_closed_success(record))
+                return  # no transition: nothing queued by this call
+            now = self._clock.monotonic()
             if outcome is _Outcome.SUCCESS:
                 record = dataclasses.replace(record, total_successes=record.total_successes + 1)
             elif outcome is _Outcome.FAILURE:
@@ -428,7 +458,9 @@ class CircuitBreaker:
             else:
                 record = self._settle_probe(record, outcome, now)
             self._commit(record)
-        self._deliver()
+            queued = bool(self._pending)
+        if queued:
+            self._deliver()
 
     def _settle_closed(self, record: BreakerRecord, outcome: _Outcome, now: float) -> BreakerRecord:
         if outcome is _Outcome.SUCCESS:

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from weightstream import kalman
 from weightstream.clock import SECONDS_PER_DAY
-from weightstream.config import Config
+from weightstream.config import Config, ResetBoost
 from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import (
     AdaptationState,
@@ -40,6 +40,8 @@ from weightstream.model import (
 __all__ = ["ResetManager", "ResetDecision", "NOT_ADAPTING"]
 
 NOT_ADAPTING = AdaptationState()
+#: How many sources' measurement variances a manager remembers (input sources are unbounded).
+_SOURCES_REMEMBERED = 256
 
 
 class ResetDecision:
@@ -62,6 +64,12 @@ class ResetManager:
         self.config = config
         self._f = config.filter
         self._r = config.resets
+        # Per reset type, what a reset of that type starts from (the configuration is frozen,
+        # so these are computed once): boost, P0 and Q for one day. Shared tuples: immutable.
+        self._boosts = {t: self._r.boost(t) for t in ResetType}
+        self._p0 = {t: self._reset_covariance(t) for t in ResetType}
+        self._q1 = {t: self._reset_noise(t) for t in ResetType}
+        self._r_by_source: dict[str, float] = {}
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -96,7 +104,16 @@ class ResetManager:
 
     # -- applying -------------------------------------------------------------------------
 
+    def _boost(self, reset_type: ResetType) -> ResetBoost:
+        boost = self._boosts.get(reset_type)
+        return boost if boost is not None else self._r.boost(reset_type)
+
     def reset_covariance(self, reset_type: ResetType) -> kalman.Mat:
+        """P right after a reset of ``reset_type`` (before the reading's update, for SOFT)."""
+        p0 = self._p0.get(reset_type)
+        return p0 if p0 is not None else self._reset_covariance(reset_type)
+
+    def _reset_covariance(self, reset_type: ResetType) -> kalman.Mat:
         mult = self._r.boost(reset_type).initial_var_multiplier
         return (
             (self._f.initial_weight_var * mult, 0.0),
@@ -125,10 +142,22 @@ class ResetManager:
         return KalmanState(x=(z, 0.0), P=P0, timestamp=measurement.timestamp)
 
     def measurement_var(self, source: str) -> float:
-        return self._f.measurement_var * self.config.sources.multiplier(source)
+        """R for a reading from ``source`` (remembered for the first sources seen)."""
+        r = self._r_by_source.get(source)
+        if r is None:
+            r = self._f.measurement_var * self.config.sources.multiplier(source)
+            if len(self._r_by_source) < _SOURCES_REMEMBERED:
+                self._r_by_source[source] = r
+        return r
 
     def reset_noise(self, reset_type: ResetType) -> tuple[tuple[float, float], tuple[float, float]]:
         """Q for one day at the start of the reset's adaptation (for the checkpoint)."""
+        q = self._q1.get(reset_type)
+        return q if q is not None else self._reset_noise(reset_type)
+
+    def _reset_noise(
+        self, reset_type: ResetType
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
         boost = self._r.boost(reset_type).q_multiplier
         return kalman.process_noise(1.0, self._f.q_weight * boost, self._f.q_trend * boost)
 
@@ -136,10 +165,11 @@ class ResetManager:
         self, reset_type: ResetType, timestamp: datetime
     ) -> AdaptationState:
         """Adaptation at the start: the full boost of this reset type."""
+        boost = self._boost(reset_type)
         return AdaptationState(
             is_adapting=True,
             adaptation_start=timestamp,
-            adaptation_factor=self._r.boost(reset_type).q_multiplier,
+            adaptation_factor=boost.q_multiplier,
             measurements_since_reset=0,
             reset_type=reset_type,
         )
@@ -172,7 +202,7 @@ class ResetManager:
         """Adaptation after one more accepted reading at ``timestamp``; ends when due."""
         if not adaptation.is_adapting or adaptation.reset_type is None:
             return adaptation if adaptation == NOT_ADAPTING else NOT_ADAPTING
-        boost = self._r.boost(adaptation.reset_type)
+        boost = self._boost(adaptation.reset_type)
         n = adaptation.measurements_since_reset + 1
         start = adaptation.adaptation_start or timestamp
         days = max(0.0, _days(start, timestamp))

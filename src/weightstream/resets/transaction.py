@@ -18,8 +18,10 @@ What the plan's sketch got wrong, and what is done here instead:
   block as itself after the rollback: the store failed, not the reset, so it must not count
   against the reset circuit breaker, and the caller decides whether to retry the unit.
 * **It deep-copied mutable dicts** at every checkpoint; immutable values make a checkpoint a
-  reference, so the transaction adds about 30 us per reset on a 2-core CI machine
-  (``benchmarks/reset_transaction.py``; the plan's budget was 5 ms).
+  reference (the snapshot a validator reads holds the step's own values), so the
+  transaction's validation adds a few microseconds per reset
+  (``benchmarks/reset_transaction.py``; the plan's budget was 5 ms). A step is checkpointed,
+  validated and marked done in one call (:meth:`require_valid`).
 
 Checkpoints feed the audit record (:meth:`audit`).
 """
@@ -49,6 +51,15 @@ OPERATION_ORDER = (
 )
 
 
+#: An audit's (operation, passed) pairs, made once: every reset stores four of them.
+_PAIRS = {(op, ok): (op.value, ok) for op in ResetOperation for ok in (True, False)}
+
+
+def _pair(operation: ResetOperation, passed: bool) -> tuple[str, bool]:
+    pair = _PAIRS.get((operation, passed))
+    return pair if pair is not None else (operation.value, passed)
+
+
 @dataclass(slots=True)
 class TransactionCheckpoint:
     """The state one operation produced, and whether it passed validation."""
@@ -71,6 +82,27 @@ class ResetTransaction:
     >>> txn.outcome
     <AuditOutcome.COMMITTED: 'committed'>
     """
+
+    __slots__ = (
+        "user_id",
+        "checked",
+        "reading_id",
+        "reset_type",
+        "trigger",
+        "validator",
+        "clock",
+        "checkpoints",
+        "completed_operations",
+        "failed",
+        "failure_reason",
+        "failed_operation",
+        "outcome",
+        "_undo",
+        "_verify_restored",
+        "_on_verified",
+        "_started",
+        "_duration",
+    )
 
     def __init__(
         self,
@@ -176,24 +208,39 @@ class ResetTransaction:
             problems = self.validator.problems(checkpoint.state, operation)
             checkpoint.validation_passed = not problems
             checkpoint.problems = tuple(problems)
-        if problems and not self.failed:
-            self.failed = True
-            self.failed_operation = operation
-            self.failure_reason = f"validation failed for {operation.value}: {'; '.join(problems)}"
-            _log.warning(
-                "reset validation failed user=%s operation=%s: %s",
-                self.user_id,
-                operation.value,
-                "; ".join(problems),
-            )
+        if problems:
+            self._doom(operation, problems)
         return not problems
 
+    def _doom(self, operation: ResetOperation, problems: list[str]) -> None:
+        """Record the first failed validation (its operation and why); later ones add nothing."""
+        if self.failed:
+            return
+        self.failed = True
+        self.failed_operation = operation
+        self.failure_reason = f"validation failed for {operation.value}: {'; '.join(problems)}"
+        _log.warning(
+            "reset validation failed user=%s operation=%s: %s",
+            self.user_id,
+            operation.value,
+            "; ".join(problems),
+        )
+
     def require_valid(self, operation: ResetOperation, state: Any) -> None:
-        """Checkpoint, validate, and raise at once on failure (the usual step epilogue)."""
-        self.save_checkpoint(operation, state)
-        if not self.validate_checkpoint(operation):
+        """Checkpoint, validate, and raise at once on failure (the usual step epilogue).
+
+        :meth:`save_checkpoint`, :meth:`validate_checkpoint` and :meth:`mark_completed` in
+        one call: it runs four times per reset.
+        """
+        checkpoint = TransactionCheckpoint(operation, self.clock.monotonic(), state)
+        self.checkpoints.append(checkpoint)
+        problems = self.validator.problems(state, operation)
+        if problems:
+            checkpoint.problems = tuple(problems)
+            self._doom(operation, problems)
             raise self._error(ResetValidationError)
-        self.mark_completed(operation)
+        checkpoint.validation_passed = True
+        self.completed_operations.append(operation)
 
     def mark_completed(self, operation: ResetOperation) -> None:
         self.completed_operations.append(operation)
@@ -251,5 +298,5 @@ class ResetTransaction:
             duration_s=self.duration_s,
             at=self.clock.now(),
             fallback=fallback,
-            checkpoints=tuple((c.operation.value, c.validation_passed) for c in self.checkpoints),
+            checkpoints=tuple([_pair(c.operation, c.validation_passed) for c in self.checkpoints]),
         )

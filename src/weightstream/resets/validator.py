@@ -130,11 +130,11 @@ class StateValidator:
             return self.kalman_state_problems(state)
         if not isinstance(state, Mapping):
             return ["Kalman checkpoint is not a mapping of matrices"]
+        if self._fast_kalman_ok(state):
+            return []
         missing = [k for k in ("x", "P", "F", "H", "Q", "R") if k not in state]
         if missing:
             return [f"missing Kalman component {k}" for k in missing]
-        if self._fast_kalman_ok(state):
-            return []
         x = _vector(state["x"])
         if x is None or not x:
             return ["x is not a vector"]
@@ -156,17 +156,32 @@ class StateValidator:
         """True only if a 2-state checkpoint certainly passes; a False is not a verdict.
 
         x and P go through :meth:`_state_ok`; F, H, Q and R must be 2-state shaped and
-        finite, with Q's diagonal and R positive. Anything else goes to the naming path.
+        finite, with Q's diagonal and R positive. Anything else (a missing component
+        included) goes to the naming path. F and H as :func:`kalman_snapshot` gives them for
+        two states are constants, valid by construction.
         """
         try:
-            (f0, f1), (h,), (q0, q1), (r,) = s["F"], s["H"], s["Q"], s["R"]
-            if len(f0) != 2 or len(f1) != 2 or len(h) != 2 or len(q0) != 2 or len(q1) != 2:
-                return False
-            if len(r) != 1 or not all(map(math.isfinite, (*f0, *f1, *h, *q0, *q1, *r))):
-                return False
-        except (TypeError, ValueError):
-            return False
-        return q0[0] > 0.0 and q1[1] > 0.0 and r[0] > 0.0 and self._state_ok(s["x"], s["P"])
+            F, H = s["F"], s["H"]
+            if F is not _F2 or H is not _H2:
+                (f0, f1), (h,) = F, H
+                if len(f0) != 2 or len(f1) != 2 or len(h) != 2:
+                    return False
+                if not all(map(math.isfinite, (*f0, *f1, *h))):
+                    return False
+            ((q00, q01), (q10, q11)), ((r,),) = s["Q"], s["R"]
+            # A finite sum means finite terms (a NaN or an infinity in any makes it NaN or
+            # infinite); an overflowing sum of finite terms only sends the naming path.
+            if (
+                math.isfinite(q00 + q01 + q10 + q11 + r)
+                and q00 > 0.0
+                and q11 > 0.0
+                and r > 0.0
+                and self._state_ok(s["x"], s["P"])
+            ):
+                return True
+        except Exception:  # noqa: BLE001 - any surprise: the naming path says what is wrong
+            pass
+        return False
 
     def kalman_state_problems(self, state: KalmanState) -> list[str]:
         """Checks on a bare :class:`KalmanState` (x, P and its time)."""
@@ -234,7 +249,18 @@ class StateValidator:
 
     def _adaptation(self, state: Any) -> list[str]:
         if isinstance(state, AdaptationState):
+            if _adaptation_ok(
+                state.adaptation_factor,
+                state.measurements_since_reset,
+                state.reset_type,
+                state.is_adapting,
+                state.adaptation_start,
+                state.adaptation_start or datetime.max,
+            ):
+                return []
             state = adaptation_snapshot(state, state.adaptation_start or datetime.max)
+        elif type(state) is dict and _adaptation_snapshot_ok(state):
+            return []
         required = (
             "is_adapting",
             "adaptation_start",
@@ -270,8 +296,10 @@ class StateValidator:
         buffer = state["buffer"]
         if not isinstance(buffer, (list, tuple)):
             return ["buffer is not a sequence"]
-        out = []
         bound = min(int(state.get("max_size", self.max_buffer)), self.max_buffer)
+        if _buffer_ok(buffer, bound):
+            return []
+        out = []
         if len(buffer) > bound:
             out.append(f"buffer exceeds its bound of {bound}")
         if not all(isinstance(b, BufferedReading) for b in buffer):
@@ -294,6 +322,8 @@ class StateValidator:
         expected = 1 if old is None else old.version + 1
         if new.version != expected:
             out.append("state version does not go up by exactly one")
+        if old is not None and _forward(old, new):
+            return out
         if old is not None:
             if old.user_id != new.user_id:
                 out.append("state belongs to another user")
@@ -333,14 +363,115 @@ class StateValidator:
 
     def user_state_problems(self, state: UserState) -> list[str]:
         """Checks on a whole stored or about-to-be-stored user state (also used at load)."""
+        k, buffer = state.kalman, state.buffer
+        try:
+            if (
+                not state.version < 1
+                and (k is None or self._state_ok(k.x, k.P))
+                and isinstance(buffer, (list, tuple))
+                and _buffer_ok(buffer, min(int(self.max_buffer), self.max_buffer))
+                and not self._adaptation(state.adaptation)
+            ):
+                return []
+        except Exception:  # noqa: BLE001 - the naming path below raises or names it
+            pass
         out: list[str] = []
         if state.version < 1:
             out.append("version below 1")
-        if state.kalman is not None:
-            out += self.kalman_state_problems(state.kalman)
+        if k is not None:
+            out += self.kalman_state_problems(k)
         out += self._adaptation(state.adaptation)
-        out += self._buffer({"buffer": state.buffer, "max_size": self.max_buffer})
+        out += self._buffer({"buffer": buffer, "max_size": self.max_buffer})
         return out
+
+
+def _adaptation_ok(
+    factor: Any,
+    count: Any,
+    reset_type: Any,
+    adapting: Any,
+    start: Any,
+    reading: Any,
+) -> bool:
+    """True only if an adaptation checkpoint with these fields certainly passes.
+
+    The same conditions as :meth:`StateValidator._adaptation`, with no names: a False (or
+    anything unexpected) sends the caller to the naming path.
+    """
+    try:
+        if (
+            isinstance(factor, (int, float))
+            and _MIN_FACTOR <= factor <= _MAX_FACTOR
+            and isinstance(count, int)
+            and count >= 0
+            and (reset_type is None or reset_type in _RESET_TYPES)
+            and not (adapting and (reset_type is None or start is None))
+            and (start is None or reading is None or not start > reading)
+        ):
+            return True
+    except Exception:  # noqa: BLE001 - the naming path reports what is unreadable
+        pass
+    return False
+
+
+def _adaptation_snapshot_ok(s: dict[str, Any]) -> bool:
+    """:func:`_adaptation_ok` of a snapshot dict (a missing field: False)."""
+    try:
+        return _adaptation_ok(
+            s["adaptation_factor"],
+            s["measurements_since_reset"],
+            s["reset_type"],
+            s["is_adapting"],
+            s["adaptation_start"],
+            s.get("reading_time"),
+        )
+    except KeyError:
+        return False
+
+
+def _buffer_ok(buffer: Sequence[Any], bound: int) -> bool:
+    """True only if ``buffer`` certainly passes :meth:`StateValidator._buffer` under ``bound``:
+    at most ``bound`` readings, each a :class:`BufferedReading` of a finite positive weight,
+    times ascending. One loop; a False (or anything unexpected) is not a verdict."""
+    if len(buffer) > bound:
+        return False
+    try:
+        last = None
+        for b in buffer:
+            if not isinstance(b, BufferedReading):
+                return False
+            w = b.weight_kg
+            if not math.isfinite(w) or w <= 0:
+                return False
+            t = b.timestamp
+            if last is not None and last > t:
+                return False
+            last = t
+    except Exception:  # noqa: BLE001 - the naming path reports what is unreadable
+        return False
+    return True
+
+
+def _forward(old: UserState, new: UserState) -> bool:
+    """True only if none of ``new``'s times goes back from ``old``'s (the checks of
+    :meth:`StateValidator._persist`, with no names; a False is not a verdict)."""
+    try:
+        for before, after in (
+            (old.last_event_at, new.last_event_at),
+            (old.last_accepted_at, new.last_accepted_at),
+            (old.last_reset_at, new.last_reset_at),
+        ):
+            if before is not None and (after is None or after < before):
+                return False
+        ok, nk = old.kalman, new.kalman
+        return old.user_id == new.user_id and (
+            ok is None
+            or nk is None
+            or not nk.timestamp < ok.timestamp
+            or new.last_reset_at != old.last_reset_at
+        )
+    except Exception:  # noqa: BLE001 - the naming path reports what is unreadable
+        return False
 
 
 def _vector(value: Any) -> list[float] | None:

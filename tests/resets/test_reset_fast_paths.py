@@ -1,0 +1,344 @@
+"""The reset path's shortcuts (issue 11) say exactly what the long way says.
+
+Each shortcut answers only "certainly fine"; anything else goes the long way, which names the
+faults. So, for states with every kind of fault:
+
+* the validator with its shortcuts gives the same list of problems as with them switched off;
+* the breaker's one-record success equals the two ``replace`` calls it stands for;
+* the manager's remembered constants equal what it computes;
+* ``require_valid`` leaves the transaction as ``save_checkpoint`` + ``validate_checkpoint`` +
+  ``mark_completed`` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weightstream.config import Config, FilterConfig, ResetConfig
+from weightstream.errors import ResetValidationError
+from weightstream.model import (
+    AdaptationState,
+    BufferedReading,
+    KalmanState,
+    ResetType,
+    UserState,
+)
+from weightstream.resets import breaker as breaker_module
+from weightstream.resets import validator as validator_module
+from weightstream.resets.breaker import BreakerRecord, CircuitState
+from weightstream.resets.manager import ResetManager
+from weightstream.resets.transaction import ResetTransaction
+from weightstream.resets.validator import (
+    ResetOperation,
+    StateValidator,
+    adaptation_snapshot,
+    buffer_snapshot,
+    kalman_snapshot,
+    persist_snapshot,
+)
+from weightstream.testing import T0, measurement
+
+NAN, INF = math.nan, math.inf
+V = StateValidator()
+
+
+@contextmanager
+def long_way() -> Iterator[None]:
+    """Every shortcut of the validator switched off: only the fault-naming path runs."""
+    no = mock.Mock(return_value=False)
+    with (
+        mock.patch.object(validator_module, "_adaptation_ok", no),
+        mock.patch.object(validator_module, "_adaptation_snapshot_ok", no),
+        mock.patch.object(validator_module, "_buffer_ok", no),
+        mock.patch.object(validator_module, "_forward", no),
+        mock.patch.object(StateValidator, "_fast_kalman_ok", no),
+    ):
+        yield
+
+
+def both_ways(state: Any, operation: ResetOperation) -> tuple[list[str], list[str]]:
+    short = V.problems(state, operation)
+    with long_way():
+        named = V.problems(state, operation)
+    return short, named
+
+
+# -- states with every kind of fault --------------------------------------------------------------
+
+_NUMBER = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 20.0, 80.0, 100.0, 101.0, 500.0, 1e308]),
+    st.sampled_from([NAN, INF, -INF]),
+    st.floats(-600.0, 600.0),
+)
+_TIME = st.one_of(st.none(), st.integers(-3, 3).map(lambda d: T0 + timedelta(days=d)))
+_AWARE = st.integers(-3, 3).map(lambda d: T0 + timedelta(days=d))
+_ODD = st.sampled_from([None, "x", 3, (), datetime(2025, 1, 1)])  # naive: not comparable
+
+
+def _reading(when: datetime, weight: float) -> BufferedReading:
+    return BufferedReading(when, weight, "patient-device", "kg", weight, "r", 0.0)
+
+
+_BUFFER = st.lists(st.tuples(_AWARE, _NUMBER), max_size=6).map(
+    lambda pairs: tuple(_reading(t, w) for t, w in pairs)
+)
+_ODD_BUFFER = st.one_of(
+    _BUFFER,
+    _BUFFER.map(list),
+    _BUFFER.map(lambda b: (*b, "not a reading")),
+    _BUFFER.map(lambda b: (*b, _reading(datetime(2025, 1, 1), 80.0))),
+    st.just((_reading(T0, 80.0),) * 30),
+)
+_ADAPTATION = st.builds(
+    AdaptationState,
+    is_adapting=st.booleans(),
+    adaptation_start=st.one_of(_TIME, _ODD),
+    adaptation_factor=st.one_of(_NUMBER, _ODD, st.integers(-1, 101)),
+    measurements_since_reset=st.one_of(st.integers(-2, 5), _ODD, _NUMBER),
+    reset_type=st.one_of(st.none(), st.sampled_from(list(ResetType)), st.just("bogus")),
+)
+_MATRIX = st.one_of(
+    st.tuples(st.tuples(_NUMBER, _NUMBER), st.tuples(_NUMBER, _NUMBER)),
+    st.just(((1.0, 0.0),)),
+    st.just(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))),
+    st.just("xx"),
+)
+_KALMAN = st.builds(
+    KalmanState,
+    x=st.one_of(st.tuples(_NUMBER, _NUMBER), st.just((80.0, 0.0, 0.0)), st.just((80.0,))),
+    P=st.one_of(_MATRIX, st.just(((1.0, 0.0), (0.0, 0.01)))),
+    timestamp=_AWARE,
+)
+
+
+@st.composite
+def _user(draw: st.DrawFn) -> UserState:
+    return UserState(
+        user_id=draw(st.sampled_from(["u1", "u2"])),
+        kalman=draw(st.one_of(st.none(), _KALMAN)),
+        adaptation=draw(_ADAPTATION),
+        buffer=draw(_ODD_BUFFER),  # type: ignore[arg-type]
+        last_accepted_at=draw(_TIME),
+        last_event_at=draw(_TIME),
+        last_reset_at=draw(_TIME),
+        version=draw(st.integers(-1, 4)),
+    )
+
+
+# -- the validator ---------------------------------------------------------------------------------
+
+
+_GOOD_Q = ((0.1, 0.0), (0.0, 0.01))
+
+
+def _one_off(m: tuple[tuple[float, float], tuple[float, float]]) -> Any:
+    """``m`` with one entry replaced by any number."""
+    return st.tuples(st.integers(0, 1), st.integers(0, 1), _NUMBER).map(
+        lambda c: tuple(
+            tuple(c[2] if (i, j) == (c[0], c[1]) else v for j, v in enumerate(row))
+            for i, row in enumerate(m)
+        )
+    )
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    st.one_of(_KALMAN, st.builds(KalmanState, st.just((80.0, 0.0)), _one_off(_GOOD_Q), _AWARE)),
+    st.one_of(st.just(_GOOD_Q), _one_off(_GOOD_Q), _MATRIX),
+    st.one_of(st.just(0.5), _NUMBER),
+    st.booleans(),
+)
+def test_kalman_checkpoints_get_the_same_verdict_both_ways(
+    k: KalmanState, q: Any, r: float, odd_f: bool
+) -> None:
+    """A Kalman checkpoint: the same problems with and without the shortcut."""
+    snap = kalman_snapshot(k, q, r)
+    if odd_f:
+        snap = {**snap, "F": ((1.0, NAN), (0.0, 1.0)), "H": [[1.0, 0.0]]}
+    short, named = both_ways(snap, ResetOperation.KALMAN_RESET)
+    assert short == named
+
+
+_K = KalmanState((80.0, 0.0), ((1.0, 0.0), (0.0, 0.01)), T0)
+_SINGLE_FAULTS = [
+    *(
+        {
+            "Q": tuple(
+                tuple(v if (i, j) == at else q for j, q in enumerate(row))
+                for i, row in enumerate(_GOOD_Q)
+            )
+        }
+        for at in ((0, 0), (0, 1), (1, 0), (1, 1))
+        for v in ((0.0, -1.0, NAN, INF) if at[0] == at[1] else (NAN, -INF))
+    ),
+    *({"R": ((v,),)} for v in (0.0, -1.0, NAN, INF)),
+    {"F": ((1.0, 1.0), (0.0, NAN))},
+    {"H": ((INF, 0.0),)},
+    {"H": ((1.0, 0.0, 0.0),)},
+    {"x": (80.0, 6.0)},
+    {"P": ((1.0, 0.2), (0.1, 1.0))},
+]
+
+
+@pytest.mark.parametrize("fault", _SINGLE_FAULTS)
+def test_each_single_kalman_fault_is_named_the_same_both_ways(fault: dict[str, Any]) -> None:
+    """One bad component in an otherwise valid checkpoint: refused, and named the same way."""
+    snap = {**kalman_snapshot(_K, _GOOD_Q, 0.5), **fault}
+    short, named = both_ways(snap, ResetOperation.KALMAN_RESET)
+    assert short == named and short
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_ADAPTATION, st.one_of(_AWARE, st.none()))
+def test_adaptation_checkpoints_get_the_same_verdict_both_ways(
+    a: AdaptationState, reading: datetime | None
+) -> None:
+    """An adaptation checkpoint (snapshot or bare state): the same problems both ways."""
+    for state in (adaptation_snapshot(a, reading) if reading else a, a):  # type: ignore[arg-type]
+        short, named = both_ways(state, ResetOperation.ADAPTATION_CREATE)
+        assert short == named
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_ODD_BUFFER, st.integers(0, 40))
+def test_buffer_checkpoints_get_the_same_verdict_both_ways(buffer: Any, size: int) -> None:
+    """A buffer checkpoint: the same problems both ways, under any bound."""
+    short, named = both_ways(buffer_snapshot(buffer, size), ResetOperation.BUFFER_UPDATE)
+    assert short == named
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.one_of(st.none(), _user()), _user())
+def test_persist_checkpoints_get_the_same_verdict_both_ways(
+    old: UserState | None, new: UserState
+) -> None:
+    """A whole state to persist, and a loaded one: the same problems (or error) both ways."""
+
+    def outcome(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the comparison is the point
+            return type(exc)
+
+    short = outcome(V.problems, persist_snapshot(old, new), ResetOperation.STATE_PERSIST)
+    short_loaded = outcome(V.user_state_problems, new)
+    with long_way():
+        named = outcome(V.problems, persist_snapshot(old, new), ResetOperation.STATE_PERSIST)
+        named_loaded = outcome(V.user_state_problems, new)
+    assert short == named
+    assert short_loaded == named_loaded
+
+
+def test_the_shortcuts_take_the_usual_reset() -> None:
+    """A reset as the sequence builds it passes every shortcut (else they would save nothing)."""
+    manager = ResetManager(Config())
+    m = measurement(80.0, 0)
+    k = manager.apply_reset(None, ResetType.HARD, m)
+    a = manager.create_adaptation_state(ResetType.HARD, m.timestamp)
+    buffer = manager.buffer_after_reset((), ResetType.HARD, m)
+    new = UserState(user_id="u1", kalman=k, adaptation=a, buffer=buffer, version=1)
+    q, r = manager.reset_noise(ResetType.HARD), manager.measurement_var(m.source)
+    assert V._fast_kalman_ok(kalman_snapshot(k, q, r))
+    assert validator_module._adaptation_snapshot_ok(adaptation_snapshot(a, m.timestamp))
+    assert validator_module._buffer_ok(buffer, 20)
+    later = dataclasses.replace(new, version=2, last_event_at=m.timestamp)
+    assert validator_module._forward(new, later)
+    with mock.patch.object(V, "_kalman", side_effect=AssertionError("long way taken")):
+        assert V.user_state_problems(new) == []
+
+
+# -- the breaker -----------------------------------------------------------------------------------
+
+_COUNT = st.integers(0, 10**6)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.builds(
+        BreakerRecord,
+        state=st.sampled_from(list(CircuitState)),
+        failure_count=_COUNT,
+        success_count=_COUNT,
+        opened_at=st.one_of(st.none(), st.floats(0, 1e6)),
+        probe_started_at=st.one_of(st.none(), st.floats(0, 1e6)),
+        generation=_COUNT,
+        total_successes=_COUNT,
+        total_failures=_COUNT,
+        total_rejections=_COUNT,
+        total_probe_timeouts=_COUNT,
+        total_stale=_COUNT,
+    )
+)
+def test_a_success_record_is_the_two_replaces_it_stands_for(record: BreakerRecord) -> None:
+    """The one record built for a success in CLOSED equals replace(+1 success, 0 failures)."""
+    expected = dataclasses.replace(
+        dataclasses.replace(record, total_successes=record.total_successes + 1),
+        failure_count=0,
+    )
+    assert breaker_module._closed_success(record) == expected
+
+
+# -- the manager -----------------------------------------------------------------------------------
+
+
+def test_remembered_reset_constants_equal_the_computed_ones() -> None:
+    """P0, Q(1 day), the boost and R per source are what the manager would compute afresh."""
+    config = Config(
+        filter=FilterConfig(initial_weight_var=3.0, q_weight=0.02),
+        resets=ResetConfig(buffer_size=7),
+    )
+    manager = ResetManager(config)
+    for t in ResetType:
+        assert manager.reset_covariance(t) == manager._reset_covariance(t)
+        assert manager.reset_noise(t) == manager._reset_noise(t)
+        assert manager.reset_noise(str(t)) == manager._reset_noise(t)  # type: ignore[arg-type]
+        boost = config.resets.boost(t)
+        a = manager.create_adaptation_state(t, T0)
+        assert a.adaptation_factor == boost.q_multiplier
+    sources = [f"source-{i}" for i in range(300)] + ["patient-device", "questionnaire"]
+    for _ in range(2):  # first seen, then remembered (or not: past the bound)
+        for source in sources:
+            expected = config.filter.measurement_var * config.sources.multiplier(source)
+            assert manager.measurement_var(source) == expected
+    with pytest.raises(KeyError):
+        manager.reset_noise("bogus")  # type: ignore[arg-type]
+
+
+# -- the transaction -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_require_valid_is_save_validate_and_mark(valid: bool) -> None:
+    """require_valid leaves checkpoints, failure and completed operations as the three calls do."""
+    state = kalman_snapshot(
+        KalmanState((80.0, 0.0), ((1.0, 0.0), (0.0, 0.01 if valid else -1.0)), T0),
+        ((0.1, 0.0), (0.0, 0.01)),
+        0.5,
+    )
+    op = ResetOperation.KALMAN_RESET
+    one, three = ResetTransaction("u1"), ResetTransaction("u1")
+    try:
+        one.require_valid(op, state)
+    except ResetValidationError as exc:
+        assert not valid and "P is not positive definite" in str(exc)
+    three.save_checkpoint(op, state)
+    if three.validate_checkpoint(op):
+        three.mark_completed(op)
+    for txn in (one, three):
+        assert [(c.operation, c.state, c.validation_passed, c.problems) for c in txn.checkpoints]
+    assert [(c.operation, c.state, c.validation_passed, c.problems) for c in one.checkpoints] == [
+        (c.operation, c.state, c.validation_passed, c.problems) for c in three.checkpoints
+    ]
+    for name in ("failed", "failure_reason", "failed_operation", "completed_operations"):
+        assert getattr(one, name) == getattr(three, name)
+    assert one.audit().checkpoints == three.audit().checkpoints == (("kalman_reset", valid),)
