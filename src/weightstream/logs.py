@@ -124,6 +124,8 @@ class LogObserver(Observer):
             self._log.log(level, "%s", message, extra={"event_fields": {"event": event, **fields}})
 
     def reading_processed(self, result: Result, duration_s: float) -> None:
+        if not self._log.isEnabledFor(logging.DEBUG):
+            return  # nothing derived for a line that is off (one call per reading)
         self._emit(
             logging.DEBUG,
             "reading_processed",
@@ -153,6 +155,8 @@ class LogObserver(Observer):
             )
 
     def reset_finished(self, audit: ResetAudit) -> None:
+        if not self._log.isEnabledFor(logging.INFO):
+            return  # its lines are INFO and DEBUG: both off, nothing to derive
         reason = _code(audit.reason)
         self._emit(
             logging.INFO,

@@ -45,6 +45,7 @@ import os
 import tempfile
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -111,6 +112,9 @@ _REASONS = frozenset(reason.value for reason in Reason)
 _RESET_TYPES = frozenset(reset_type.value for reset_type in ResetType)
 _OUTCOMES = frozenset(outcome.value for outcome in ResetOutcome)
 _OPERATIONS = frozenset(ROLLBACK_OPERATIONS)
+#: How many labelled children an observer remembers per metric (the label sets are bounded,
+#: but the raw values they come from, such as a row's source, are not).
+_CHILDREN_REMEMBERED = 1024
 
 
 def _bounded(value: object, allowed: frozenset[str], fallback: str) -> str:
@@ -123,6 +127,29 @@ def _seconds(duration_s: float) -> float | None:
     if not math.isfinite(duration_s):
         return None
     return max(0.0, duration_s)
+
+
+class _Histogram(Histogram):
+    """A histogram that can take many observations of one value at once."""
+
+    def observe_repeated(self, amount: float, times: int) -> None:
+        """``observe(amount)`` ``times`` times: the same bucket counts, count and sum.
+
+        The bucket is counted once by ``times`` (a count is exact in a float up to 2**53) and
+        the sum takes ``amount`` once per observation, as ``observe`` adds it; what is saved
+        is ``observe``'s bucket search and the bucket increment per observation (the file
+        engine observes every row of a stretch with the same per-row duration).
+        """
+        if times <= 0:
+            return
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        add = self._sum.inc
+        for _ in range(times):
+            add(amount)
+        for i, bound in enumerate(self._upper_bounds):
+            if amount <= bound:
+                self._buckets[i].inc(times)
+                break
 
 
 class MetricsObserver(Observer):
@@ -153,7 +180,7 @@ class MetricsObserver(Observer):
             ["verdict", "reason", "source"],
             registry=r,
         )
-        self.reading_duration = Histogram(
+        self.reading_duration = _Histogram(
             "weightstream_reading_duration_seconds",
             "Time spent processing one input row.",
             buckets=READING_DURATION_BUCKETS,
@@ -219,6 +246,12 @@ class MetricsObserver(Observer):
             registry=r,
         )
         self._initialise_children()
+        # Labelled children by the raw values they were derived from: ``labels()`` costs
+        # about as much as the increment, and a reset makes three of them. The children are
+        # the metric's own (``labels`` returns the same child for the same labels), so the
+        # series and their values are exactly those of calling ``labels`` every time.
+        self._reading_children: dict[tuple[object, object, object], Any] = {}
+        self._reset_children: dict[tuple[object, object, object], tuple[Any, Any | None]] = {}
 
     def _initialise_children(self) -> None:
         """Export every bounded label combination at 0 from the start.
@@ -256,12 +289,21 @@ class MetricsObserver(Observer):
 
     # -- observer hooks -------------------------------------------------------------------
 
+    def _reading_child(self, verdict: object, reason: object, source: str | None) -> Any:
+        key = (verdict, reason, source)
+        child = self._reading_children.get(key)
+        if child is None:
+            child = self.readings.labels(
+                verdict=str(verdict),
+                reason=_bounded(reason, _REASONS, "other"),
+                source=self.source_label(source),
+            )
+            if len(self._reading_children) < _CHILDREN_REMEMBERED:  # sources are unbounded
+                self._reading_children[key] = child
+        return child
+
     def reading_processed(self, result: Result, duration_s: float) -> None:
-        self.readings.labels(
-            verdict=str(result.verdict),
-            reason=_bounded(result.reason, _REASONS, "other"),
-            source=self.source_label(result.source),
-        ).inc()
+        self._reading_child(result.verdict, result.reason, result.source).inc()
         seconds = _seconds(duration_s)
         if seconds is not None:
             self.reading_duration.observe(seconds)
@@ -269,30 +311,39 @@ class MetricsObserver(Observer):
     def readings_processed(self, rows: Sequence[ReadingEvent], duration_s: float) -> None:
         counts = Tally((verdict, reason, source) for _, _, verdict, reason, source in rows)
         for (verdict, reason, source), n in counts.items():
-            self.readings.labels(
-                verdict=verdict,
-                reason=_bounded(reason, _REASONS, "other"),
-                source=self.source_label(source),
-            ).inc(n)
+            self._reading_child(verdict, reason, source).inc(n)
         seconds = _seconds(duration_s)
         if seconds is not None:
-            observe = self.reading_duration.observe
-            for _ in range(len(rows)):
-                observe(seconds)
+            self.reading_duration.observe_repeated(seconds, len(rows))
+
+    def _reset_children_of(self, audit: ResetAudit) -> tuple[Any, Any | None]:
+        """The ``resets`` child and (if a transaction ran) the ``reset_transactions`` child."""
+        key = (audit.reset_type, audit.outcome, audit.fallback)
+        children = self._reset_children.get(key)
+        if children is None:
+            reset_type = _bounded(audit.reset_type, _RESET_TYPES, "other")
+            if audit.outcome is AuditOutcome.COMMITTED:
+                outcome = ResetOutcome.COMMITTED.value
+            else:
+                fallback = audit.fallback if audit.fallback is not None else ResetOutcome.FAILED
+                outcome = _bounded(fallback, _OUTCOMES, "other")
+            children = (
+                self.resets.labels(type=reset_type, outcome=outcome),
+                self.reset_transactions.labels(type=reset_type, result=audit.outcome.value)
+                if audit.outcome.ran
+                else None,
+            )
+            if len(self._reset_children) < _CHILDREN_REMEMBERED:
+                self._reset_children[key] = children
+        return children
 
     def reset_finished(self, audit: ResetAudit) -> None:
-        reset_type = _bounded(audit.reset_type, _RESET_TYPES, "other")
-        committed = audit.outcome is AuditOutcome.COMMITTED
-        if committed:
-            outcome = ResetOutcome.COMMITTED.value
-        else:
-            fallback = audit.fallback if audit.fallback is not None else ResetOutcome.FAILED
-            outcome = _bounded(fallback, _OUTCOMES, "other")
-        self.resets.labels(type=reset_type, outcome=outcome).inc()
-        if not audit.outcome.ran:
+        resets, transactions = self._reset_children_of(audit)
+        resets.inc()
+        if transactions is None:
             return  # refused by the breaker: no transaction ran, nothing rolled back or timed
-        self.reset_transactions.labels(type=reset_type, result=audit.outcome.value).inc()
-        if not committed:
+        transactions.inc()
+        if audit.outcome is not AuditOutcome.COMMITTED:
             operation = _bounded(audit.failed_operation, _OPERATIONS, "unknown")
             self.transaction_rollbacks.labels(operation=operation).inc()
         seconds = _seconds(audit.duration_s)
