@@ -189,7 +189,7 @@ def test_migration_4_adds_the_offset_columns(
                 "SELECT version FROM schema_migrations ORDER BY version"
             )
         ]
-        assert versions == [1, 2, 3, 4]
+        assert versions[:4] == [1, 2, 3, 4]
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT offset_kg FROM results").fetchall() == [(None,)]
     raw.close()

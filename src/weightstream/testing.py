@@ -256,6 +256,7 @@ def split_unit(unit: UnitOfWork) -> tuple[UnitOfWork, UnitOfWork]:
         results=unit.results,
         reading_rows=unit.reading_rows,
         result_rows=unit.result_rows,
+        result_of_reading=unit.result_of_reading,
     )
     second = UnitOfWork(
         states=unit.states,

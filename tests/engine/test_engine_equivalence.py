@@ -33,7 +33,7 @@ _ORDER = {
     "user_states": "user_id",
     "last_good_states": "user_id",
     "readings": "key",
-    "results": "row",
+    "results_full": "row",  # the results whole (a linked result's identity is its reading's)
     "reset_audit": "reading_id, reset_type, outcome",
     "recovery_attempts": "reading_id, strategy",
 }

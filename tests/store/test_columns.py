@@ -31,7 +31,7 @@ TABLES = (STATES, LAST_GOOD, READINGS, RESULTS, AUDITS, RECOVERIES)
 def _info(conn: sqlite3.Connection, name: str) -> list[tuple[str, str, int]]:
     """(name, declared type, not null) of each column, the row key left out."""
     rows = conn.execute(f"PRAGMA table_info({name})").fetchall()
-    return [(r[1], r[2], r[3]) for r in rows if r[1] not in ("id", "seq")]
+    return [(r[1], r[2], r[3]) for r in rows if r[1] not in ("id", "seq", "reading_seq")]
 
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: t.name)
@@ -68,3 +68,14 @@ def test_a_new_column_flows_through_ddl_insert_select_and_header(tmp_path: Path)
         old.execute("CREATE TABLE inputs (ref INTEGER PRIMARY KEY, input_id TEXT)")
         old.execute(RESULTS.ddl())
         old.execute(wider.insert(), row)
+
+
+def test_the_results_view_has_every_result_column(tmp_path: Path):
+    """SQLite keeps a reading's identity once, in its row; ``results_full`` shows a result whole.
+
+    The view is literal (migration 5): a column added to RESULTS must reach it too.
+    """
+    SQLiteStore(tmp_path / "w.db").close()
+    conn = sqlite3.connect(tmp_path / "w.db")
+    view = [r[1] for r in conn.execute("PRAGMA table_info(results_full)")]
+    assert view == ["id", *RESULTS.names]

@@ -19,14 +19,16 @@ synthetic scenario both ways, with chaos on, and compares every result and state
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightstream import rules
-from weightstream.copies import given_kg, may_be_copy
+from weightstream.copies import MAX_SHIFT_HOURS, given_kg, may_be_copy
 from weightstream.engine import kernel as K
 from weightstream.engine.results import ResultsTable
 from weightstream.engine.state import from_arrays, to_arrays
@@ -71,6 +73,15 @@ _REJECTED = str(Verdict.REJECTED)
 _DUPLICATE = str(Verdict.DUPLICATE)
 _DUP_KEY = str(Reason.DUPLICATE_KEY)
 _DUP_CONTENT = str(Reason.DUPLICATE_CONTENT)
+#: How far apart a clock-shifted copy may be, in the loop's time unit (microseconds).
+_SHIFT_US = MAX_SHIFT_HOURS * 3_600_000_000
+# The same, as arrays indexed by message code (a whole group's texts in one take).
+_CODES = range(max(_MESSAGES) + 1)
+_VERDICT_TEXT = np.array(
+    [_ACCEPTED if c == K.MSG_NONE else _REJECTED for c in _CODES], dtype=object
+)
+_REASON_TEXT = np.array([_REASONS.get(c) for c in _CODES], dtype=object)
+_MESSAGE_TEXT = np.array([_TEXTS.get(c) for c in _CODES], dtype=object)
 
 
 @dataclass
@@ -233,6 +244,9 @@ class _Group:
         self.out = _Outputs(n)
         self.events: list[ReadingEvent] = []
         self.dup: list[str | None] = []
+        #: The spans of readings the loop decided (their rows are staged by _flush).
+        self.stretches: list[tuple[int, int]] = []
+        self.shared = self._shared()
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -261,6 +275,7 @@ class _Group:
                 end += 1
             self._user(start, end)
             start = end
+        self._flush()
         if self.events:
             per_row = (time.perf_counter() - started) / n
             observer = self.p.observer
@@ -297,6 +312,11 @@ class _Group:
             batch.process(self._measurement(i), row=g.line[i])
             i += 1
 
+    def _order_key(self, i: int) -> tuple[int, str, str, float, str]:
+        """:func:`weightstream.model.order_key` of reading ``i``, without its Measurement."""
+        g, key = self.g, self.ids[i]
+        return (g.ts[i], g.source[i], g.unit[i], g.value[i], "" if key == self.contents[i] else key)
+
     def _measurement(self, i: int) -> Measurement:
         return self.g.measurement(i, self.ids[i], self.contents[i], self.offs[i])
 
@@ -318,30 +338,41 @@ class _Group:
 
         A possible copy (:func:`weightstream.copies.may_be_copy`) of a reading the state
         remembers, or of an earlier one of the stretch, goes through the step, which applies
-        the copy rules exactly; the loop never sees it. Most readings share neither a time
-        nor a (source, weight) with an earlier one: two dict lookups each.
+        the copy rules exactly; the loop never sees it.
+
+        Most readings can be passed over without a look: a copy of an earlier reading of the
+        stretch shares its time or its (source, weight) with another reading of the group
+        (:meth:`_shared`), and a copy of a remembered reading is at most
+        :data:`~weightstream.copies.MAX_SHIFT_HOURS` after the newest of them. Only those
+        readings are indexed and asked, in order: two dict lookups each.
         """
+        remembered = (*state.buffer, *state.rejected)
+        near = i
+        if remembered:
+            newest = to_micros(max(e.timestamp for e in remembered))
+            near = i + int(np.searchsorted(self.ts[i:limit], newest + _SHIFT_US, side="right"))
+        shared = (np.flatnonzero(self.shared[near:limit]) + near).tolist()
+        asked: list[int] = [*range(i, near), *shared]
+        if not asked:
+            return limit
         g = self.g
         instants: dict[int, list[tuple[float, float | None]]] = {}
         values: dict[tuple[str, float], list[int]] = {}
         # Readings as given (the copy rules' weights): a remembered one's given_kg, and an
         # earlier reading of the stretch's weight as its buffer entry will give it back.
-        for e in (*state.buffer, *state.rejected):
+        for e in remembered:
             t = to_micros(e.timestamp)
             kg = given_kg(e)
             instants.setdefault(t, []).append((kg, e.value))
             values.setdefault((e.source, kg), []).append(t)
         ts, kgs, sources, raw, offs = g.ts, g.weight_kg, g.source, g.value, self.offs
-        for k in range(i, limit):
+        for k in asked:
             t, kg = ts[k], kgs[k]
             key = (sources[k], kg)
-            if t in instants or key in values:
-                if may_be_copy(instants, values, t, kg, raw[k], key[0]):
-                    return k
-            elif not offs[k]:
-                instants[t] = [(kg, raw[k])]
-                values[key] = [t]
-                continue
+            if (t in instants or key in values) and may_be_copy(
+                instants, values, t, kg, raw[k], key[0]
+            ):
+                return k
             off = offs[k]
             if off:
                 kg = (kg - off) + off
@@ -349,6 +380,31 @@ class _Group:
             instants.setdefault(t, []).append((kg, raw[k]))
             values.setdefault(key, []).append(t)
         return limit
+
+    def _shared(self) -> Any:
+        """Whether each reading shares its time, or its (source, weight), with another of its
+        user's readings in the group: the readings a copy rule could pair within the group.
+
+        A weight counts as given and as its buffer entry will give it back (less its offset,
+        plus it again), so either form matching another reading's flags both.
+        """
+        g = self.g
+        given = list(zip(g.user, g.source, g.weight_kg, strict=True))
+        back = [
+            (u, s, (kg - off) + off) if off else (u, s, kg)
+            for u, s, kg, off in zip(g.user, g.source, g.weight_kg, self.offs, strict=True)
+        ]
+        at = Counter(zip(g.user, g.ts, strict=True))
+        weights = Counter(given)
+        weights.update(b for a, b in zip(given, back, strict=True) if a != b)
+        return np.fromiter(
+            (
+                at[(u, t)] > 1 or weights[a] > 1 or (a != b and weights[b] > 1)
+                for u, t, a, b in zip(g.user, g.ts, given, back, strict=True)
+            ),
+            dtype=np.bool_,
+            count=len(given),
+        )
 
     def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
         """Run the compiled loop over readings ``i .. stop-1``; where it stopped."""
@@ -380,44 +436,80 @@ class _Group:
         )
 
     def _stage(self, base: UserState, i0: int, i1: int, sf: Any, si: Any) -> None:
-        """Stage readings ``i0 .. i1-1`` as the loop decided them, and the user's new state.
+        """Stage readings ``i0 .. i1-1`` as the loop decided them: the user's new state now,
+        their rows with the group's others (:meth:`_flush`).
 
-        Column by column: the rows for the store are zipped from lists, and only a rejected
-        reading's message is built one by one.
+        Their keys are staged at once, so a later reading of the group sees them.
         """
-        g, batch, engine, out = self.g, self.batch, self.engine, self.out
+        g, batch, engine = self.g, self.batch, self.engine
         n = i1 - i0
         user = g.user[i0]
-        codes = out.verdict[i0:i1]
-        accepted = codes == K.ACCEPTED
-        msgs = out.msg[i0:i1].tolist()
-        zs = out.z[i0:i1].tolist()
-        verdicts = [_ACCEPTED if m == K.MSG_NONE else _REJECTED for m in msgs]
-        reasons = [_REASONS[m] for m in msgs]
-        messages = [
-            _TEXTS[m] if m != K.MSG_SIGMA else rules.sigma_message(z)
-            for m, z in zip(msgs, zs, strict=True)
-        ]
-        filt = out.filt[i0:i1].tolist()
-        trend = out.trend[i0:i1].tolist()
-        std = out.std[i0:i1].tolist()
-        q = out.q[i0:i1].tolist()
-        sources = g.source[i0:i1]
-        quality = {src: engine.source(src)[2] for src in set(sources)}
-        q_source = [quality[src] for src in sources]
-        ids = self.ids[i0:i1]
-        contents = self.contents[i0:i1]
-        ts = g.ts[i0:i1]
-        kg = g.weight_kg[i0:i1]
-        offs = self.offs[i0:i1]
-        users = repeat(user, n)
+        self.stretches.append((i0, i1))
+        batch.staged_keys.update(zip(repeat(user, n), self.ids[i0:i1], strict=False))
+        batch.staged_keys.update(zip(repeat(user, n), self.contents[i0:i1], strict=False))
+        batch.note_last_key(user, self._order_key(i1 - 1))
+        # Only the entries the bounded buffer and the rejection list keep become objects.
+        accepted_at = (np.flatnonzero(self.out.verdict[i0:i1] == K.ACCEPTED) + i0).tolist()
+        after = accepted_at[-1] + 1 if accepted_at else i0
+        rejected_since = range(after, i1)
+        size = engine.buffer_size
+        buffer = [*base.buffer[-size:], *(self._entry(i) for i in accepted_at[-size:])][-size:]
+        kept = K.REJECTED_KEPT
+        earlier = base.rejected if not accepted_at else ()
+        rejected = [*earlier[-kept:], *(self._entry(i) for i in rejected_since[-kept:])][-kept:]
+        batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
+
+    def _flush(self) -> None:
+        """Stage the rows of every reading the loop decided, column by column, once a group.
+
+        The stored rows are zipped from whole columns, and only a rejected reading's message
+        is built one by one.
+        """
+        if not self.stretches:
+            return
+        g, batch, out = self.g, self.batch, self.out
+        spans = self.stretches
+        at = np.concatenate([np.arange(a, b) for a, b in spans]) if len(spans) > 1 else None
+        n = int(at.size) if at is not None else spans[0][1] - spans[0][0]
+
+        def numbers(column: Any) -> Any:
+            return column[at] if at is not None else column[spans[0][0] : spans[0][1]]
+
+        if at is None:
+            a, b = spans[0]
+
+            def pick(column: list[Any]) -> list[Any]:
+                return column[a:b]
+        else:
+            take = itemgetter(*at.tolist())
+
+            def pick(column: list[Any]) -> list[Any]:
+                got = take(column)
+                return list(got) if n > 1 else [got]
+
+        msgs = numbers(out.msg)
+        verdicts = _VERDICT_TEXT[msgs].tolist()
+        reasons = _REASON_TEXT[msgs].tolist()
+        messages = _MESSAGE_TEXT[msgs].tolist()
+        sigma = np.flatnonzero(msgs == K.MSG_SIGMA).tolist()
+        if sigma:
+            zs = numbers(out.z)
+            for k in sigma:
+                messages[k] = rules.sigma_message(float(zs[k]))
+        filt = numbers(out.filt).tolist()
+        trend = numbers(out.trend).tolist()
+        std = numbers(out.std).tolist()
+        q = numbers(out.q).tolist()
+        offs = numbers(self.off).tolist()
+        ids, contents, users = pick(self.ids), pick(self.contents), pick(g.user)
+        ts, kg, sources = pick(g.ts), pick(g.weight_kg), pick(g.source)
         reading = {
             "key": ids,
             "content_key": contents,
             "user_id": users,
             "ts": ts,
-            "value": g.value[i0:i1],
-            "unit": g.unit[i0:i1],
+            "value": pick(g.value),
+            "unit": pick(g.unit),
             "weight_kg": kg,
             "source": sources,
             "verdict": verdicts,
@@ -431,9 +523,9 @@ class _Group:
         }
         result = {
             "input_id": repeat(batch.input_id, n),
-            "row": g.line[i0:i1],
+            "row": pick(g.line),
             "reading_id": ids,
-            "user_id": repeat(user, n),
+            "user_id": users,
             "verdict": verdicts,
             "reason": reasons,
             "message": messages,
@@ -444,49 +536,37 @@ class _Group:
             "trend_kg_week": trend,
             "std_kg": std,
             "quality": q,
-            "q_innovation": out.qi[i0:i1].tolist(),
-            "q_rate": out.qr[i0:i1].tolist(),
-            "q_source": q_source,
+            "q_innovation": numbers(out.qi).tolist(),
+            "q_rate": numbers(out.qr).tolist(),
+            "q_source": numbers(self.srcq).tolist(),
             "offset_kg": offs if self.shown else None,
         }
-        # In the column tables' order; a column the loop does not decide is NULL.
-        batch.unit.reading_rows.extend(
+        # In the column tables' order; a column the loop does not decide is NULL. Each
+        # reading's result is marked as that reading's (a store may link the two).
+        unit = batch.unit
+        first = len(unit.result_rows)
+        unit.result_of_reading.extend(range(first, first + n))
+        unit.reading_rows.extend(
             zip(*(reading.get(name) or repeat(None, n) for name in READING_COLUMNS), strict=False)
         )
-        batch.unit.result_rows.extend(
+        unit.result_rows.extend(
             zip(*(result.get(name) or repeat(None, n) for name in RESULT_COLUMNS), strict=False)
         )
-        batch.staged_keys.update(zip(repeat(user, n), ids, strict=False))
-        batch.staged_keys.update(zip(repeat(user, n), contents, strict=False))
-        self.events.extend(zip(repeat(user, n), ids, verdicts, reasons, sources, strict=False))
+        self.events.extend(zip(users, ids, verdicts, reasons, sources, strict=False))
         if self.table is not None:
             columns = {
                 "verdict": verdicts,
                 "reason": reasons,
                 "message": messages,
-                "filtered_weight": out.filt[i0:i1].copy(),
-                "trend_kg_week": out.trend[i0:i1].copy(),
-                "std_kg": out.std[i0:i1].copy(),
-                "quality": out.q[i0:i1].copy(),
+                "filtered_weight": numbers(out.filt),
+                "trend_kg_week": numbers(out.trend),
+                "std_kg": numbers(out.std),
+                "quality": numbers(out.q),
             }
             if self.shown:
-                columns["offset_kg"] = self.off[i0:i1].copy()
-            table, at = self.table, self.offset + i0
-            batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
-        last = i1 - 1
-        batch.note_last_key(
-            user, order_key(g.measurement(last, self.ids[last], self.contents[last]))
-        )
-        # Only the entries the bounded buffer and the rejection list keep become objects.
-        accepted_at = (np.flatnonzero(accepted) + i0).tolist()
-        after = accepted_at[-1] + 1 if accepted_at else i0
-        rejected_since = list(range(after, i1))
-        size = engine.buffer_size
-        buffer = [*base.buffer[-size:], *(self._entry(i) for i in accepted_at[-size:])][-size:]
-        kept = K.REJECTED_KEPT
-        earlier = base.rejected if not accepted_at else ()
-        rejected = [*earlier[-kept:], *(self._entry(i) for i in rejected_since[-kept:])][-kept:]
-        batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
+                columns["offset_kg"] = numbers(self.off)
+            table, offset = self.table, self.offset
+            batch.after_commit(lambda c: _fill(table, offset, spans, c), columns)
 
     def _duplicate(self, i: int, reason: str) -> None:
         g, batch = self.g, self.batch
@@ -516,6 +596,17 @@ class _Group:
                 columns["offset_kg"] = [self.offs[i]]
             table, at = self.table, self.offset + i
             batch.after_commit(lambda c: table.fill_stretch(at, c), columns)
+
+
+def _fill(
+    table: ResultsTable, offset: int, spans: list[tuple[int, int]], columns: dict[str, Any]
+) -> None:
+    """Fill the table's slots of the loop's stretches (``spans``, in ``columns``' order)."""
+    done = 0
+    for a, b in spans:
+        part = {name: values[done : done + b - a] for name, values in columns.items()}
+        table.fill_stretch(offset + a, part)
+        done += b - a
 
 
 class _Outputs:

@@ -50,6 +50,9 @@ class UnitOfWork:
     #: no objects per reading. They are stored exactly as the objects above would be.
     reading_rows: list[tuple[Any, ...]] = field(default_factory=list)
     result_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: Where the result of each of ``reading_rows`` stands in ``result_rows`` (the same
+    #: reading, decided once): a store may keep only what the reading row does not hold.
+    result_of_reading: list[int] = field(default_factory=list)
     #: Users whose stored row is corrupt, with its ``version`` column exactly as stored: the
     #: staged state replaces that row only while the column still holds that raw value.
     corrupt_versions: dict[str, object] = field(default_factory=dict)
@@ -75,7 +78,14 @@ class UnitOfWork:
 
         readings = [*self.readings, *(codec.row_to_reading(r) for r in self.reading_rows)]
         results = [*self.results, *((r[0], codec.row_to_result(r)) for r in self.result_rows)]
-        return replace(self, readings=readings, results=results, reading_rows=[], result_rows=[])
+        return replace(
+            self,
+            readings=readings,
+            results=results,
+            reading_rows=[],
+            result_rows=[],
+            result_of_reading=[],
+        )
 
     @property
     def empty(self) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "RECOVERIES",
     "READING_DECIDED",
     "FILE_CELLS",
+    "RESULT_FROM_READING",
     "FILE_TIMES",
 ]
 
@@ -268,6 +269,18 @@ RECOVERIES = Table(
         Column("at", _TIME, "NOT NULL"),
     ),
 )
+
+#: The result columns that only repeat the reading's identity (result column -> reading
+#: column). They never change once stored (a replay changes a reading's decision, from the
+#: verdict on, never these), so a store may keep them once, in the reading's row, and link
+#: the result to it (SQLite does, migration 5).
+RESULT_FROM_READING = {
+    "reading_id": "key",
+    "user_id": "user_id",
+    "ts": "ts",
+    "source": "source",
+    "weight_kg": "weight_kg",
+}
 
 #: What replaying a late reading may change in a stored reading: its result, from the verdict on.
 READING_DECIDED = READINGS.names[READINGS.index("verdict") :]

@@ -201,4 +201,55 @@ CREATE TABLE results_v3 (
             "ALTER TABLE results ADD COLUMN offset_kg REAL",
         ),
     ),
+    (
+        5,
+        "a reading's result links to its stored row",
+        (
+            # The result of a stored reading repeated the reading's identity (user, id, time,
+            # source, weight: about 100 bytes a row); it now names the reading's row instead
+            # (reading_seq; the five columns NULL).
+            """
+CREATE TABLE results_v5 (
+    id INTEGER PRIMARY KEY,
+    input_ref INTEGER REFERENCES inputs (ref),
+    row INTEGER,
+    reading_id TEXT,
+    user_id TEXT,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER,
+    source TEXT,
+    weight_kg REAL, filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL,
+    q_innovation REAL, q_rate REAL, q_source REAL, quality_components TEXT, offset_kg REAL,
+    reading_seq INTEGER,
+    UNIQUE (input_ref, row)
+)""",
+            "INSERT INTO results_v5 (id, input_ref, row, reading_id, user_id, verdict, reason, "
+            "message, ts, source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, "
+            "reset_outcome, quality, q_innovation, q_rate, q_source, quality_components, "
+            "offset_kg) "
+            "SELECT id, input_ref, row, reading_id, user_id, verdict, reason, message, ts, "
+            "source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, "
+            "reset_outcome, quality, q_innovation, q_rate, q_source, quality_components, "
+            "offset_kg FROM results ORDER BY id",
+            "DROP TABLE results",
+            "ALTER TABLE results_v5 RENAME TO results",
+            # Every result as before, its reading's identity filled in: what the store reads,
+            # and what to query by hand.
+            """
+CREATE VIEW results_full AS
+SELECT r.id, r.input_ref, r.row,
+    coalesce(r.reading_id, g.key) AS reading_id,
+    coalesce(r.user_id, g.user_id) AS user_id,
+    r.verdict, r.reason, r.message,
+    coalesce(r.ts, g.ts) AS ts,
+    coalesce(r.source, g.source) AS source,
+    coalesce(r.weight_kg, g.weight_kg) AS weight_kg,
+    r.filtered_weight, r.trend_kg_week, r.std_kg, r.reset_type, r.reset_outcome, r.quality,
+    r.q_innovation, r.q_rate, r.q_source, r.quality_components, r.offset_kg
+FROM results r LEFT JOIN readings g ON g.seq = r.reading_seq""",
+        ),
+    ),
 )

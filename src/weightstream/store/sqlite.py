@@ -56,6 +56,7 @@ from weightstream.store.columns import (
     READING_DECIDED,
     READINGS,
     RECOVERIES,
+    RESULT_FROM_READING,
     RESULTS,
     STATES,
 )
@@ -76,10 +77,27 @@ _READING_INSERT = READINGS.insert()
 _READING_UPDATE = (
     f"UPDATE readings SET {READINGS.assignments(READING_DECIDED)} WHERE user_id = ? AND key = ?"
 )
-# Stored as: the input's number, then the other result columns (codec.RESULT_COLUMNS[1:]).
-_RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
-_RESULT_INSERT = RESULTS.insert()
+# A result is stored with its input's number where the record holds the input's id text.
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
+# A result is read through the view ``results_full`` (migration 5): a linked result's
+# identity comes from its reading's row.
+_RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
+# Result rows are inserted as they are staged (codec.RESULT_COLUMNS order, the input's id text
+# first): parameters by number, so SQL picks the columns it keeps and no row is rebuilt.
+_ARG = {name: f"?{k + 1}" for k, name in enumerate(RESULTS.names)}
+_RESULT_INSERT = "INSERT INTO results ({}) VALUES ({{ref}}, {})".format(
+    RESULTS.column_list(), ", ".join(_ARG[n] for n in RESULTS.names[1:])
+)
+_KEPT = tuple(n for n in RESULTS.names[1:] if n not in RESULT_FROM_READING)
+_LINKED_INSERT = (
+    "INSERT INTO results (input_ref, {}, reading_seq) VALUES ({{ref}}, {}, "
+    "(SELECT seq FROM readings WHERE user_id = {} AND key = {}))"
+).format(
+    ", ".join(_KEPT),
+    ", ".join(_ARG[n] for n in _KEPT),
+    _ARG["user_id"],
+    _ARG["reading_id"],
+)
 _AUDIT_COLS = AUDITS.column_list()
 _AUDIT_INSERT = AUDITS.insert()
 _RECOVERY_COLS = RECOVERIES.column_list()
@@ -206,10 +224,15 @@ class SQLiteStore:
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         self.faults.crash_point("store.after_results")
-        if unit.results:
-            self._insert_results([codec.result_to_row(i, r) for i, r in unit.results])
-        if unit.result_rows:
-            self._insert_results(unit.result_rows)
+        results = [codec.result_to_row(i, r) for i, r in unit.results]
+        linked: list[tuple[Any, ...]] = []
+        if unit.result_of_reading:
+            rows, paired = unit.result_rows, set(unit.result_of_reading)
+            linked = [rows[k] for k in unit.result_of_reading]
+            results += [row for k, row in enumerate(rows) if k not in paired]
+        else:
+            results += unit.result_rows
+        self._insert_results(results, linked)
         if unit.states:
             fresh, known, corrupt = [], [], []
             for uid, state in unit.states.items():
@@ -260,6 +283,7 @@ class SQLiteStore:
             c.executemany(_RECOVERY_INSERT, [codec.recovery_to_row(a) for a in unit.recoveries])
         if unit.position is not None:
             input_id, position = unit.position
+            self._check_start(unit, input_id, position)
             cur = c.execute(
                 "INSERT INTO input_positions VALUES (?, ?, ?) ON CONFLICT (input_id) DO UPDATE "
                 "SET position = excluded.position, updated_at = excluded.updated_at "
@@ -270,17 +294,51 @@ class SQLiteStore:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
             self.faults.crash_point("store.after_position")
 
-    def _insert_results(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert result rows (codec order), each input's text stored once, as a number."""
+    def _check_start(self, unit: UnitOfWork, input_id: str, position: int) -> None:
+        """A unit's results of an input are for positions not committed yet.
+
+        A unit's results of an input are those of the positions just before its new position
+        (each position of the processing order is one input row), so they must fit between
+        the stored position and the new one. This holds one result per row, as the
+        ``UNIQUE (input, row)`` index did: a unit that would repeat rows already committed is
+        a conflict and writes nothing.
+        """
+        written = sum(1 for i, _ in unit.results if i == input_id)
+        if unit.result_rows:
+            written += [row[0] for row in unit.result_rows].count(input_id)
+        if not written:
+            return
+        stored = self._conn.execute(
+            "SELECT position FROM input_positions WHERE input_id = ?", (input_id,)
+        ).fetchone()
+        start = 0 if stored is None else int(stored[0])
+        if position - written < start:
+            raise ConflictError(
+                f"input {input_id}: this unit's {written} results end at position {position}, "
+                f"but {start} positions are committed already"
+            )
+
+    def _insert_results(self, rows: list[tuple[Any, ...]], linked: list[tuple[Any, ...]]) -> None:
+        """Insert result rows (codec order), each input's text stored once, as a number.
+
+        ``linked``: results of readings inserted in this unit, stored linked to their rows.
+        """
         c = self._conn
-        refs: dict[str | None, int | None] = {None: None}
-        for input_id in {row[0] for row in rows}:
+        ids = {row[0] for row in rows} | {row[0] for row in linked}
+        for input_id in ids:
             if input_id is not None:
                 c.execute("INSERT OR IGNORE INTO inputs (input_id) VALUES (?)", (input_id,))
-                refs[input_id] = c.execute(
-                    "SELECT ref FROM inputs WHERE input_id = ?", (input_id,)
-                ).fetchone()[0]
-        c.executemany(_RESULT_INSERT, [(refs[row[0]], *row[1:]) for row in rows])
+        # One input (a file's group; the service's readings have none): its number is written
+        # into the statement; otherwise looked up per row.
+        ref = _INPUT_REF.replace("?", "?1")
+        if len(ids) == 1:
+            (only,) = ids
+            found = c.execute("SELECT ref FROM inputs WHERE input_id = ?", (only,)).fetchone()
+            ref = "NULL" if found is None else str(int(found[0]))
+        if rows:
+            c.executemany(_RESULT_INSERT.format(ref=ref), rows)
+        if linked:
+            c.executemany(_LINKED_INSERT.format(ref=ref), linked)
 
     # -- queries ------------------------------------------------------------------------
 
@@ -394,7 +452,7 @@ class SQLiteStore:
     def results_for_input(self, input_id: str) -> Iterator[Result]:
         try:
             cur = self._conn.execute(
-                f"SELECT ?, {_RESULT_STORED} FROM results WHERE input_ref = {_INPUT_REF} "
+                f"SELECT ?, {_RESULT_STORED} FROM results_full WHERE input_ref = {_INPUT_REF} "
                 "ORDER BY row",
                 (input_id, input_id),
             )
@@ -412,7 +470,8 @@ class SQLiteStore:
         iso = codec.iso
         try:
             cur = self._conn.execute(
-                f"SELECT {FILE_CELLS} FROM results WHERE input_ref = {_INPUT_REF} ORDER BY row",
+                f"SELECT {FILE_CELLS} FROM results_full WHERE input_ref = {_INPUT_REF} "
+                "ORDER BY row",
                 (input_id,),
             )
             if FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns

@@ -1,0 +1,130 @@
+"""SQLite's results table (migration 5): linked to the readings' rows, held by the position.
+
+* the result of a stored reading names the reading's row instead of repeating its identity,
+  and reads back whole (the store's queries, the ``results_full`` view, the results file);
+* one result per input row is held by the input position, not by a random-keyed index: a
+  unit whose results of an input would cover positions already committed writes nothing;
+* a file written before migration 5 keeps its results.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from weightstream.cli import app
+from weightstream.config import Config
+from weightstream.errors import ConflictError
+from weightstream.ingest import file_digest
+from weightstream.model import Result, Verdict
+from weightstream.pipeline import process_file
+from weightstream.store import schema, sqlite
+from weightstream.store.base import UnitOfWork
+from weightstream.store.memory import MemoryStore
+from weightstream.store.sqlite import SQLiteStore
+
+
+def _export(tmp_path: Path, users: int = 30, per_user: int = 20) -> Path:
+    src = tmp_path / "export.csv"
+    args = [
+        "synth",
+        "--users",
+        str(users),
+        "--per-user",
+        str(per_user),
+        "--seed",
+        "41",
+        "--out",
+        str(src),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return src
+
+
+def test_a_readings_result_is_linked_and_reads_back_whole(tmp_path: Path) -> None:
+    """Linked results carry no identity of their own, and read as a memory store keeps them."""
+    src = _export(tmp_path)
+    config = Config(processing={"commit_group_size": 100})
+    memory = MemoryStore()
+    process_file(src, memory, config, out=tmp_path / "m.csv")
+    with SQLiteStore(tmp_path / "w.db") as store:
+        process_file(src, store, config, out=tmp_path / "s.csv")
+        input_id = file_digest(src)
+        assert list(store.results_for_input(input_id)) == list(memory.results_for_input(input_id))
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
+    conn = sqlite3.connect(tmp_path / "w.db")
+    linked, bare, readings = conn.execute(
+        "SELECT count(reading_seq), sum(reading_seq IS NOT NULL AND user_id IS NULL "
+        "AND reading_id IS NULL AND ts IS NULL AND source IS NULL AND weight_kg IS NULL), "
+        "(SELECT count(*) FROM readings) FROM results"
+    ).fetchone()
+    # Most stored readings were decided by the compiled loop, whose results are linked.
+    assert linked == bare and linked > 0.8 * readings
+    # Every link names the reading the result is about.
+    mismatched = conn.execute(
+        "SELECT count(*) FROM results r JOIN readings g ON g.seq = r.reading_seq "
+        "JOIN results_full f ON f.id = r.id "
+        "WHERE f.reading_id != g.key OR f.user_id != g.user_id OR f.ts != g.ts"
+    ).fetchone()[0]
+    assert mismatched == 0
+
+
+def _result(row: int) -> Result:
+    return Result(None, None, Verdict.INVALID, row=row, message="not a weight")
+
+
+def _unit(rows: range, position: int) -> UnitOfWork:
+    unit = UnitOfWork(position=("in.csv", position))
+    unit.results.extend(("in.csv", _result(r)) for r in rows)
+    return unit
+
+
+@pytest.mark.parametrize(
+    ("rows", "position"),
+    [
+        (range(3, 5), 4),  # rows 3-4 again: the unit claims positions 2-3, 0-3 are stored
+        (range(4, 7), 6),  # rows 4-6 for positions 3-5: position 3 is stored already
+        (range(1, 9), 8),  # every row again, and more
+    ],
+    ids=["repeat", "overlap", "all-again"],
+)
+def test_a_unit_repeating_committed_positions_writes_nothing(
+    tmp_path: Path, rows: range, position: int
+) -> None:
+    with SQLiteStore(tmp_path / "w.db") as store:
+        store.commit(_unit(range(1, 5), 4))
+        with pytest.raises(ConflictError):
+            store.commit(_unit(rows, position))
+        assert store.position("in.csv") == 4
+        assert [r.row for r in store.results_for_input("in.csv")] == [1, 2, 3, 4]
+        store.commit(_unit(range(5, 7), 6))  # the next unit, where the last one ended
+        assert [r.row for r in store.results_for_input("in.csv")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_results_written_before_migration_5_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.db"
+    monkeypatch.setattr(sqlite, "MIGRATIONS", schema.MIGRATIONS[:4])
+    with SQLiteStore(path) as old:
+        old.commit(_unit(range(1, 3), 2))
+    assert "results_full" not in _names(path)
+    monkeypatch.undo()
+    with SQLiteStore(path) as store:
+        assert "results_full" in _names(path)
+        assert list(store.results_for_input("in.csv")) == [_result(1), _result(2)]
+        store.commit(_unit(range(3, 4), 3))
+        assert store.position("in.csv") == 3
+        assert [r.row for r in store.results_for_input("in.csv")] == [1, 2, 3]
+
+
+def _names(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
