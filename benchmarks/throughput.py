@@ -71,7 +71,14 @@ def _peak_rss_mb() -> float:
 
 
 def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any]:
-    """``process`` the export into a fresh durable SQLite file, results CSV out; its figures."""
+    """``process`` the export into a fresh durable SQLite file, results CSV out; its figures.
+
+    With the allocator settings the ``weightstream`` command sets for itself.
+    """
+    from weightstream.cli import ALLOCATOR_ENV
+
+    for name, value in ALLOCATOR_ENV.items():  # before polars is imported
+        os.environ.setdefault(name, value)
     from weightstream.config import Config, ProcessingConfig
     from weightstream.pipeline import process_file
     from weightstream.store.sqlite import SQLiteStore

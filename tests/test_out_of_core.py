@@ -98,6 +98,13 @@ def test_spilled_run_equals_the_in_memory_run(
         k: v for k, v in s_memory.as_dict().items() if k not in skip
     }
     assert s_memory.rows == synth_export.rows and memory.count(b"\r\n") == synth_export.rows + 1
+    assert s_memory.users == _users(memory) > 50
+
+
+def _users(results: bytes) -> int:
+    """Distinct users in a results file."""
+    frame = pl.read_csv(results, infer_schema=False)
+    return frame.get_column("user_id").drop_nulls().n_unique()
 
 
 def test_partitions_change_no_result(synth_export, tmp_path, monkeypatch, volatile_columns):
@@ -199,6 +206,7 @@ def test_interrupted_spilled_run_resumes_to_the_same_end(
             synth_export.path, store, _config(5), out=work / "results.csv", clock=FakeClock()
         )
     assert summary.resumed_from == stop_after * GROUP
+    assert summary.users == _users(reference) and summary.rows == synth_export.rows
     assert (work / "results.csv").read_bytes() == reference
     assert db_dump(work / "ws.db", exclude=volatile_columns) == db_dump(
         db_ref, exclude=volatile_columns

@@ -88,13 +88,17 @@ class RunSummary:
     seconds: float = 0.0
     retries: int = 0
     user_ids: set[str] = field(default_factory=set, repr=False)
+    #: Users counted by the caller, who then collects no ids (a file's processing order keeps
+    #: each user's readings together, so it counts users without holding them); None: the
+    #: users are counted here from the rows' user ids.
+    user_count: int | None = None
     #: Seconds spent on each part of the run: parse, sort, filter (deciding), store
     #: (committing), results (the results file).
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def users(self) -> int:
-        return len(self.user_ids)
+        return len(self.user_ids) if self.user_count is None else self.user_count
 
     def count_row(self, row: tuple[object, ...]) -> None:
         """Count one results-file row (:data:`RESULT_FIELDS` order) into the summary."""
@@ -109,7 +113,7 @@ class RunSummary:
             self.resets[str(reset_type)] += 1
         if reset_outcome:
             self.reset_outcomes[str(reset_outcome)] += 1
-        if user_id:
+        if user_id and self.user_count is None:
             self.user_ids.add(str(user_id))
 
     def count_table(self, table: ResultsTable, frame: pl.DataFrame) -> None:
@@ -125,8 +129,9 @@ class RunSummary:
         self.invalid.update(counts["invalid"])
         self.resets.update(counts["reset_type"])
         self.reset_outcomes.update(counts["reset_outcome"])
-        self.user_ids.update(frame.get_column("user_id").drop_nulls().unique().to_list())
-        self.user_ids.discard("")
+        if self.user_count is None:
+            self.user_ids.update(frame.get_column("user_id").drop_nulls().unique().to_list())
+            self.user_ids.discard("")
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -220,7 +225,7 @@ def process_file(
     started = time.perf_counter()
     path = Path(path)
     input_id = file_digest(path)
-    summary = RunSummary(input_id=input_id)
+    summary = RunSummary(input_id=input_id, user_count=0)
     timings = summary.timings
     memory_rows = config.processing.in_memory_rows
     order = read_order(
@@ -252,6 +257,7 @@ def process_file(
             faults.crash_point("pipeline.group_committed")
             if progress is not None:
                 progress(group.end, total)
+        summary.user_count = order.users
     finally:
         order.close()
     written = time.perf_counter()

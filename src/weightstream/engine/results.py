@@ -177,8 +177,9 @@ class ResultsSpill:
     holds more than :data:`RANGE_ROWS` lines, whatever the file.
     """
 
-    #: Rows of the file per range: what :meth:`write` sorts at once (about 15 MB of text).
-    RANGE_ROWS: Final = 100_000
+    #: Rows of the file per range: what :meth:`write` holds at once (~7 MB of text; ~15 MB at
+    #: the peak with its order and the slice being written).
+    RANGE_ROWS: Final = 50_000
 
     def __init__(self, memory_rows: int, *, raw: bool, directory: Path | None = None) -> None:
         self.raw = raw

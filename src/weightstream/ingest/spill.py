@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +40,10 @@ class Spill:
         self._dir: Path | None = None
         self._held: dict[int, list[pl.DataFrame]] = {}
         self._held_rows = 0
-        #: Per key on disk: the (offset, length) of each frame's stream in the key's file.
-        self._pieces: dict[int, list[tuple[int, int]]] = {}
+        #: Per key on disk: the offset and the length of each frame's stream in the key's file,
+        #: one after the other (a file of 10 M rows has ~10^5 frames: compact arrays, not
+        #: tuples).
+        self._pieces: dict[int, array[int]] = {}
         self._rows: dict[int, int] = {}
 
     @property
@@ -83,11 +86,11 @@ class Spill:
         if self._dir is None:
             yield from self._held.get(key, [])
             return
-        pieces = self._pieces.get(key, [])
-        if not pieces:
+        pieces = self._pieces.get(key)
+        if pieces is None:
             return
         with self._path(key).open("rb") as fh:
-            for offset, length in pieces:
+            for offset, length in zip(pieces[::2], pieces[1::2], strict=True):
                 fh.seek(offset)
                 yield pl.read_ipc_stream(io.BytesIO(fh.read(length)))
 
@@ -131,6 +134,6 @@ class Spill:
             with path.open("ab") as fh:
                 offset = fh.tell()
                 frame.write_ipc_stream(fh)
-                self._pieces.setdefault(key, []).append((offset, fh.tell() - offset))
+                self._pieces.setdefault(key, array("q")).extend((offset, fh.tell() - offset))
         except OSError as exc:  # a full disk is exit 73, as for any file we write
             raise output_error(path, exc, "spill file") from None
