@@ -19,7 +19,6 @@ synthetic scenario both ways, with chaos on, and compares every result and state
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -246,7 +245,7 @@ class _Group:
         self.dup: list[str | None] = []
         #: The spans of readings the loop decided (their rows are staged by _flush).
         self.stretches: list[tuple[int, int]] = []
-        self.shared = self._shared()
+        self.shared = _shared_readings(g.user, g.source, g.weight_kg, self.ts, self.off)
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -342,7 +341,7 @@ class _Group:
 
         Most readings can be passed over without a look: a copy of an earlier reading of the
         stretch shares its time or its (source, weight) with another reading of the group
-        (:meth:`_shared`), and a copy of a remembered reading is at most
+        (:func:`_shared_readings`), and a copy of a remembered reading is at most
         :data:`~weightstream.copies.MAX_SHIFT_HOURS` after the newest of them. Only those
         readings are indexed and asked, in order: two dict lookups each.
         """
@@ -380,31 +379,6 @@ class _Group:
             instants.setdefault(t, []).append((kg, raw[k]))
             values.setdefault(key, []).append(t)
         return limit
-
-    def _shared(self) -> Any:
-        """Whether each reading shares its time, or its (source, weight), with another of its
-        user's readings in the group: the readings a copy rule could pair within the group.
-
-        A weight counts as given and as its buffer entry will give it back (less its offset,
-        plus it again), so either form matching another reading's flags both.
-        """
-        g = self.g
-        given = list(zip(g.user, g.source, g.weight_kg, strict=True))
-        back = [
-            (u, s, (kg - off) + off) if off else (u, s, kg)
-            for u, s, kg, off in zip(g.user, g.source, g.weight_kg, self.offs, strict=True)
-        ]
-        at = Counter(zip(g.user, g.ts, strict=True))
-        weights = Counter(given)
-        weights.update(b for a, b in zip(given, back, strict=True) if a != b)
-        return np.fromiter(
-            (
-                at[(u, t)] > 1 or weights[a] > 1 or (a != b and weights[b] > 1)
-                for u, t, a, b in zip(g.user, g.ts, given, back, strict=True)
-            ),
-            dtype=np.bool_,
-            count=len(given),
-        )
 
     def _loop(self, i: int, stop: int, sf: Any, si: Any, rej_w: Any, rej_t: Any, c: Any) -> int:
         """Run the compiled loop over readings ``i .. stop-1``; where it stopped."""
@@ -607,6 +581,49 @@ def _fill(
         part = {name: values[done : done + b - a] for name, values in columns.items()}
         table.fill_stretch(offset + a, part)
         done += b - a
+
+
+def _shared_readings(
+    users: list[str], sources: list[str], weights: list[float], ts: Any, off: Any
+) -> Any:
+    """Whether each reading of a group (in user and time order; ``ts`` in microseconds, ``off``
+    each reading's offset) shares its time, or its (source, weight), with another of its
+    user's readings there: the readings a copy rule could pair within the group.
+
+    A weight counts as given and as its buffer entry will give it back (less its offset,
+    plus it again), so either form matching another reading's flags both, if the two are
+    at most :data:`~weightstream.copies.MAX_SHIFT_HOURS` apart (a clock-shifted copy).
+    Vectorised: the group is in user and time order, so equal times are neighbours; equal
+    weights are found by sorting (user, source, weight, time) keys.
+    """
+    n = len(users)
+    out = np.zeros(n, dtype=np.bool_)
+    if n < 2:
+        return out
+    names = np.array(users, dtype=object)
+    user = np.concatenate(([0], np.cumsum(names[1:] != names[:-1])))
+    same = (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])
+    out[1:] |= same
+    out[:-1] |= same
+    codes: dict[str, int] = {}
+    source = np.fromiter(
+        (codes.setdefault(s, len(codes)) for s in sources), dtype=np.int64, count=n
+    )
+    given = np.asarray(weights, dtype=np.float64)
+    back = (given - off) + off
+    other = np.flatnonzero(back != given)
+    who = np.concatenate((np.arange(n), other))
+    u, src, t = user[who], source[who], ts[who]
+    kg = np.concatenate((given, back[other]))
+    order = np.lexsort((t, kg, src, u))
+    u, src, kg, t, who = u[order], src[order], kg[order], t[order], who[order]
+    # Equal weights further apart than a clock shift cannot pair (a pair within it has
+    # neighbours within it, in time order).
+    tie = (u[1:] == u[:-1]) & (src[1:] == src[:-1]) & (kg[1:] == kg[:-1])
+    tie &= t[1:] - t[:-1] <= _SHIFT_US
+    out[who[1:][tie]] = True
+    out[who[:-1][tie]] = True
+    return out
 
 
 class _Outputs:
