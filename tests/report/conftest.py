@@ -53,7 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     write_stream(6, 30, SEED + 1, dups, scenario="duplicates")
     db = base / "w.db"
     chaos = FaultPoints.from_environ(
-        {"WEIGHTSTREAM_CHAOS": "reset:0.1", "WEIGHTSTREAM_CHAOS_SEED": str(SEED)}
+        {"WEIGHTSTREAM_CHAOS": "reset:0.2", "WEIGHTSTREAM_CHAOS_SEED": str(SEED)}
     )
     store = SQLiteStore.from_config(Config().store, db, create=True)
     try:
