@@ -34,7 +34,8 @@ class Run:
 
 
 def _run(tmp_path: Path) -> Run:
-    """Six users: daily readings, a 49-day gap (HARD), a far-off manual entry (SOFT), a duplicate.
+    """Six users: daily readings, a 49-day gap (HARD), a far-off manual entry (SOFT: 18 kg, beyond
+    resets.manual_reset_sigma), a duplicate.
 
     The first five reset transactions raise; three failures in a row open the breaker, so
     later resets are refused until the (fake) clock passes the breaker timeout.
@@ -52,7 +53,7 @@ def _run(tmp_path: Path) -> Run:
     for user in USERS:
         readings = [measurement(80.0 + 0.1 * day, day, user=user) for day in range(8)]
         readings.append(measurement(82.0, 57, user=user))  # gap of 49 days: HARD
-        readings.append(measurement(86.0, 61, user=user, source="care-team-upload"))  # SOFT
+        readings.append(measurement(100.0, 61, user=user, source="care-team-upload"))  # SOFT
         readings.append(readings[3])  # duplicate
         for m in readings:
             reading_ids.add(m.reading_id)
