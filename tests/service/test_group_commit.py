@@ -232,3 +232,26 @@ def test_a_failure_inside_the_loop_is_redone_reading_by_reading(monkeypatch) -> 
     assert isinstance(answers[1], RequestFailed)
     assert [len(answers[0]), len(answers[2])] == [4, 4]
     assert set(store.users()) == {"a", "c"}
+
+
+def test_warm_up_runs_the_loop_and_stores_nothing(monkeypatch) -> None:
+    """Before the first request, the loop is compiled through a throwaway memory store: the
+    loop decides readings, and neither the service's store nor its processor sees them."""
+    import weightstream.service.commit as commit
+    from weightstream.engine import kernel as K
+
+    looped: list[int] = []
+    real = commit.run_group
+
+    def counting(processor, batch, group, engine, *args):
+        looped.append(len(group))
+        return real(processor, batch, group, engine, *args)
+
+    monkeypatch.setattr(commit, "run_group", counting)
+    store = MemoryStore()
+    processor = Processor(store, Config(), clock=FakeClock())
+    committer = GroupCommitter(processor)
+    committer.warm_up()
+    assert looped == [4, 4]
+    assert store.users() == [] and processor.load_state("warm-up") is None
+    assert K.run.signatures  # compiled (or loaded from numba's cache)

@@ -271,6 +271,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await committer.prepare()
         committer.start()
         try:
             yield

@@ -50,12 +50,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from weightstream.batch import Batch
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
 from weightstream.errors import ConflictError, StorageError, StoreBusyError
-from weightstream.model import Measurement, Result, order_key, to_micros
+from weightstream.model import Measurement, Result, content_key, order_key, to_micros
 from weightstream.processor import Processor
 from weightstream.service.lookups import stored_results
 from weightstream.store.codec import RESULT_COLUMNS, row_to_result
@@ -157,6 +158,34 @@ class GroupCommitter:
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Compile the loop (or load it from numba's cache) before a request needs it.
+
+        A throwaway user's readings go through ``run_group`` on a memory store, twice (a new
+        state, then a stored one), with this processor's configuration and no observer:
+        nothing reaches the service's store or metrics. Without it the first group with a
+        user's several readings waited seconds for the compiler. Runs on the store thread
+        (:meth:`prepare`).
+        """
+        if not self.engine.usable:
+            return
+        from weightstream.store.memory import MemoryStore
+
+        p = Processor(MemoryStore(), self.processor.config, clock=self.processor.clock)
+        engine = EngineConfig(p)
+        start = self.processor.clock.now() - timedelta(days=30)
+        for first in (0, 4):
+            batch = Batch(p, input_id=None)
+            readings = [_warm_reading(start + timedelta(days=first + k)) for k in range(4)]
+            picked = list(range(len(readings)))
+            run_group(p, batch, _group(readings, picked), engine)
+            _looped_results(batch, picked)
+            batch.commit()
+
+    async def prepare(self) -> None:
+        """:meth:`warm_up` on the store thread (the app's startup awaits it)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.warm_up)
 
     def start(self) -> None:
         """Start the writer on the running event loop."""
@@ -379,6 +408,12 @@ class GroupCommitter:
                 answered.add(ident)
                 decided[j] = found
         return [j for j in order if j not in decided]
+
+
+def _warm_reading(when: datetime) -> Measurement:
+    user, value, unit, source = "warm-up", 70.0, "kg", "warm-up"
+    key = content_key(user, when, value, unit, source)
+    return Measurement(key, user, when, value, unit, value, source, key)
 
 
 def _group(readings: list[Measurement], picked: list[int]) -> GroupReadings:
