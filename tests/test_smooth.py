@@ -216,6 +216,24 @@ def test_a_rejected_reading_that_disagrees_with_the_next_reset_is_not_smoothed()
     assert rows[8].reset_type == "hard"
 
 
+def test_a_far_off_manual_entry_is_weighed_down_as_the_filter_weighs_it() -> None:
+    """A care-team entry 4 kg off steady scale readings: the smoother raises its variance
+    beyond rules.manual_robust_sigma as the live filter does, so the smoothed level around it
+    moves far less than with the entry at face value."""
+    store = MemoryStore()
+    proc = Processor(store, Config())
+    for d in range(20):
+        src, kg = ("care-team-upload", 84.0) if d == 10 else ("patient-device", 80.0)
+        proc.process_one(Measurement(f"r{d}", "u", T0 + timedelta(days=d), kg, "kg", kg, src))
+    rows = store.history("u")
+    assert rows[10].result.verdict is Verdict.ACCEPTED and rows[10].result.reset_type is None
+    robust = smooth_rows(rows, Config())[10].smoothed_weight
+    plain_config = Config(rules=Config().rules.model_copy(update={"manual_robust_sigma": 0.0}))
+    plain = smooth_rows(rows, plain_config)[10].smoothed_weight
+    assert robust is not None and plain is not None
+    assert 80.0 < robust < 80.0 + 0.5 * (plain - 80.0), (robust, plain)
+
+
 def test_configured_offsets_are_subtracted_before_smoothing() -> None:
     """A source offset in the config shifts that source's readings before the smoother."""
     store = MemoryStore()

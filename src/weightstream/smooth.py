@@ -23,6 +23,9 @@ reset across is never smeared across the reset. A segment starts from the prior 
 reset uses (the first reading, zero trend, the reset type's initial variance) and folds the
 first reading in like the others.
 
+A manual entry far from the forward prediction is weighed down as the live filter weighs it
+(its variance raised beyond ``rules.manual_robust_sigma``, :func:`weightstream.step.robust_var`).
+
 Looking back also shows which rejections were wrong: a hard reset after a streak of readings
 that agree with it (the filter, not they, was wrong) begins its segment with them, so the
 rejected readings right before a hard reset that agree with its reading (within
@@ -47,6 +50,7 @@ from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.model import ResetType, Verdict
 from weightstream.offsets import from_config, offset_kg
+from weightstream.step import robust_var
 from weightstream.store.base import HistoryRow, StateStore
 
 __all__ = ["SmoothedReading", "SMOOTHED_FIELDS", "rts", "smooth_rows", "smoothed_history"]
@@ -87,11 +91,15 @@ def rts(
     prior: tuple[kalman.Vec, kalman.Mat],
     q_weight: float,
     q_trend: float,
+    robust: Sequence[float] | None = None,
 ) -> list[tuple[kalman.Vec, kalman.Mat]]:
     """Smoothed (x, P) at each reading of one segment.
 
     ``times`` in days (non-decreasing), ``values`` in kg, ``variances`` R of each reading,
-    ``prior`` the state before the first reading (at its time).
+    ``prior`` the state before the first reading (at its time). ``robust``: for each reading
+    the sigmas beyond which its variance is raised in the forward pass as the live filter
+    raises it (:func:`weightstream.step.robust_var`; 0: not raised), so that a manual entry
+    the filter weighed down is weighed down here too.
 
     With no process noise and a vague prior, the smoother is the least-squares line through
     the readings, at every reading (the filter alone has only the readings so far):
@@ -112,7 +120,11 @@ def rts(
             dt = max(0.0, times[k] - times[k - 1])
             x, P = kalman.predict(x, P, dt, q_weight, q_trend)
         priors.append((x, P))
-        upd = kalman.update(x, P, values[k], variances[k])
+        r = variances[k]
+        if robust is not None and robust[k] > 0.0:
+            y, sk = values[k] - x[0], P[0][0] + r
+            r = robust_var(robust[k], y, sk, P[0][0], r)
+        upd = kalman.update(x, P, values[k], r)
         x, P = upd.x, upd.P
         posts.append((x, P))
     out = list(posts)
@@ -232,7 +244,9 @@ def smooth_rows(rows: Sequence[HistoryRow], config: Config) -> list[SmoothedRead
         variances = [
             f.measurement_var * sources.multiplier(rows[i].measurement.source) for i in seg
         ]
-        states = rts(times, values, variances, prior, f.q_weight, f.q_trend)
+        c = config.rules.manual_robust_sigma
+        robust = [c if sources.is_manual(rows[i].measurement.source) else 0.0 for i in seg]
+        states = rts(times, values, variances, prior, f.q_weight, f.q_trend, robust)
         for i, (x, P) in zip(seg, states, strict=True):
             smoothed[i] = (seg_no, x, P)
     out: list[SmoothedReading] = []
