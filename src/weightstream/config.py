@@ -276,7 +276,7 @@ class ProcessingConfig(_Section):
     # store are the same either way. On disk cost no measurable time on 200,000 rows (34.0 s
     # against 37.4 s in memory, a busy machine) and 48 MB less peak memory; small files (tests,
     # demos) stay off the disk.
-    in_memory_rows: int = Field(default=100_000, ge=0)
+    in_memory_rows: int = Field(default=10_000, ge=0)
 
 
 class StoreConfig(_Section):

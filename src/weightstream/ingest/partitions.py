@@ -50,9 +50,9 @@ __all__ = [
     "sort_readings",
 ]
 
-#: Bytes of file per partition: a partition of 8 MB of CSV is about 110,000 readings, about
-#: 10 MB as columns, sorted and decided in memory at once.
-PARTITION_BYTES: Final = 8 << 20
+#: Bytes of file per partition: a partition of 4 MB of CSV is about 28,000 readings (synth's
+#: 143 bytes a row), about 4 MB as columns, sorted and decided in memory at once.
+PARTITION_BYTES: Final = 4 << 20
 #: The order of the readings in a partition: user, event time, then content (source, unit,
 #: value, id), the order of :func:`weightstream.model.order_key`, so readings at the same
 #: instant never depend on where they stand in the file. Rows that tie on everything (the same
