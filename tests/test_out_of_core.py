@@ -8,8 +8,11 @@ file has many) changes the order between users, never a user's results.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +268,23 @@ def test_spill_gives_frames_back_in_order_from_memory_or_disk(spill_dir):
     assert len(list(spill_dir.iterdir())) == 1
     spill.close()
     assert list(spill_dir.iterdir()) == []
+
+
+def test_a_killed_run_s_spill_directory_is_removed_by_the_next_spill(spill_dir):
+    """A directory left by a process that no longer exists (SIGKILL) is removed when the next
+    spill goes to disk there; a live process's directory and other files are left alone."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = spill_dir / f"weightstream-spill-{int(done.stdout)}-abc"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "0.arrows").write_bytes(b"x")
+    live = spill_dir / f"weightstream-spill-{os.getpid()}-def"
+    live.mkdir()
+    other = spill_dir / "weightstream-spill-notapid-x"
+    other.mkdir()
+    with Spill(memory_rows=0) as spill:
+        spill.add(1, pl.DataFrame({"x": [1]}))
+        assert spill.on_disk
+        names = sorted(p.name for p in spill_dir.iterdir())
+    assert dead.name not in names and live.name in names and other.name in names
+    assert sorted(p.name for p in spill_dir.iterdir()) == sorted([live.name, other.name])

@@ -10,14 +10,17 @@ writes them all to disk and writes every later frame there at once.
 On disk a key is one file in a private temporary directory (``$TMPDIR`` or the given
 directory, removed by :meth:`Spill.close`): the frames are appended to it as Arrow IPC
 streams, each read back alone from its offsets. Arrow IPC because it is polars' own format:
-written and read at memory speed, with no conversion of a column's type or text. A process
-killed before :meth:`Spill.close` leaves the directory behind; its name says what it is
-(``weightstream-spill-*``).
+written and read at memory speed, with no conversion of a column's type or text.
+
+A process killed before :meth:`Spill.close` (SIGKILL, a crash) leaves its directory behind.
+The directory's name holds the process id (``weightstream-spill-PID-*``), and the next spill
+made in the same place removes every such directory whose process no longer exists.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 from array import array
@@ -29,6 +32,8 @@ import polars as pl
 from weightstream.results_file import output_error
 
 __all__ = ["Spill"]
+
+_PREFIX = "weightstream-spill-"
 
 
 class Spill:
@@ -70,7 +75,9 @@ class Spill:
         self._held_rows += frame.height
         if self._held_rows > self.memory_rows:
             try:
-                made = tempfile.mkdtemp(prefix="weightstream-spill-", dir=self._parent)
+                parent = Path(self._parent or tempfile.gettempdir())
+                _remove_stale(parent)
+                made = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
             except OSError as exc:
                 where = Path(self._parent or tempfile.gettempdir())
                 raise output_error(where, exc, "spill directory in") from None
@@ -137,3 +144,21 @@ class Spill:
                 self._pieces.setdefault(key, array("q")).extend((offset, fh.tell() - offset))
         except OSError as exc:  # a full disk is exit 73, as for any file we write
             raise output_error(path, exc, "spill file") from None
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove the spill directories in ``parent`` of processes that no longer exist."""
+    for entry in parent.glob(f"{_PREFIX}*-*"):
+        pid = entry.name[len(_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
