@@ -581,6 +581,19 @@ def test_position_never_goes_backwards(backend: Backend, store: StateStore):
     assert fresh(backend).position("in.csv") == 8
 
 
+def test_a_stored_reading_is_found_by_its_id(store: StateStore):
+    """stored_reading: one reading of a user, by id, with its current result."""
+    unit = full_unit("u1")
+    store.commit(unit)
+    m, r = unit.readings[1]
+    found = store.stored_reading("u1", m.reading_id)
+    assert found is not None
+    assert (found.measurement, found.result) == (m, r)
+    assert [h.seq for h in store.history("u1")].count(found.seq) == 1
+    assert store.stored_reading("u2", m.reading_id) is None  # another user's id is not it
+    assert store.stored_reading("u1", "no-such-id") is None
+
+
 def test_positions_are_per_input(store: StateStore):
     """Each input has its own position."""
     store.commit(UnitOfWork(position=("a.csv", 10)))

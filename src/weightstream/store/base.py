@@ -140,6 +140,10 @@ class StateStore(Protocol):
         """The user's stored readings in processing order (event time, then arrival)."""
         ...
 
+    def stored_reading(self, user_id: str, reading_id: str) -> HistoryRow | None:
+        """The user's stored reading with that id, with its current result (None if none)."""
+        ...
+
     def accepted_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, float]]:

@@ -133,6 +133,10 @@ class MemoryStore:
             out.append(HistoryRow(m, r, seq))
         return out
 
+    def stored_reading(self, user_id: str, reading_id: str) -> HistoryRow | None:
+        found = self._readings.get((user_id, reading_id))
+        return None if found is None else HistoryRow(*found)
+
     def _accepted(self, user_id: str) -> list[tuple[datetime, float]]:
         return [
             (row.measurement.timestamp, row.measurement.filter_kg)

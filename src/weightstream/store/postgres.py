@@ -445,6 +445,16 @@ class PostgresStore:
             out.append(HistoryRow(m, r, row[-1]))
         return out
 
+    def stored_reading(self, user_id: str, reading_id: str) -> HistoryRow | None:
+        rows = self._query(
+            f"SELECT {_READING_COLS}, seq FROM readings WHERE user_id = %s AND key = %s",
+            (_enc(user_id), _enc(reading_id)),
+        )
+        if not rows:
+            return None
+        m, r = codec.row_to_reading(_back(rows[0][:-1]))
+        return HistoryRow(m, r, rows[0][-1])
+
     def accepted_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, float]]:

@@ -402,6 +402,16 @@ class SQLiteStore:
             out.append(HistoryRow(m, r, row[-1]))
         return out
 
+    def stored_reading(self, user_id: str, reading_id: str) -> HistoryRow | None:
+        rows = self._query(
+            f"SELECT {_READING_COLS}, seq FROM readings WHERE user_id = ? AND key = ?",
+            (user_id, reading_id),
+        )
+        if not rows:
+            return None
+        m, r = codec.row_to_reading(rows[0][:-1])
+        return HistoryRow(m, r, rows[0][-1])
+
     def accepted_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, float]]:
