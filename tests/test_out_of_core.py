@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from weightstream import pipeline
 from weightstream.clock import SYSTEM_CLOCK
 from weightstream.config import Config
 from weightstream.ingest import file_digest, partitions
@@ -189,8 +190,10 @@ def test_interrupted_spilled_run_resumes_to_the_same_end(
     synth_export, tmp_path, spill_dir, monkeypatch, stop_after, db_dump, volatile_columns
 ):
     """A spilled run stopped after k groups resumes from its position; the results file (its
-    first rows from the store) and the database equal an uninterrupted run's."""
+    first rows from the store) and the database equal an uninterrupted run's; the stopped
+    run's spill files (its order and its results so far) are removed."""
     monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    monkeypatch.setattr(pipeline, "_SLICE_ROWS", 10)  # results reach the spill every group
     reference, db_ref, _ = _run(synth_export.path, tmp_path / "ref", 5)
     calls = 0
 

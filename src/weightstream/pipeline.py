@@ -233,6 +233,7 @@ def process_file(
     )
     timings["parse"] = time.perf_counter() - started
     order.timings = timings
+    results = _Results(summary, None if out is None else ResultsSpill(memory_rows, raw=raw))
     try:
         if processor is None:
             processor = Processor(
@@ -242,9 +243,6 @@ def process_file(
         engine = EngineConfig(processor)
         position = store.position(input_id)
         summary.resumed_from = position
-        # A first run writes the results file from what it decided; a resumed one from the
-        # store, which alone holds the rows an earlier run committed.
-        results = _Results(summary, ResultsSpill(memory_rows, raw=raw) if out else None)
         total = len(order)
         for group in order.groups(position, config.processing.commit_group_size):
             table = ResultsTable(group.invalid, group.valid)
@@ -258,18 +256,19 @@ def process_file(
             if progress is not None:
                 progress(group.end, total)
         summary.user_count = order.users
-    finally:
         order.close()
-    written = time.perf_counter()
-    try:
+        written = time.perf_counter()
+        # A first run writes the results file from what it decided; a resumed one from the
+        # store, which alone holds the rows an earlier run committed.
+        target = None if out is None else Path(out)
         if position:
-            target = None if out is None else Path(out)
             write_results(
                 store, input_id, target, summary=summary, raw=raw, memory_rows=memory_rows
             )
         else:
-            results.finish(None if out is None else Path(out))
+            results.finish(target)
     finally:
+        order.close()
         results.close()
     if out is not None:
         faults.crash_point("pipeline.results_written")
