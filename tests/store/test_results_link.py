@@ -1,9 +1,9 @@
-"""SQLite's results table (migration 5): linked to the readings' rows, held by the position.
+"""SQLite's results table (migration 5): linked to the readings' rows.
 
 * the result of a stored reading names the reading's row instead of repeating its identity,
   and reads back whole (the store's queries, the ``results_full`` view, the results file);
-* one result per input row is held by the input position, not by a random-keyed index: a
-  unit whose results of an input would cover positions already committed writes nothing;
+* one result per input row still holds: a unit whose results repeat rows already committed
+  writes nothing;
 * a file written before migration 5 keeps its results.
 """
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -443,38 +442,27 @@ class _Group:
             return
         g, batch, out = self.g, self.batch, self.out
         spans = self.stretches
-        at = np.concatenate([np.arange(a, b) for a, b in spans]) if len(spans) > 1 else None
-        n = int(at.size) if at is not None else spans[0][1] - spans[0][0]
+        at = np.concatenate([np.arange(a, b) for a, b in spans])
+        index = at.tolist()
+        n = len(index)
 
-        def numbers(column: Any) -> Any:
-            return column[at] if at is not None else column[spans[0][0] : spans[0][1]]
+        def pick(column: list[Any]) -> list[Any]:
+            return list(map(column.__getitem__, index))
 
-        if at is None:
-            a, b = spans[0]
-
-            def pick(column: list[Any]) -> list[Any]:
-                return column[a:b]
-        else:
-            take = itemgetter(*at.tolist())
-
-            def pick(column: list[Any]) -> list[Any]:
-                got = take(column)
-                return list(got) if n > 1 else [got]
-
-        msgs = numbers(out.msg)
+        msgs = out.msg[at]
         verdicts = _VERDICT_TEXT[msgs].tolist()
         reasons = _REASON_TEXT[msgs].tolist()
         messages = _MESSAGE_TEXT[msgs].tolist()
         sigma = np.flatnonzero(msgs == K.MSG_SIGMA).tolist()
         if sigma:
-            zs = numbers(out.z)
+            zs = out.z[at]
             for k in sigma:
                 messages[k] = rules.sigma_message(float(zs[k]))
-        filt = numbers(out.filt).tolist()
-        trend = numbers(out.trend).tolist()
-        std = numbers(out.std).tolist()
-        q = numbers(out.q).tolist()
-        offs = numbers(self.off).tolist()
+        filt = out.filt[at].tolist()
+        trend = out.trend[at].tolist()
+        std = out.std[at].tolist()
+        q = out.q[at].tolist()
+        offs = self.off[at].tolist()
         ids, contents, users = pick(self.ids), pick(self.contents), pick(g.user)
         ts, kg, sources = pick(g.ts), pick(g.weight_kg), pick(g.source)
         reading = {
@@ -510,9 +498,9 @@ class _Group:
             "trend_kg_week": trend,
             "std_kg": std,
             "quality": q,
-            "q_innovation": numbers(out.qi).tolist(),
-            "q_rate": numbers(out.qr).tolist(),
-            "q_source": numbers(self.srcq).tolist(),
+            "q_innovation": out.qi[at].tolist(),
+            "q_rate": out.qr[at].tolist(),
+            "q_source": self.srcq[at].tolist(),
             "offset_kg": offs if self.shown else None,
         }
         # In the column tables' order; a column the loop does not decide is NULL. Each
@@ -532,13 +520,13 @@ class _Group:
                 "verdict": verdicts,
                 "reason": reasons,
                 "message": messages,
-                "filtered_weight": numbers(out.filt),
-                "trend_kg_week": numbers(out.trend),
-                "std_kg": numbers(out.std),
-                "quality": numbers(out.q),
+                "filtered_weight": filt,
+                "trend_kg_week": trend,
+                "std_kg": std,
+                "quality": q,
             }
             if self.shown:
-                columns["offset_kg"] = numbers(self.off)
+                columns["offset_kg"] = offs
             table, offset = self.table, self.offset
             batch.after_commit(lambda c: _fill(table, offset, spans, c), columns)
 

@@ -208,34 +208,7 @@ CREATE TABLE results_v3 (
             # The result of a stored reading repeated the reading's identity (user, id, time,
             # source, weight: about 100 bytes a row); it now names the reading's row instead
             # (reading_seq; the five columns NULL).
-            """
-CREATE TABLE results_v5 (
-    id INTEGER PRIMARY KEY,
-    input_ref INTEGER REFERENCES inputs (ref),
-    row INTEGER,
-    reading_id TEXT,
-    user_id TEXT,
-    verdict TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL,
-    ts INTEGER,
-    source TEXT,
-    weight_kg REAL, filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
-    reset_type TEXT, reset_outcome TEXT, quality REAL,
-    q_innovation REAL, q_rate REAL, q_source REAL, quality_components TEXT, offset_kg REAL,
-    reading_seq INTEGER,
-    UNIQUE (input_ref, row)
-)""",
-            "INSERT INTO results_v5 (id, input_ref, row, reading_id, user_id, verdict, reason, "
-            "message, ts, source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, "
-            "reset_outcome, quality, q_innovation, q_rate, q_source, quality_components, "
-            "offset_kg) "
-            "SELECT id, input_ref, row, reading_id, user_id, verdict, reason, message, ts, "
-            "source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, "
-            "reset_outcome, quality, q_innovation, q_rate, q_source, quality_components, "
-            "offset_kg FROM results ORDER BY id",
-            "DROP TABLE results",
-            "ALTER TABLE results_v5 RENAME TO results",
+            "ALTER TABLE results ADD COLUMN reading_seq INTEGER",
             # Every result as before, its reading's identity filled in: what the store reads,
             # and what to query by hand.
             """

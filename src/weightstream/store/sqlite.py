@@ -283,7 +283,6 @@ class SQLiteStore:
             c.executemany(_RECOVERY_INSERT, [codec.recovery_to_row(a) for a in unit.recoveries])
         if unit.position is not None:
             input_id, position = unit.position
-            self._check_start(unit, input_id, position)
             cur = c.execute(
                 "INSERT INTO input_positions VALUES (?, ?, ?) ON CONFLICT (input_id) DO UPDATE "
                 "SET position = excluded.position, updated_at = excluded.updated_at "
@@ -293,30 +292,6 @@ class SQLiteStore:
             if cur.rowcount != 1:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
             self.faults.crash_point("store.after_position")
-
-    def _check_start(self, unit: UnitOfWork, input_id: str, position: int) -> None:
-        """A unit's results of an input are for positions not committed yet.
-
-        A unit's results of an input are those of the positions just before its new position
-        (each position of the processing order is one input row), so they must fit between
-        the stored position and the new one. This holds one result per row, as the
-        ``UNIQUE (input, row)`` index did: a unit that would repeat rows already committed is
-        a conflict and writes nothing.
-        """
-        written = sum(1 for i, _ in unit.results if i == input_id)
-        if unit.result_rows:
-            written += [row[0] for row in unit.result_rows].count(input_id)
-        if not written:
-            return
-        stored = self._conn.execute(
-            "SELECT position FROM input_positions WHERE input_id = ?", (input_id,)
-        ).fetchone()
-        start = 0 if stored is None else int(stored[0])
-        if position - written < start:
-            raise ConflictError(
-                f"input {input_id}: this unit's {written} results end at position {position}, "
-                f"but {start} positions are committed already"
-            )
 
     def _insert_results(self, rows: list[tuple[Any, ...]], linked: list[tuple[Any, ...]]) -> None:
         """Insert result rows (codec order), each input's text stored once, as a number.
