@@ -12,8 +12,11 @@ stops (uvicorn first stops accepting connections and waits for the requests in f
 The edge (:class:`_Edge`, a plain ASGI middleware) caps request bodies (413), counts requests
 for ``/metrics``, and turns any exception that escaped a route into a 500 whose body says only
 "internal error" and whose one log line names the exception's type and the route: no stack
-trace and no weight in any error body or log line. Errors become HTTP statuses here and only
-here (:data:`ERROR_STATUS`); under ``/fhir`` an error body is a FHIR ``OperationOutcome``.
+trace and no weight in any error body or log line. ``POST /v1/measurements``, the hot path, is
+served before FastAPI's layers by :class:`~weightstream.service.ingress.Ingress`, which does
+the edge's part itself (the same cap, metrics and answers). Errors become HTTP statuses here
+and only here (:data:`ERROR_STATUS`); under ``/fhir`` an error body is a FHIR
+``OperationOutcome``.
 
 Routes without a key: ``/healthz`` (the process is alive), ``/readyz`` (the store answers a
 query through the store thread, the writer takes readings; with the reset breaker's state)
@@ -53,6 +56,8 @@ from weightstream.processor import Processor
 from weightstream.report import ui as report_ui
 from weightstream.service import fhir, routes_v1
 from weightstream.service.commit import GroupCommitter, RequestFailed, ServiceClosing
+from weightstream.service.ingress import PATH as INGRESS_PATH
+from weightstream.service.ingress import Ingress
 from weightstream.service.keys import KeyStore
 from weightstream.service.settings import ServiceSettings
 from weightstream.service.state import Service, service_of
@@ -137,6 +142,19 @@ class _HttpMetrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000),
             registry=registry,
         )
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def count(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request (``status`` 0: none was sent)."""
+        labels = (route, method, str(status))
+        # The metric children of a label set are looked up once (labels() costs a lock and a
+        # check of every value per request); the sets are few (route templates x statuses).
+        children = self._children.get(labels)
+        if children is None:
+            children = (self.requests.labels(*labels), self.duration.labels(route))
+            self._children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _Edge:
@@ -146,7 +164,6 @@ class _Edge:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,7 +178,8 @@ class _Edge:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._plain(scope, send, 413, "request body too large", sent)
+                    await _plain(scope, send, 413, "request body too large")
+                    sent["status"] = 413
                     self._count(scope, sent, started)
                     return
         received = 0
@@ -194,41 +212,35 @@ class _Edge:
                 route = _route(scope)
                 _log.error("%s %s failed: %s", scope.get("method"), route, type(exc).__name__)
                 if "status" not in sent:
-                    await self._plain(scope, send, 500, "internal error", sent)
+                    await _plain(scope, send, 500, "internal error")
+                    sent["status"] = 500
         if too_large and "status" not in sent:
-            await self._plain(scope, send, 413, "request body too large", sent)
+            await _plain(scope, send, 413, "request body too large")
+            sent["status"] = 413
         self._count(scope, sent, started)
 
-    async def _plain(
-        self, scope: Scope, send: Send, code: int, detail: str, sent: dict[str, int]
-    ) -> None:
-        if _is_fhir(scope):
-            response: Response = fhir.outcome_response(code, detail, None)
-        else:
-            response = JSONResponse({"detail": detail}, status_code=code)
-        if code == 413:
-            response.headers["connection"] = "close"
-        sent["status"] = code
-
-        async def empty() -> Message:
-            return {"type": "http.disconnect"}
-
-        await response(scope, empty, send)
-
     def _count(self, scope: Scope, sent: dict[str, int], started: float) -> None:
-        route = _route(scope)
-        labels = (route, str(scope.get("method", "")), str(sent.get("status", 0)))
-        # The metric children of a label set are looked up once (labels() costs a lock and a
-        # check of every value per request); the sets are few (route templates x statuses).
-        children = self._children.get(labels)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(*labels),
-                self.metrics.duration.labels(route),
-            )
-            self._children[labels] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        self.metrics.count(
+            _route(scope),
+            str(scope.get("method", "")),
+            sent.get("status", 0),
+            time.perf_counter() - started,
+        )
+
+
+async def _plain(scope: Scope, send: Send, code: int, detail: str) -> None:
+    """The edge's own error answer (a FHIR ``OperationOutcome`` under ``/fhir``)."""
+    if _is_fhir(scope):
+        response: Response = fhir.outcome_response(code, detail, None)
+    else:
+        response = JSONResponse({"detail": detail}, status_code=code)
+    if code == 413:
+        response.headers["connection"] = "close"
+
+    async def empty() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, empty, send)
 
 
 def _route(scope: Scope) -> str:
@@ -280,7 +292,7 @@ def create_app(
             if on_close is not None:
                 on_close()
 
-    app = FastAPI(
+    app = _App(
         title="weightstream",
         summary="Per-user body-weight trajectories: readings in, filtered weights out.",
         version="1",
@@ -294,7 +306,46 @@ def create_app(
     _add_probes(app, service, metrics)
     _add_error_handlers(app)
     app.add_middleware(_Edge, max_body=settings.max_body_bytes, metrics=http_metrics)
+    app.ingress = Ingress(
+        service,
+        keys,
+        max_body=settings.max_body_bytes,
+        handler_of=lambda exc: _handler_of(app, exc),
+        plain=_plain,
+        count=lambda method, status, seconds: http_metrics.count(
+            INGRESS_PATH, method, status, seconds
+        ),
+        route=next(
+            r
+            for r in routes_v1.router.routes
+            if getattr(r, "path", None) == INGRESS_PATH and "POST" in getattr(r, "methods", ())
+        ),
+    )
     return app
+
+
+def _handler_of(app: FastAPI, exc: Exception) -> Callable[[Request, Exception], Any] | None:
+    """The app's exception handler for ``exc`` (by its classes, most specific first), as
+    Starlette's exception middleware looks it up."""
+    for cls in type(exc).__mro__:
+        handler = app.exception_handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
+
+
+class _App(FastAPI):
+    """FastAPI, with ``POST /v1/measurements`` served before its layers
+    (:mod:`weightstream.service.ingress`)."""
+
+    ingress: Ingress | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ingress = self.ingress
+        if ingress is not None and ingress.serves(scope):
+            await ingress(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _add_probes(app: FastAPI, service: Service, metrics: MetricsObserver) -> None:

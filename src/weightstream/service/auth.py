@@ -6,7 +6,8 @@ the scope.
 The routes declare :func:`require` as a dependency, so the OpenAPI schema shows the bearer
 scheme on each of them. :func:`authorize` is the same check on a request's own header, for the
 one route that does not go through FastAPI's dependency solving (``POST /v1/measurements``,
-see :mod:`weightstream.service.routes_v1`).
+see :mod:`weightstream.service.routes_v1`), and :func:`admit` the check itself, on a token
+(:mod:`weightstream.service.ingress` reads the header from the raw request).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from weightstream.service.keys import KeyStore, Scope
 
-__all__ = ["require", "bearer", "authorize"]
+__all__ = ["require", "bearer", "authorize", "admit"]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -30,7 +31,7 @@ bearer = HTTPBearer(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def _admit(keys: KeyStore, credentials: str | None, scope: Scope) -> frozenset[Scope]:
+def admit(keys: KeyStore, credentials: str | None, scope: Scope) -> frozenset[Scope]:
     """The scopes of the key ``credentials`` (a bearer token) if it has ``scope``; else the
     401 or 403 to answer."""
     if not credentials:
@@ -52,7 +53,7 @@ def authorize(request: Request, scope: Scope) -> frozenset[Scope]:
     :data:`bearer` reads it: ``Bearer`` and a token, else no key)."""
     found, token = get_authorization_scheme_param(request.headers.get("authorization"))
     bearer_token = token if found.lower() == "bearer" else None
-    return _admit(request.app.state.keys, bearer_token, scope)
+    return admit(request.app.state.keys, bearer_token, scope)
 
 
 def require(scope: Scope) -> Callable[..., Awaitable[frozenset[Scope]]]:
@@ -65,7 +66,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[frozenset[Scope]]]:
         token = None
         if credentials is not None and credentials.scheme.lower() == "bearer":
             token = credentials.credentials
-        return _admit(request.app.state.keys, token, scope)
+        return admit(request.app.state.keys, token, scope)
 
     check.__name__ = f"require_{scope.value}"
     return check

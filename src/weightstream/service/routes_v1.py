@@ -5,13 +5,15 @@ rules) and the group commit (:mod:`weightstream.service.commit`: the file engine
 processor's own paths); queries call the store's and the processor's public methods on the
 store thread. No decision about a reading is made here.
 
-``POST /v1/measurements`` is the service's hot path (thousands of requests a second), so its
-route (:class:`_DirectRoute`) skips FastAPI's generic per-request argument solving, which cost
-more than everything else a single reading needs: it checks the key (:func:`authorize`, the
-check the other routes' dependency makes), validates the body straight from its bytes with
-the same pydantic type FastAPI would use, and calls the endpoint. The route is declared like
-the others, so its OpenAPI operation (body schema, security, answers) is unchanged; its answer
-is encoded with orjson.
+``POST /v1/measurements`` is the service's hot path (thousands of requests a second): the app
+serves it before FastAPI's layers (:mod:`weightstream.service.ingress`) with this module's
+:func:`parse_body` (the body validated straight from its bytes with the same pydantic type
+FastAPI would use) and :func:`measurements_answer` (the endpoint's work; its answer encoded
+with orjson). The route is declared like the others, so its OpenAPI operation (body schema,
+security, answers) is unchanged; a request that reaches it all the same (the app mounted
+under a prefix) skips FastAPI's generic per-request argument solving (:class:`_DirectRoute`):
+the key (:func:`authorize`, the check the other routes' dependency makes), the body, the
+endpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from weightstream.service.state import Service, service_of
 from weightstream.smooth import SmoothedReading, smooth_rows
 from weightstream.store.base import HistoryRow
 
-__all__ = ["router", "decide"]
+__all__ = ["router", "decide", "parse_body", "measurements_answer"]
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -140,7 +142,12 @@ async def post_measurements(request: Request, body: MeasurementsBody, _: Any = _
     and changes nothing. Readings that break an input rule get ``invalid`` results; the others
     are processed.
     """
-    service = service_of(request)
+    answer = await measurements_answer(service_of(request), body)
+    return Response(answer, media_type="application/json")
+
+
+async def measurements_answer(service: Service, body: ReadingIn | BatchIn) -> bytes:
+    """The body of the answer to ``POST /v1/measurements`` (413 for too many readings)."""
     items = body.readings if isinstance(body, BatchIn) else [body]
     if len(items) > service.settings.max_batch:
         raise HTTPException(
@@ -149,8 +156,7 @@ async def post_measurements(request: Request, body: MeasurementsBody, _: Any = _
         )
     now = service.clock.now()
     readings = [to_reading(r, config=service.config, now=now) for r in items]
-    results = await decide(service, readings)
-    return Response(results_body(results), media_type="application/json")
+    return results_body(await decide(service, readings))
 
 
 router.add_api_route(

@@ -1,0 +1,129 @@
+"""The hot path of POST /v1/measurements answers as FastAPI's route does, and is counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weightstream.service import ServiceSettings
+from weightstream.service.ingress import Ingress
+
+from .conftest import Svc, make_svc  # type: ignore[import-not-found]
+
+T0 = datetime(2025, 1, 1, 8, tzinfo=UTC)
+
+
+def _reading(i: int, user: str = "u1", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"{user}-r{i}",
+        "user_id": user,
+        "timestamp": (T0 + timedelta(days=i)).isoformat(),
+        "weight": 80.0 + 0.1 * (i % 5),
+        "unit": "kg",
+        "source": "patient-device",
+        **extra,
+    }
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Svc, Svc]]:
+    """Two apps over two fresh databases: the first serves the route by its hot path, the
+    second through FastAPI (its ingress removed)."""
+    settings = ServiceSettings(max_batch=5, max_body_bytes=4096)
+    (tmp_path / "hot").mkdir()
+    (tmp_path / "fastapi").mkdir()
+    hot_gen = make_svc(tmp_path / "hot", settings=settings)
+    slow_gen = make_svc(tmp_path / "fastapi", settings=settings)
+    hot, slow = next(hot_gen), next(slow_gen)
+    assert isinstance(hot.app.ingress, Ingress)
+    slow.app.ingress = None
+    yield hot, slow
+    for gen in (hot_gen, slow_gen):
+        for _ in gen:
+            pass
+
+
+def _post(svc: Svc, body: bytes, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    r = svc.client.post("/v1/measurements", content=body, headers=headers)
+    kept = {k: r.headers[k] for k in ("content-type", "www-authenticate") if k in r.headers}
+    return r.status_code, r.json(), kept
+
+
+def _cases(svc: Svc) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(name, body, headers) of requests that take every way through the route."""
+    js = {"content-type": "application/json"}
+    write, read = svc.auth(svc.write_key), svc.auth(svc.read_key)
+    one = json.dumps(_reading(0)).encode()
+    batch = json.dumps(
+        {"readings": [_reading(1), _reading(2), {"user_id": "u1", "timestamp": "x", "weight": 1}]}
+    ).encode()
+    return [
+        ("one", one, {**write, **js}),
+        ("batch with an invalid reading", batch, {**write, **js}),
+        ("resubmitted", one, {**write, **js}),
+        ("no key", one, js),
+        ("not a bearer key", one, {"Authorization": f"Basic {svc.write_key}", **js}),
+        ("unknown key", one, {"Authorization": "Bearer ws_000000000000_" + "x" * 43, **js}),
+        ("read scope only", one, {**read, **js}),
+        ("not json", b"{not json", {**write, **js}),
+        ("empty body", b"", {**write, **js}),
+        ("missing field", b'{"user_id": "u1"}', {**write, **js}),
+        ("extra field", json.dumps(_reading(3, extra=1)).encode(), {**write, **js}),
+        ("not a json content type", one, {**write, "content-type": "text/plain"}),
+        ("no content type", one, write),
+        ("json+suffix content type", one, {**write, "content-type": "application/fhir+json"}),
+        (
+            "too many readings",
+            json.dumps({"readings": [_reading(10 + i) for i in range(6)]}).encode(),
+            {**write, **js},
+        ),
+        ("body over the cap", b" " * 5000 + one, {**write, **js}),
+    ]
+
+
+def test_hot_path_answers_as_the_fastapi_route(pair: tuple[Svc, Svc]) -> None:
+    """Every kind of request (200, 401, 403, 413, 422) gets the same status, body and
+    headers from the hot path as from FastAPI's own route and edge."""
+    hot, slow = pair
+    for (name, body, headers), (_, body2, headers2) in zip(_cases(hot), _cases(slow), strict=True):
+        got, want = _post(hot, body, headers), _post(slow, body2, headers2)
+        assert got == want, name
+    assert hot.table_counts()["readings"] == slow.table_counts()["readings"] == 3
+
+
+def test_hot_path_is_counted_under_the_route(svc: Svc) -> None:
+    """Requests served by the hot path are in /metrics under the route's template, by status."""
+    assert svc.post(_reading(0)).status_code == 200
+    assert svc.client.post("/v1/measurements", json=_reading(1)).status_code == 401
+    text = svc.client.get("/metrics").text
+    for status in ("200", "401"):
+        line = (
+            'weightstream_http_requests_total{method="POST",route="/v1/measurements",'
+            f'status="{status}"}} 1.0'
+        )
+        assert line in text
+
+
+@pytest.mark.parametrize("hot", [True, False])
+def test_an_unexpected_failure_is_a_plain_500_without_weight_or_trace(
+    pair: tuple[Svc, Svc], caplog: pytest.LogCaptureFixture, hot: bool
+) -> None:
+    """An exception no handler knows: 500 "internal error", one log line naming its type."""
+    svc = pair[0] if hot else pair[1]
+
+    async def broken(readings: Any) -> Any:
+        raise ValueError("weight 83.37 kg")
+
+    svc.app.state.service.committer.submit = broken
+    caplog.set_level(logging.INFO)
+    r = svc.post(_reading(0))
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "ValueError" in text and "83.37" not in text and "Traceback" not in text
+    assert not any(rec.exc_info for rec in caplog.records)
