@@ -25,7 +25,7 @@ from weightstream import pipeline
 from weightstream.clock import SYSTEM_CLOCK
 from weightstream.config import Config
 from weightstream.ingest import file_digest, partitions
-from weightstream.ingest.partitions import ORDER_KEY, partition_of, read_order
+from weightstream.ingest.partitions import ORDER_KEY, read_order
 from weightstream.ingest.spill import Spill
 from weightstream.pipeline import process_file, write_results
 from weightstream.store.sqlite import SQLiteStore
@@ -111,14 +111,61 @@ def _users(results: bytes) -> int:
     return frame.get_column("user_id").drop_nulls().n_unique()
 
 
-def test_partitions_change_no_result(synth_export, tmp_path, monkeypatch, volatile_columns):
-    """One partition (a small file's order) or forty: the same results file, and the same
-    stored readings, results, states and audit records (only their commit order differs)."""
+def test_partitions_change_no_result(
+    synth_export, tmp_path, monkeypatch, db_dump, volatile_columns
+):
+    """One partition (a small file's order) or forty: the same order, so the same results
+    file and the same database, row for row in commit order."""
     one, db_one, _ = _run(synth_export.path, tmp_path / "one", 10**9)
     monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
     many, db_many, _ = _run(synth_export.path, tmp_path / "many", 10**9)
     assert many == one
-    assert _sorted_tables(db_many, volatile_columns) == _sorted_tables(db_one, volatile_columns)
+    assert db_dump(db_many, exclude=volatile_columns) == db_dump(db_one, exclude=volatile_columns)
+
+
+def test_partitions_are_user_ranges_of_about_equal_rows(synth_export, monkeypatch):
+    """Each partition holds the users between two bounds, and no partition holds more than
+    twice its share of the readings (the bounds come from every user's row count)."""
+    monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
+    order = read_order(synth_export.path, _config(10**9), now=SYSTEM_CLOCK.now(), memory_rows=10**9)
+    try:
+        bounds = order.bounds
+        assert len(bounds) == order.partitions - 1 and bounds == sorted(bounds)
+        sizes = [order.spill.rows(k) for k in range(order.partitions)]
+        share = sum(sizes) / order.partitions
+        assert max(sizes) <= 2 * share, sizes
+        for k in range(order.partitions):
+            frame = order.spill.take(k)
+            if frame is None:
+                continue
+            users = frame.get_column("user")
+            if k:
+                assert users.min() > bounds[k - 1]
+            if k < len(bounds):
+                assert users.max() <= bounds[k]
+    finally:
+        order.close()
+
+
+def test_bounds_from_a_bounded_sketch_stay_close(monkeypatch):
+    """Past its size the user counts merge neighbours: the bounds still cut the rows into
+    nearly equal ranges (here 10,000 users, 1 to 5 rows each, kept as at most 64 entries)."""
+    monkeypatch.setattr(partitions, "_SKETCH_USERS", 64)
+    seed = random.randrange(10**6)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    users = [f"user-{k:05d}" for k in range(10_000) for _ in range(rng.randint(1, 5))]
+    rng.shuffle(users)
+    counts = partitions._UserCounts()
+    for start in range(0, len(users), 997):  # blocks
+        counts.add(pl.Series("user", users[start : start + 997]))
+    bounds = counts.bounds(8)
+    assert len(bounds) == 7 and bounds == sorted(bounds)
+    column = pl.Series(users)
+    sizes = pl.Series(bounds).search_sorted(column, side="left").value_counts()
+    assert sizes.height == 8
+    share = len(users) / 8
+    assert sizes.get_column("count").max() <= 1.25 * share, sizes
 
 
 def _rows(groups: Iterator[Any], position: int) -> list[tuple[bool, int]]:
@@ -135,9 +182,9 @@ def _rows(groups: Iterator[Any], position: int) -> list[tuple[bool, int]]:
 def test_groups_from_any_position_are_the_rest_of_the_order(
     synth_export, monkeypatch, spill_dir, memory_rows
 ):
-    """Every row once: invalid rows by line first, then partition by partition, each user in
-    one partition with its readings together and in key order; from a position p the groups
-    give exactly the rows after p of the whole order."""
+    """Every row once: invalid rows by line first, then partition by partition the readings
+    in key order (users together, each in time and content order); from a position p the
+    groups give exactly the rows after p of the whole order."""
     monkeypatch.setattr(partitions, "PARTITION_BYTES", SMALL_PARTITIONS)
     config = _config(memory_rows)
     now = SYSTEM_CLOCK.now()
@@ -155,15 +202,8 @@ def test_groups_from_any_position_are_the_rest_of_the_order(
         whole.close()
     valid = pl.concat(frames)
     assert len(whole) == synth_export.rows
-    users = valid.get_column("user").to_list()
-    parts = [partition_of(u, whole.partitions) for u in users]
-    assert parts == sorted(parts)
-    runs = [u for k, u in enumerate(users) if k == 0 or users[k - 1] != u]
-    assert len(runs) == len(set(users))  # each user's readings together
-    for (_,), frame in (
-        valid.with_columns(p=pl.Series(parts)).partition_by("p", as_dict=True).items()
-    ):
-        assert frame.drop("p").equals(frame.drop("p").sort(list(ORDER_KEY)))
+    # Partition by partition is the whole sorted order: users together, each in key order.
+    assert valid.equals(valid.sort(list(ORDER_KEY)))
     seed = random.randrange(10**6)
     print(f"seed {seed}")
     rng = random.Random(seed)
