@@ -1,0 +1,54 @@
+"""The spill's memory does not grow with the frames it keeps on disk (issue 11).
+
+A file's blocks each send a frame to every partition, so the frames of a large file grow with
+the square of its size; what the spill keeps in memory per key must not grow with them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from weightstream.ingest.spill import Spill
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$TMPDIR`` of the test: where the spill directory is made."""
+    where = tmp_path / "tmpdir"
+    where.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(where))
+    return where
+
+
+def _traced_growth(spill: Spill, keys: int, frames: int, first: int) -> int:
+    """Bytes of Python memory still held after adding ``frames`` one-row frames to each key."""
+    frame = pl.DataFrame({"x": [7]})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(frames):
+            for key in range(keys):
+                spill.add(key, frame.with_columns(pl.lit(first + n).alias("n")))
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_frames_on_disk_hold_no_memory_per_frame(spill_dir):
+    """5,000 more frames on disk (50 keys x 100) leave less than 16 KB more Python memory
+    held (a table of frames would hold at least 16 bytes each: 80 KB); all come back in
+    order."""
+    with Spill(memory_rows=0) as spill:
+        _traced_growth(spill, keys=50, frames=20, first=0)  # the keys' entries exist
+        grown = _traced_growth(spill, keys=50, frames=100, first=20)
+        assert grown < 16_384, grown
+        assert spill.on_disk and spill.rows(42) == 120
+        back = spill.take(42)
+        assert back is not None
+        assert back.get_column("n").to_list() == list(range(120))
+        assert spill.take(42) is None and spill.rows(42) == 0
