@@ -54,3 +54,30 @@ def test_process_file_is_still_there_on_first_use() -> None:
     """``weightstream.process_file`` and ``RunSummary`` load the pipeline when first asked."""
     assert _loaded("import weightstream\nweightstream.process_file") == sorted(HEAVY)
     assert _loaded("from weightstream import RunSummary") == sorted(HEAVY)
+
+
+def test_a_file_run_on_sqlite_loads_no_postgresql_driver(tmp_path) -> None:
+    """``process`` into a SQLite file never imports psycopg (10 MB of the run's memory): the
+    PostgreSQL store is loaded only for a ``--db`` that is a URL."""
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "id,user_id,timestamp,source_type,weight,unit\n"
+        "a1,u1,2024-01-01 08:00:00,patient-device,80.0,kg\n"
+        "a2,u1,2024-01-02 08:00:00,patient-device,80.2,kg\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "results.csv"
+    argv = ["weightstream", "process", str(export), "--db", str(tmp_path / "x.db"),
+            "--out", str(out)]  # fmt: skip
+    probe = (
+        f"import sys; sys.argv = {argv!r}\n"
+        "from weightstream.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', *sorted(m for m in ('psycopg', 'weightstream.store.postgres') "
+        "if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    lines = [x for x in done.stderr.splitlines() if x.startswith("LOADED")]
+    assert lines == ["LOADED"], done.stderr
+    assert out.read_text(encoding="utf-8").count("\n") == 3  # the run did happen

@@ -55,11 +55,17 @@ class DatabaseUrl(PosixPath):
 
 
 def _db_option(value: str | Path) -> Path:
-    """``--db``: a SQLite file, or a ``postgresql://`` URL (kept whole in a DatabaseUrl)."""
+    """``--db``: a SQLite file, or a ``postgresql://`` URL (kept whole in a DatabaseUrl).
+
+    The PostgreSQL store (and psycopg, 10 MB of a file run's memory) is imported only for a
+    ``--db`` that is a URL at all.
+    """
+    text = str(value)
+    if not isinstance(value, str) or "://" not in text:
+        return Path(value)
     from weightstream.store.postgres import is_dsn
 
-    text = str(value)
-    if isinstance(value, str) and is_dsn(text):
+    if is_dsn(text):
         url = DatabaseUrl(text)
         url.url = text
         return url
