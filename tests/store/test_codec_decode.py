@@ -7,10 +7,13 @@ TypeError, OverflowError or JSONDecodeError (a traceback, exit 1, for every user
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from weightstream.errors import StateCorruptionError
 from weightstream.model import (
@@ -103,3 +106,33 @@ def test_a_row_of_the_wrong_width_is_state_corruption() -> None:
     """A row with a missing column (a schema from elsewhere) is corruption, not IndexError."""
     with pytest.raises(StateCorruptionError):
         codec.row_to_state(codec.state_to_row(STATE)[:-1])
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.integers(0, 4_000_000_000_000_000),
+            _finite,
+            st.one_of(st.text(min_size=1, max_size=12), st.just("scale\ud800")),
+            st.sampled_from(["kg", "lb", "[lb_ap]", ""]),
+            st.one_of(st.none(), _finite),
+            st.text(max_size=40),
+            _finite,
+        ),
+        max_size=25,
+    )
+)
+def test_buffers_round_trip_exactly(entries: list[tuple[Any, ...]]) -> None:
+    """Any buffer of finite numbers and any texts reads back equal (orjson writes it)."""
+    buffer = tuple(
+        BufferedReading(
+            codec.from_micros(t), w, source, unit=unit, value=value, reading_id=rid, offset_kg=o
+        )
+        for t, w, source, unit, value, rid, o in entries
+    )
+    state = replace(STATE, buffer=buffer, rejected=buffer[:3])
+    assert codec.row_to_state(codec.state_to_row(state)) == state
