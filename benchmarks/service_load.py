@@ -1,7 +1,7 @@
 """Load on the live service over loopback, at rising rates (run by hand).
 
     .venv/bin/python benchmarks/service_load.py [--rates 500,1000,2000,3000] [--seconds 5]
-        [--batch-size 1000] [--per-user 1] [--procs 2] [--batch-seconds 8] [--users 2000]
+        [--batch-size 1000] [--per-user 1,20] [--procs 2] [--batch-seconds 8] [--users 2000]
         [--db PATH]
 
 Starts ``weightstream serve`` on a free loopback port over a fresh database (with a key made
@@ -13,8 +13,8 @@ for the run), then:
    coordinated omission);
 2. batch requests of ``--batch-size`` readings (``--per-user`` consecutive readings of each
    user in a batch, as a device cloud syncing a backlog sends them; 1: every reading of a
-   batch is another user's), closed loop with one request in flight per client process, for
-   ``--batch-seconds``;
+   batch is another user's, the issue's shape), closed loop with one request in flight per
+   client process, for ``--batch-seconds``; one such stage for each ``--per-user`` given;
 3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
    verdict but ``invalid``) is in the store.
 
@@ -29,7 +29,9 @@ CPU share and the server's are measured per stage (the server's from ``/proc``),
 says which side was the bottleneck.
 
 Prints one JSON object: for each stage the target and achieved rate, p50/p99/max latency,
-errors by kind, the server's CPU share and CPU per request, the client's CPU share; the
+errors by kind, the server's CPU share and CPU per request and per reading (all of it, its
+main thread's: HTTP, the routes, the writer; the other threads': deciding and committing on
+the store thread), the client's CPU share; the
 load average before and after; and the acknowledged-readings check. The whole run is bounded
 (every stage has its time; a request times out after 30 s).
 """
@@ -198,6 +200,7 @@ class Stage:
     ended: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float | None = None
+    server_main_cpu: float | None = None
 
     def report(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -207,7 +210,7 @@ class Stage:
 
         ok = len(lat)
         wall = self.ended - self.began
-        server = self.server_cpu
+        server, main = self.server_cpu, self.server_main_cpu
         return {
             "stage": self.name,
             "target_per_s": self.target,
@@ -226,6 +229,17 @@ class Stage:
             "server_cpu_us_per_reading": (
                 round(1e6 * server / self.readings, 1)
                 if server is not None and self.readings
+                else None
+            ),
+            "server_main_thread_cpu_share": (
+                round(main / wall, 2) if main is not None and wall else None
+            ),
+            "server_main_thread_us_per_reading": (
+                round(1e6 * main / self.readings, 1) if main is not None and self.readings else None
+            ),
+            "server_other_threads_us_per_reading": (
+                round(1e6 * (server - main) / self.readings, 1)
+                if server is not None and main is not None and self.readings
                 else None
             ),
             "client_cpu_share": round(self.client_cpu / wall, 2) if wall else None,
@@ -307,7 +321,7 @@ def closed_loop(
     clients: list[RawClient], readings: Readings, size: int, per_user: int, seconds: float
 ) -> Stage:
     """Batch requests of ``size`` readings, one in flight per connection, for ``seconds``."""
-    stage = Stage(f"batch{size}", None)
+    stage = Stage(f"batch{size} ({per_user} per user)", None)
     take = threading.Lock()
     begin = time.perf_counter()
 
@@ -365,18 +379,22 @@ def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 class CpuSampler:
-    """The server process's CPU seconds (user + system, from ``/proc``), sampled in a thread."""
+    """The server process's CPU seconds (user + system, from ``/proc``), sampled in a thread:
+    the whole process's, and its main thread's (the event loop: HTTP, the routes, the writer
+    task), so that the rest is the store thread's (deciding and committing)."""
 
     def __init__(self, pid: int, every_s: float = 0.05) -> None:
         self.path = f"/proc/{pid}/stat"
+        self.main_path = f"/proc/{pid}/task/{pid}/stat"
         self.tick = os.sysconf("SC_CLK_TCK")
         self.samples: list[tuple[float, float]] = []
+        self.main_samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
 
-    def _read(self) -> float | None:
+    def _read(self, path: str | None = None) -> float | None:
         try:
-            text = Path(self.path).read_text()
+            text = Path(path or self.path).read_text()
         except OSError:
             return None
         fields = text[text.rindex(")") + 2 :].split()
@@ -384,9 +402,11 @@ class CpuSampler:
 
     def _run(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
-            cpu = self._read()
-            if cpu is not None:
-                self.samples.append((time.time(), cpu))
+            cpu, main = self._read(), self._read(self.main_path)
+            if cpu is not None and main is not None:
+                now = time.time()
+                self.samples.append((now, cpu))
+                self.main_samples.append((now, main))
 
     def start(self) -> None:
         self._thread.start()
@@ -395,27 +415,29 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def between(self, start: float, end: float) -> float | None:
-        """CPU seconds the server used from ``start`` to ``end`` (epoch seconds)."""
-        inside = [cpu for t, cpu in self.samples if start <= t <= end]
+    def between(self, start: float, end: float, *, main: bool = False) -> float | None:
+        """CPU seconds the server (``main``: its main thread) used from ``start`` to ``end``
+        (epoch seconds)."""
+        samples = self.main_samples if main else self.samples
+        inside = [cpu for t, cpu in samples if start <= t <= end]
         return inside[-1] - inside[0] if len(inside) >= 2 else None
 
 
 def _client_process(
-    args: tuple[int, str, int, list[tuple[str, float, float]], int, int, int, Any],
+    args: tuple[int, str, int, list[tuple[str, float, float, int]], int, int, Any],
 ) -> list[Stage]:
     """One client process: ``connections`` keep-alive connections, each driven by a thread.
 
     Every process starts each stage together (``barrier``), so a stage's window holds only
     its own requests (and the server's CPU in it is theirs).
     """
-    port, key, connections, plan, proc, users, per_user, barrier = args
+    port, key, connections, plan, proc, users, barrier = args
     readings = Readings(users)
     readings.prefix = f"p{proc}-"
     clients = [RawClient("127.0.0.1", port, key) for _ in range(connections)]
     stages: list[Stage] = []
     try:
-        for kind, amount, seconds in plan:
+        for kind, amount, seconds, per_user in plan:
             barrier.wait(timeout=600)
             if kind == "warmup":
                 open_loop(clients, readings, amount, seconds)
@@ -437,15 +459,14 @@ def drive(args: argparse.Namespace, port: int, key: str) -> list[Stage]:
     from multiprocessing import Manager
 
     n = args.procs
-    plan: list[tuple[str, float, float]] = [("warmup", 200 / n, 2.0)]
-    plan += [("single", rate / n, args.seconds) for rate in args.rates]
+    plan: list[tuple[str, float, float, int]] = [("warmup", 200 / n, 2.0, 1)]
+    plan += [("single", rate / n, args.seconds, 1) for rate in args.rates]
     if args.batch_seconds > 0:
-        plan.append(("batch", args.batch_size, args.batch_seconds))
+        plan += [("batch", args.batch_size, args.batch_seconds, k) for k in args.per_user]
     with Manager() as manager, ProcessPoolExecutor(n) as pool:
         barrier = manager.Barrier(n)
         jobs = [
-            (port, key, max(1, args.connections // n), plan, i, args.users // n, args.per_user)
-            + (barrier,)
+            (port, key, max(1, args.connections // n), plan, i, args.users // n, barrier)
             for i in range(n)
         ]
         per_process = list(pool.map(_client_process, jobs))
@@ -453,9 +474,7 @@ def drive(args: argparse.Namespace, port: int, key: str) -> list[Stage]:
     for parts in zip(*per_process, strict=True):
         single = parts[0].target is not None
         stage = Stage(
-            f"single@{parts[0].target * n:g}/s"
-            if single
-            else f"batch{args.batch_size}x{n} ({args.per_user} per user)",
+            f"single@{parts[0].target * n:g}/s" if single else f"{parts[0].name}x{n}",
             parts[0].target * n if single else None,
         )
         stage.began = min(p.began for p in parts)
@@ -478,7 +497,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(
-        "--per-user", type=int, default=1, help="consecutive readings of a user in a batch"
+        "--per-user",
+        default="1",
+        help="consecutive readings of a user in a batch; several (1,20): one batch stage each",
     )
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--batch-seconds", type=float, default=8.0)
@@ -487,6 +508,7 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None)
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    args.per_user = [int(k) for k in args.per_user.split(",") if k]
 
     from weightstream.service import Scope, open_keys
 
@@ -509,6 +531,7 @@ def main() -> None:
     load_after = os.getloadavg()
     for stage in stages:
         stage.server_cpu = sampler.between(stage.began, stage.ended)
+        stage.server_main_cpu = sampler.between(stage.began, stage.ended, main=True)
     acked = set().union(*(s.acked for s in stages)) if stages else set()
     conn = sqlite3.connect(db)
     stored = {k for (k,) in conn.execute("SELECT key FROM readings")}

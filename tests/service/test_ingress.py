@@ -127,3 +127,58 @@ def test_an_unexpected_failure_is_a_plain_500_without_weight_or_trace(
     text = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "ValueError" in text and "83.37" not in text and "Traceback" not in text
     assert not any(rec.exc_info for rec in caplog.records)
+
+
+_BATCHES = [
+    {"readings": [_reading(0), _reading(1, user="u2")]},
+    {"readings": [{"user_id": "u", "timestamp": 1735718400, "weight": 81}]},
+    {"readings": [{"user_id": "u", "timestamp": 1735718400123.5, "weight": "81,5", "id": None}]},
+    {"readings": [{"user_id": "\u00e9\u6f22", "timestamp": "2025-01-01", "weight": 1e308}]},
+    {"readings": [_reading(0, unit=None, source=None)]},
+]
+#: Batches that orjson does not read and pydantic does: validated the whole way, as before.
+_NOT_ORJSON = [
+    b'{"readings": [{"user_id": "u", "timestamp": 99999999999999999999999, "weight": 1}]}',
+    b'{"readings": [{"user_id": "u", "timestamp": "x", "weight": NaN}]}',
+    b'{"readings": [{"user_id": "u", "timestamp": 1, "weight": -18446744073709551617}]}',
+]
+_REFUSED = [
+    b'{"readings": []}',
+    b'{"readings": [{"user_id": 1, "timestamp": "x", "weight": 1}]}',
+    b'{"readings": [{"user_id": "u", "timestamp": true, "weight": 1}]}',
+    b'{"readings": [{"user_id": "u", "timestamp": "x", "weight": 1, "extra": 2}]}',
+    b'{"readings": [{"user_id": "u", "timestamp": "x", "weight": 1}], "more": 1}',
+    b'{"readings": {"user_id": "u"}}',
+    b'{"readings": [1]',
+]
+
+
+def _typed(model: Any) -> Any:
+    """A validated body with each value's type (81 and 81.0 compare equal; they must not)."""
+    if hasattr(model, "readings"):
+        return [_typed(r) for r in model.readings]
+    return [(k, type(v), repr(v)) for k, v in model.model_dump().items()]
+
+
+@pytest.mark.parametrize("raw", [json.dumps(b).encode() for b in _BATCHES] + _NOT_ORJSON)
+def test_a_batch_parsed_by_orjson_equals_the_union_from_json(raw: bytes) -> None:
+    """A valid batch read by the fast parse is the batch pydantic's JSON validation gives."""
+    from weightstream.service.routes_v1 import _BODY, parse_body
+
+    assert _typed(parse_body(raw, "application/json")) == _typed(_BODY.validate_json(raw))
+
+
+@pytest.mark.parametrize("raw", _REFUSED)
+def test_a_refused_batch_has_the_union_errors(raw: bytes) -> None:
+    """A batch the fast parse refuses gets the errors of the union validated from JSON."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    from weightstream.service.routes_v1 import _BODY, parse_body
+
+    with pytest.raises(ValidationError) as want:
+        _BODY.validate_json(raw)
+    with pytest.raises(RequestValidationError) as got:
+        parse_body(raw, "application/json")
+    expected = [{**e, "loc": ("body", *e["loc"])} for e in want.value.errors(include_url=False)]
+    assert list(got.value.errors()) == expected

@@ -171,7 +171,7 @@ def results_body(results: Sequence[Result | tuple[Any, ...]]) -> bytes:
         else:
             out.append(
                 {
-                    name: i if name == "row" else (_iso(r[at]) if is_time else r[at])
+                    name: i if name == "row" else (_time(r[at]) if is_time else r[at])
                     for name, at, is_time in _ROW_CELLS
                 }
             )
@@ -186,5 +186,5 @@ _ROW_CELLS = tuple(
 )
 
 
-def _iso(micros: int | None) -> str | None:
-    return None if micros is None else from_micros(micros).isoformat()
+def _time(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)

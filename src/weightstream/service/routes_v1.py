@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -107,16 +108,49 @@ def _is_json(content_type: str | None) -> bool:
 def parse_body(raw: bytes, content_type: str | None) -> ReadingIn | BatchIn:
     """The body of ``POST /v1/measurements``, validated as FastAPI validates a body parameter
     (errors located under ``body``); a non-JSON content type is validated as raw bytes (and
-    refused), as FastAPI does."""
+    refused), as FastAPI does.
+
+    A batch is parsed by orjson and its objects validated by :class:`BatchIn` (a quarter of
+    what validating the union from JSON costs per reading, whose callable discriminator makes
+    pydantic build every object twice); any body that this refuses is validated the whole way
+    again, so the errors are the union's (``tests/service/test_ingress.py`` holds the two
+    together).
+    """
     try:
         if not raw:
             return _BODY.validate_python(None)
         if _is_json(content_type):
-            return _BODY.validate_json(raw)
+            batch = _batch_of(raw)
+            return batch if batch is not None else _BODY.validate_json(raw)
         return _BODY.validate_python(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _batch_of(raw: bytes) -> BatchIn | None:
+    """``raw`` as a valid batch; None for anything else (not JSON, not a batch, invalid)."""
+    if not raw.lstrip().startswith(b"{"):
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if _kind(data) != "batch":
+        return None
+    try:
+        batch = BatchIn.model_validate(data)
+    except ValidationError:
+        return None
+    for r in batch.readings:
+        # orjson reads an integer past 64 bits as a float; pydantic keeps it an int.
+        if _huge(r.timestamp) or _huge(r.weight):
+            return None
+    return batch
+
+
+def _huge(value: object) -> bool:
+    return isinstance(value, float) and abs(value) >= 2.0**63
 
 
 class _DirectRoute(APIRoute):
