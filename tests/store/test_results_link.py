@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from weightstream.cli import app
 from weightstream.config import Config
-from weightstream.errors import ConflictError
+from weightstream.errors import ConflictError, StorageError
 from weightstream.ingest import file_digest
 from weightstream.model import Result, Verdict
 from weightstream.pipeline import process_file
@@ -128,3 +128,24 @@ def _names(path: Path) -> set[str]:
         return {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
     finally:
         conn.close()
+
+
+def test_linked_results_take_the_seqs_their_readings_were_given(tmp_path: Path) -> None:
+    """Reading rows inserted by one statement get consecutive seqs, which the store hands to
+    their results; the check behind that refuses rows whose first did not get the first."""
+    src = _export(tmp_path, users=5, per_user=12)
+    with SQLiteStore(tmp_path / "w.db") as store:
+        # A reading row already there (another file's): the group's seqs start after it.
+        process_file(src, store, Config(processing={"commit_group_size": 7}))
+        conn = store.connection
+        rows = conn.execute(f"SELECT {sqlite._READING_COLS} FROM readings ORDER BY seq").fetchall()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM readings WHERE seq > 3")
+            again = [tuple(r) for r in rows[3:6]]
+            conn.executemany(sqlite._READING_INSERT, again)
+            assert store._first_seq(again) == 4
+            with pytest.raises(StorageError):
+                store._first_seq(again[::-1])
+        finally:
+            conn.execute("ROLLBACK")

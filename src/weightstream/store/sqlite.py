@@ -89,15 +89,13 @@ _RESULT_INSERT = "INSERT INTO results ({}) VALUES ({{ref}}, {})".format(
     RESULTS.column_list(), ", ".join(_ARG[n] for n in RESULTS.names[1:])
 )
 _KEPT = tuple(n for n in RESULTS.names[1:] if n not in RESULT_FROM_READING)
-_LINKED_INSERT = (
-    "INSERT INTO results (input_ref, {}, reading_seq) VALUES ({{ref}}, {}, "
-    "(SELECT seq FROM readings WHERE user_id = {} AND key = {}))"
-).format(
-    ", ".join(_KEPT),
-    ", ".join(_ARG[n] for n in _KEPT),
-    _ARG["user_id"],
-    _ARG["reading_id"],
+# A linked result's row is its staged row with its reading's seq after it (one more number).
+_LINKED = "INSERT INTO results (input_ref, {}, reading_seq) VALUES ({{ref}}, {}, ?{})"
+_LINKED_INSERT = _LINKED.format(
+    ", ".join(_KEPT), ", ".join(_ARG[n] for n in _KEPT), len(RESULTS.names) + 1
 )
+_READING_USER = READINGS.index("user_id")
+_READING_KEY = READINGS.index("key")
 _AUDIT_COLS = AUDITS.column_list()
 _AUDIT_INSERT = AUDITS.insert()
 _RECOVERY_COLS = RECOVERIES.column_list()
@@ -215,8 +213,10 @@ class SQLiteStore:
         c = self._conn
         if unit.readings:
             c.executemany(_READING_INSERT, [codec.reading_to_row(m, r) for m, r in unit.readings])
+        first_seq = 0
         if unit.reading_rows:
             c.executemany(_READING_INSERT, unit.reading_rows)
+            first_seq = self._first_seq(unit.reading_rows)
         first = READINGS.index(READING_DECIDED[0])
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
@@ -228,7 +228,7 @@ class SQLiteStore:
         linked: list[tuple[Any, ...]] = []
         if unit.result_of_reading:
             rows, paired = unit.result_rows, set(unit.result_of_reading)
-            linked = [rows[k] for k in unit.result_of_reading]
+            linked = [(*rows[k], first_seq + j) for j, k in enumerate(unit.result_of_reading)]
             results += [row for k, row in enumerate(rows) if k not in paired]
         else:
             results += unit.result_rows
@@ -293,10 +293,29 @@ class SQLiteStore:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
             self.faults.crash_point("store.after_position")
 
+    def _first_seq(self, rows: list[tuple[Any, ...]]) -> int:
+        """The seq of the first of ``rows``, the reading rows just inserted by one statement.
+
+        SQLite gives each new row the largest rowid plus one, so the rows of one statement
+        (in one write transaction) have consecutive seqs, the last ``last_insert_rowid()``.
+        The first row's own seq is read back to hold that, once a unit.
+        """
+        c = self._conn
+        (last,) = c.execute("SELECT last_insert_rowid()").fetchone()
+        first = int(last) - len(rows) + 1
+        user, key = rows[0][_READING_USER], rows[0][_READING_KEY]
+        found = c.execute(
+            "SELECT seq FROM readings WHERE user_id = ? AND key = ?", (user, key)
+        ).fetchone()
+        if found is None or found[0] != first:
+            raise StorageError("inserted readings did not get consecutive row numbers")
+        return first
+
     def _insert_results(self, rows: list[tuple[Any, ...]], linked: list[tuple[Any, ...]]) -> None:
         """Insert result rows (codec order), each input's text stored once, as a number.
 
-        ``linked``: results of readings inserted in this unit, stored linked to their rows.
+        ``linked``: results of readings inserted in this unit, each with its reading's seq
+        after it, stored linked to their rows.
         """
         c = self._conn
         ids = {row[0] for row in rows} | {row[0] for row in linked}
