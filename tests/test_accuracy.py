@@ -88,5 +88,25 @@ def test_manual_entries_that_disagree_do_not_drag_the_filter() -> None:
     figures = _figures("manual_disagree")
     ws = figures["weightstream"]["rmse"]
     oracle = figures["plain_kalman/oracle"]["rmse"]
-    assert ws <= 0.8 * oracle, (ws, oracle)
-    assert figures["weightstream/smoothed"]["rmse"] <= 0.7 * oracle
+    assert ws <= 0.75 * oracle, (ws, oracle)
+    assert figures["weightstream/smoothed"]["rmse"] <= 0.55 * oracle
+
+
+def test_the_smoothed_history_meets_issue_13s_target(
+    steady: dict[str, dict[str, float]], bursts: dict[str, dict[str, float]]
+) -> None:
+    """Looking back, weightstream's smoothed history is within 0.6x the RMSE of the plain
+    Kalman filter fed only the clean readings, on steady loss and through bursts of another
+    person's readings (issue 13's smoothed target; 0.56x and 0.51x at this seed)."""
+    for figures in (steady, bursts):
+        oracle = figures["plain_kalman/oracle"]["rmse"]
+        assert figures["weightstream/smoothed"]["rmse"] <= 0.6 * oracle
+
+
+def test_the_genie_bounds_a_causal_filter(steady: dict[str, dict[str, float]]) -> None:
+    """The benchmark's bound (``run_genie``: the true change times, the true noise, no level
+    walk) is better than the oracle-fed plain filter, and weightstream's live filter does
+    not beat it: a bound that a causal filter passed would be no bound."""
+    genie = steady["genie/oracle"]["rmse"]
+    assert genie < steady["plain_kalman/oracle"]["rmse"]
+    assert steady["weightstream"]["rmse"] > genie
