@@ -10,7 +10,9 @@ Prints one JSON object:
 
 - ``readings_per_second``: the whole ``process`` job (parse, validate, sort, filter, commit in
   groups with the input position to durable SQLite, write the results file) over the
-  synthetic export; ``seconds`` is its wall time, ``peak_rss_mb`` its process's peak RSS.
+  synthetic export; ``seconds`` is its wall time, ``peak_rss_mb`` its process's peak RSS,
+  ``load_average`` the machine's 1-minute load average when the job started and when it
+  ended (the machine is shared: a figure taken under load says so).
 - ``timings``: that job's time split (parse, sort, filter, store, results) when the pipeline's
   ``RunSummary`` reports one, else ``null``.
 - ``kernel_readings_per_second``: the floor. A plain-Python loop of
@@ -87,6 +89,7 @@ def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any
     if group is not None:
         config = Config(processing=ProcessingConfig(commit_group_size=group))
     store = SQLiteStore.from_config(config.store, work / "bench.db")
+    load_before = os.getloadavg()[0]
     try:
         started = time.perf_counter()
         summary = process_file(export, store, config, out=work / "results.csv")
@@ -100,6 +103,7 @@ def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any
         "seconds": round(seconds, 2),
         "readings_per_second": round(summary.rows / seconds),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "timings": (
             {name: round(float(value), 3) for name, value in timings.items()}
             if isinstance(timings, dict)

@@ -59,6 +59,7 @@ def test_one_run_prints_every_figure(tmp_path: Path, cohort: str) -> None:
         report["readings_per_second"] / report["kernel_readings_per_second"], abs=1e-4
     )
     assert report["peak_rss_mb"] > 10
+    assert len(report["load_average"]) == 2 and min(report["load_average"]) >= 0
     assert report["synth_seconds"] > 0
     assert report["timings"] is None or set(report["timings"]) >= {
         "parse", "sort", "filter", "store", "results"
