@@ -441,6 +441,23 @@ def test_existing_keys_finds_ids_and_content_keys(store: StateStore):
     assert store.existing_keys([]) == set()
 
 
+def test_existing_keys_answers_many_users_at_once(store: StateStore):
+    """1,500 pairs over 300 users (a service group, a file group): exactly the stored ones,
+    whether asked as ids or content keys, duplicates in the question asked once."""
+    unit = UnitOfWork()
+    stored = [reading(f"user-{k:03d}", k % 7, 80.0, rid=f"id-{k}") for k in range(0, 300, 2)]
+    unit.readings += stored
+    store.commit(unit)
+    asked = [(f"user-{k:03d}", f"id-{k}") for k in range(300)]
+    asked += [(f"user-{k:03d}", f"id-{k + 1}") for k in range(300)]  # another user's id
+    asked += [(m.user_id, m.content_key) for m, _ in stored]
+    asked += [(f"user-{k:03d}", "h:none") for k in range(300)]
+    asked += asked[:300]
+    want = {(m.user_id, m.reading_id) for m, _ in stored}
+    want |= {(m.user_id, m.content_key) for m, _ in stored}
+    assert store.existing_keys(asked) == want
+
+
 def test_a_reading_id_is_its_users_own(backend: Backend, store: StateStore):
     """The same reading id under two users is two readings: both are stored, neither lost."""
     unit = UnitOfWork()

@@ -363,11 +363,15 @@ def result_to_row(input_id: str | None, r: Result) -> tuple[Any, ...]:
 
 def _components(components: tuple[tuple[str, float], ...]) -> tuple[Any, Any, Any, Any]:
     """(innovation, rate, source, None) for the usual components; else Nones and the JSON."""
-    if len(components) == 3 and all(
-        name == want and type(value) is float
-        for (name, value), want in zip(components, COMPONENT_NAMES, strict=True)
-    ):
-        return (components[0][1], components[1][1], components[2][1], None)
+    if len(components) == 3:  # unrolled: this runs for every result decided one by one
+        (n0, v0), (n1, v1), (n2, v2) = components
+        if (
+            (n0, n1, n2) == COMPONENT_NAMES
+            and type(v0) is float
+            and type(v1) is float
+            and type(v2) is float
+        ):
+            return (v0, v1, v2, None)
     if not components:
         return (None, None, None, None)
     return (None, None, None, _components_json(components))

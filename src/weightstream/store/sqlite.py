@@ -66,6 +66,7 @@ from weightstream.store.sqlite_open import check_file, configure, migrate, typed
 __all__ = ["SQLiteStore"]
 
 _CHUNK = 500  # host parameters per IN (...) query
+_PAIRS = 400  # (user, key) pairs per existing_keys query: 1,600 host parameters
 _MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))
 _MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
 
@@ -369,20 +370,22 @@ class SQLiteStore:
         return found
 
     def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        by_user: dict[str, list[str]] = {}
-        for user_id, key in keys:
-            by_user.setdefault(user_id, []).append(key)
+        # One query per chunk of pairs, whatever the users: the pairs as a VALUES table joined
+        # on the (user, key) and (user, content) indexes (a row-value IN would scan the table).
+        pairs = list(dict.fromkeys(keys))
         found: set[tuple[str, str]] = set()
-        for user_id, wanted in by_user.items():
-            for chunk in _chunks(wanted):
-                marks = ", ".join("?" * len(chunk))
-                rows = self._query(
-                    f"SELECT key FROM readings WHERE user_id = ? AND key IN ({marks}) UNION ALL "
-                    f"SELECT content_key FROM readings WHERE user_id = ? "
-                    f"AND content_key IN ({marks})",
-                    [user_id, *chunk, user_id, *chunk],
-                )
-                found.update((user_id, k) for (k,) in rows)
+        for start in range(0, len(pairs), _PAIRS):
+            chunk = pairs[start : start + _PAIRS]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            flat = [v for pair in chunk for v in pair]
+            rows = self._query(
+                f"SELECT r.user_id, r.key FROM (VALUES {values}) AS w JOIN readings r "
+                "ON r.user_id = w.column1 AND r.key = w.column2 UNION ALL "
+                f"SELECT r.user_id, r.content_key FROM (VALUES {values}) AS w JOIN readings r "
+                "ON r.user_id = w.column1 AND r.content_key = w.column2",
+                flat + flat,
+            )
+            found.update((u, k) for u, k in rows)
         return found
 
     def history(self, user_id: str) -> list[HistoryRow]:
