@@ -94,3 +94,31 @@ def test_serve_binds_loopback_and_serves(live_server) -> None:
     )
     assert r.status_code == 200 and r.json() == []
     assert httpx.get(live_server.url + "/readyz").json()["status"] == "ready"
+
+
+def test_serve_names_uvicorns_fast_parts(tmp_path: Path, monkeypatch) -> None:
+    """serve asks uvicorn for httptools and uvloop by name (auto would fall back to h11 and
+    asyncio without a word) and reads no proxy headers."""
+    import sys
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from weightstream.cli import app
+
+    seen: list[uvicorn.Config] = []
+
+    class Server:
+        def __init__(self, config: uvicorn.Config) -> None:
+            seen.append(config)
+            self.started = True
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    result = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "s.db"), "--port", "8765"])
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert config.http == "httptools" and config.proxy_headers is False
+    assert config.loop == ("asyncio" if sys.platform == "win32" else "uvloop")
