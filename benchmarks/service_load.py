@@ -13,8 +13,9 @@ for the run), then:
    coordinated omission);
 2. batch requests of ``--batch-size`` readings (``--per-user`` consecutive readings of each
    user in a batch, as a device cloud syncing a backlog sends them; 1: every reading of a
-   batch is another user's, the issue's shape), closed loop with one request in flight per
-   client process, for ``--batch-seconds``; one such stage for each ``--per-user`` given;
+   batch is another user's, the issue's shape; 20: 50 users a batch, closer to what an
+   integration sends), closed loop with one request in flight per client process, for
+   ``--batch-seconds``; one such stage for each ``--per-user`` given (default both);
 3. SIGTERM, and a check through SQLite that every reading whose answer was acknowledged (any
    verdict but ``invalid``) is in the store.
 
@@ -498,7 +499,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(
         "--per-user",
-        default="1",
+        default="1,20",
         help="consecutive readings of a user in a batch; several (1,20): one batch stage each",
     )
     parser.add_argument("--procs", type=int, default=2, help="client processes")
