@@ -107,7 +107,8 @@ class SmoothedReading:
     verdict: str
     reason: str
     reset_type: str | None
-    #: The offset subtracted from ``weight_kg`` for the smoother (0 without offsets).
+    #: The offset subtracted from ``weight_kg`` for the smoother: the configured one plus the
+    #: user's own time-of-day offset it learned (0 with neither).
     offset_kg: float
     #: The live filter's values as stored (None where the row was not accepted).
     filtered_weight: float | None
