@@ -95,6 +95,9 @@ def make_svc(
     write_key = keys.create([Scope.READ, Scope.WRITE], "tests").secret
     read_key = keys.create([Scope.READ], "reader").secret
     store = SQLiteStore(db)
+    # The collector's tuning (a full collection of the whole test process at each app's
+    # start) is tested apart (test_gc.py); the other tests' apps leave the collector alone.
+    settings = settings or ServiceSettings(gc_young=0)
     app = create_app(store, config or Config(), keys=keys, settings=settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Svc(db, store, keys, client, write_key, read_key, app)
