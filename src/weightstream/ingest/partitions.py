@@ -244,9 +244,9 @@ class _UserCounts:
 
     Exact up to :data:`_SKETCH_USERS` users; past that, neighbouring users (in sort order)
     are merged into entries of about equal rows, each named after its last user, so memory
-    stays bounded and the bounds stay within an entry of the exact ones. Written here, not taken from a library,
-    because polars has no streaming quantile of strings weighted by counts, and the bounds
-    only balance memory: the order does not depend on them.
+    stays bounded and the bounds stay within an entry of the exact ones. Written here, not
+    taken from a library, because polars has no streaming quantile of strings weighted by
+    counts, and the bounds only balance memory: the order does not depend on them.
     """
 
     def __init__(self) -> None:
