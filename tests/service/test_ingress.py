@@ -49,13 +49,13 @@ def pair(tmp_path: Path) -> Iterator[tuple[Svc, Svc]]:
             pass
 
 
-def _post(svc: Svc, body: bytes, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+def _post(svc: Svc, body: bytes, headers: Any) -> tuple[int, Any, dict[str, str]]:
     r = svc.client.post("/v1/measurements", content=body, headers=headers)
     kept = {k: r.headers[k] for k in ("content-type", "www-authenticate") if k in r.headers}
     return r.status_code, r.json(), kept
 
 
-def _cases(svc: Svc) -> list[tuple[str, bytes, dict[str, str]]]:
+def _cases(svc: Svc) -> list[tuple[str, bytes, Any]]:
     """(name, body, headers) of requests that take every way through the route."""
     js = {"content-type": "application/json"}
     write, read = svc.auth(svc.write_key), svc.auth(svc.read_key)
@@ -84,6 +84,17 @@ def _cases(svc: Svc) -> list[tuple[str, bytes, dict[str, str]]]:
             {**write, **js},
         ),
         ("body over the cap", b" " * 5000 + one, {**write, **js}),
+        (
+            "two keys, the first a reader's",
+            json.dumps(_reading(4)).encode(),
+            [("authorization", read["Authorization"]), ("authorization", write["Authorization"])]
+            + list(js.items()),
+        ),
+        (
+            "two content types, the first not json",
+            json.dumps(_reading(5)).encode(),
+            [*write.items(), ("content-type", "text/plain"), *js.items()],
+        ),
     ]
 
 

@@ -372,6 +372,7 @@ class _App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ingress = self.ingress
         if ingress is not None and ingress.serves(scope):
+            scope["app"] = self  # as Starlette sets it (an exception handler may read it)
             await ingress(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -123,23 +123,22 @@ class Ingress:
         self.count(METHOD, sent[0] if sent else 0, time.perf_counter() - started)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length: bytes | None = None
+        # Every Content-Length is held to the cap, as the edge holds them; of the others the
+        # first is read, as Starlette's headers give it.
         content_type: str | None = None
         authorization: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
-                length = value
-            elif name == b"content-type":
+                try:
+                    too_big = int(value) > self.max_body
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    raise _TooLarge()
+            elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
-            elif name == b"authorization":
+            elif name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_body
-            except ValueError:
-                too_big = False
-            if too_big:
-                raise _TooLarge()
         # As fastapi.security reads the header: "Bearer <token>", else no key.
         scheme, _, token = (authorization or "").partition(" ")
         admit(self.keys, token.strip() if scheme.lower() == "bearer" else None, KeyScope.WRITE)
