@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +176,7 @@ class Batch:
     def add_result(self, result: Result) -> None:
         """Record a result that changes no state (duplicate, invalid row)."""
         if self._row is not None and result.row is None:
-            result = replace(result, row=self._row)
+            result = result.with_row(self._row)
         self.unit.results.append((self.input_id, result))
         self.pending_events.append((_reading_hook(self.p.observer, 0.0), result))
         if self.direct:
@@ -200,16 +199,19 @@ class Batch:
     ) -> Mark:
         """Stage reading ``m``, its result and (unless None) the user's new state."""
         mark = self.mark()
-        if self._row is not None and result.row != self._row:
-            result = replace(result, row=self._row)
-        self.unit.readings.append((m, result))
-        self.unit.results.append((self.input_id, result))
+        row = self._row
+        if row is not None and result.row != row:
+            result = result.with_row(row)
+        unit = self.unit
+        unit.readings.append((m, result))
+        unit.results.append((self.input_id, result))
         if audits:
-            self.unit.audits.extend(audits)
-        self.staged_keys.add((m.user_id, m.reading_id))
-        self.staged_keys.add((m.user_id, m.content_key))
+            unit.audits.extend(audits)
+        uid = m.user_id
+        self.staged_keys.add((uid, m.reading_id))
+        self.staged_keys.add((uid, m.content_key))
         if result.verdict is not Verdict.LATE:
-            self.note_last_key(m.user_id, order_key(m))
+            self.note_last_key(uid, order_key(m))
         if state is not None:
             self.stage_state(state, last_good=last_good)
         return mark
@@ -267,7 +269,7 @@ class Batch:
     def restate(self, index: int, result: Result) -> None:
         """Re-issue the result of staged reading ``index`` (a late reading changed it)."""
         m, old = self.unit.readings[index]
-        result = replace(result, row=old.row)
+        result = result.with_row(old.row)
         self.unit.readings[index] = (m, result)
         for i, (input_id, staged) in enumerate(self.unit.results):
             if staged is old:

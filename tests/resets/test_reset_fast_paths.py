@@ -342,3 +342,38 @@ def test_require_valid_is_save_validate_and_mark(valid: bool) -> None:
     for name in ("failed", "failure_reason", "failed_operation", "completed_operations"):
         assert getattr(one, name) == getattr(three, name)
     assert one.audit().checkpoints == three.audit().checkpoints == (("kalman_reset", valid),)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+@pytest.mark.parametrize("op", list(ResetOperation))
+def test_check_is_require_valid_of_the_snapshot(op: ResetOperation, valid: bool) -> None:
+    """The sequence's ``check(op, thunk)`` leaves the transaction as ``require_valid(op,
+    thunk())`` does: checkpoints, verdicts, failure, completed operations, audit pairs."""
+    k = KalmanState((80.0, 0.0), ((1.0, 0.0), (0.0, 0.01 if valid else -1.0)), T0)
+    adaptation = AdaptationState(True, T0, 10.0 if valid else 1000.0, 0, ResetType.HARD)
+    entry = BufferedReading(T0, 80.0 if valid else NAN, "patient-device")
+    new = UserState("u1", k, adaptation, (entry,), version=1)
+    state = {
+        ResetOperation.KALMAN_RESET: kalman_snapshot(k, ((0.1, 0.0), (0.0, 0.01)), 0.5),
+        ResetOperation.ADAPTATION_CREATE: adaptation_snapshot(adaptation, T0),
+        ResetOperation.BUFFER_UPDATE: buffer_snapshot((entry,), 20),
+        ResetOperation.STATE_PERSIST: persist_snapshot(None, new),
+    }[op]
+    checked, required = ResetTransaction("u1"), ResetTransaction("u1")
+    outcomes = []
+    for run in (
+        lambda: checked.check(op, lambda: state),
+        lambda: required.require_valid(op, state),
+    ):
+        try:
+            run()
+            outcomes.append(None)
+        except ResetValidationError as exc:
+            outcomes.append(str(exc))
+    assert (outcomes[0] is None) is valid and outcomes[0] == outcomes[1]
+    assert [
+        (c.operation, c.state, c.validation_passed, c.problems) for c in checked.checkpoints
+    ] == [(c.operation, c.state, c.validation_passed, c.problems) for c in required.checkpoints]
+    for name in ("failed", "failure_reason", "failed_operation", "completed_operations"):
+        assert getattr(checked, name) == getattr(required, name)
+    assert checked.audit().checkpoints == required.audit().checkpoints == ((op.value, valid),)

@@ -124,7 +124,9 @@ class ResetManager:
         self, kalman_state: KalmanState | None, reset_type: ResetType, measurement: Measurement
     ) -> KalmanState:
         """The filter state right after the reset, the reading folded in."""
-        P0 = self.reset_covariance(reset_type)
+        P0 = self._p0.get(reset_type)
+        if P0 is None:
+            P0 = self._reset_covariance(reset_type)
         z = measurement.filter_kg  # the reading less its offset, as every update takes it
         if reset_type is ResetType.SOFT and kalman_state is not None:
             dt = _days(kalman_state.timestamp, measurement.timestamp)
@@ -165,14 +167,11 @@ class ResetManager:
         self, reset_type: ResetType, timestamp: datetime
     ) -> AdaptationState:
         """Adaptation at the start: the full boost of this reset type."""
-        boost = self._boost(reset_type)
-        return AdaptationState(
-            is_adapting=True,
-            adaptation_start=timestamp,
-            adaptation_factor=boost.q_multiplier,
-            measurements_since_reset=0,
-            reset_type=reset_type,
-        )
+        boost = self._boosts.get(reset_type)
+        if boost is None:
+            boost = self._r.boost(reset_type)
+        # is_adapting, adaptation_start, adaptation_factor, measurements_since_reset, reset_type
+        return AdaptationState(True, timestamp, boost.q_multiplier, 0, reset_type)
 
     def buffer_after_reset(
         self,

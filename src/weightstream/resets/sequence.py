@@ -4,7 +4,7 @@ Kalman reset, then adaptation, then the buffer, then the whole new state: each o
 computes a new frozen value from the last, and ``check`` is called after each with a thunk of
 its checkpoint. Under the plan's feature flag (``resets.transactional``) that is the only
 difference: the transactional shell passes
-:meth:`~weightstream.resets.transaction.ResetTransaction.require_valid`, which validates the
+:meth:`~weightstream.resets.transaction.ResetTransaction.check`, which validates the
 checkpoint and raises on a failure; the plain shell passes :func:`unchecked`, which builds
 nothing. Nothing here writes: the caller stages the returned state and result and commits them
 in one store transaction.
@@ -79,9 +79,7 @@ def reset_state(
 
 def checks_for(txn: ResetTransaction, transactional: bool) -> Check:
     """The check a shell passes: ``txn``'s validation, or none under the feature flag."""
-    if not transactional:
-        return unchecked
-    return lambda operation, snapshot: txn.require_valid(operation, snapshot())
+    return txn.check if transactional else unchecked
 
 
 def run_reset(

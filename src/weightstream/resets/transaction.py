@@ -21,7 +21,8 @@ What the plan's sketch got wrong, and what is done here instead:
   reference (the snapshot a validator reads holds the step's own values), so the
   transaction's validation adds about 15% to a whole reset, some 10 us on a 2-core machine
   (``benchmarks/reset_transaction.py`` prints both; the plan's budget was 5 ms). A step is
-  checkpointed, validated and marked done in one call (:meth:`require_valid`).
+  checkpointed, validated and marked done in one call (:meth:`require_valid`, or
+  :meth:`check` of a snapshot thunk, as the reset sequence calls it).
 
 Checkpoints feed the audit record (:meth:`audit`).
 """
@@ -242,6 +243,21 @@ class ResetTransaction:
         checkpoint.validation_passed = True
         self.completed_operations.append(operation)
 
+    def check(self, operation: ResetOperation, snapshot: Callable[[], Any]) -> None:
+        """:meth:`require_valid` of ``snapshot()``: the reset sequence's check
+        (:data:`weightstream.resets.sequence.Check`), written out once more because it runs
+        four times per reset."""
+        state = snapshot()
+        checkpoint = TransactionCheckpoint(operation, self.clock.monotonic(), state)
+        self.checkpoints.append(checkpoint)
+        problems = self.validator.problems(state, operation)
+        if problems:
+            checkpoint.problems = tuple(problems)
+            self._doom(operation, problems)
+            raise self._error(ResetValidationError)
+        checkpoint.validation_passed = True
+        self.completed_operations.append(operation)
+
     def mark_completed(self, operation: ResetOperation) -> None:
         self.completed_operations.append(operation)
 
@@ -287,16 +303,24 @@ class ResetTransaction:
         self, *, fallback: ResetOutcome | None = None, outcome: AuditOutcome | None = None
     ) -> ResetAudit:
         """The persisted record of this transaction (``outcome`` overrides the current one)."""
+        failed = self.failed_operation
+        pairs = _PAIRS
         return ResetAudit(
-            user_id=self.user_id,
-            reading_id=self.reading_id,
-            reset_type=self.reset_type,
-            trigger=self.trigger,
-            outcome=outcome or self.outcome or AuditOutcome.ROLLED_BACK,
-            failed_operation=self.failed_operation.value if self.failed_operation else None,
-            reason=self.failure_reason,
-            duration_s=self.duration_s,
-            at=self.clock.now(),
-            fallback=fallback,
-            checkpoints=tuple([_pair(c.operation, c.validation_passed) for c in self.checkpoints]),
+            self.user_id,
+            self.reading_id,
+            self.reset_type,
+            self.trigger,
+            outcome or self.outcome or AuditOutcome.ROLLED_BACK,
+            failed.value if failed else None,
+            self.failure_reason,
+            self.duration_s,
+            self.clock.now(),
+            fallback,
+            tuple(
+                [
+                    pairs.get((c.operation, c.validation_passed))
+                    or _pair(c.operation, c.validation_passed)
+                    for c in self.checkpoints
+                ]
+            ),
         )

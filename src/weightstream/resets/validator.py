@@ -126,6 +126,8 @@ class StateValidator:
     # -- Kalman -------------------------------------------------------------------------
 
     def _kalman(self, state: Any) -> list[str]:
+        if type(state) is dict and self._fast_kalman_ok(state):  # a reset's own checkpoint
+            return []
         if isinstance(state, KalmanState):
             return self.kalman_state_problems(state)
         if not isinstance(state, Mapping):
@@ -291,6 +293,14 @@ class StateValidator:
     # -- buffer ---------------------------------------------------------------------------
 
     def _buffer(self, state: Any) -> list[str]:
+        if type(state) is dict:  # a reset's own checkpoint: the shortcut, if it answers
+            buffer, bound = state.get("buffer"), state.get("max_size", self.max_buffer)
+            if (
+                type(buffer) is tuple
+                and type(bound) is int
+                and _buffer_ok(buffer, min(bound, self.max_buffer))
+            ):
+                return []
         if not isinstance(state, Mapping) or "buffer" not in state:
             return ["missing buffer"]
         buffer = state["buffer"]
