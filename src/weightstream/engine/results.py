@@ -177,9 +177,11 @@ class ResultsSpill:
     holds more than :data:`RANGE_ROWS` lines, whatever the file.
     """
 
-    #: Rows of the file per range: what :meth:`write` holds at once (~7 MB of text; ~15 MB at
-    #: the peak with its order and the slice being written).
-    RANGE_ROWS: Final = 50_000
+    #: Rows of the file per range: what :meth:`write` holds at once (~5 MB of text). Writing
+    #: 2 M spilled lines of ~210 bytes held 29 MB more at its peak with ranges of 50,000 rows,
+    #: 18-23 MB with 25,000 (the slice written at a time made no difference); a file run's
+    #: peak is its results file's.
+    RANGE_ROWS: Final = 25_000
 
     def __init__(self, memory_rows: int, *, raw: bool, directory: Path | None = None) -> None:
         self.raw = raw
