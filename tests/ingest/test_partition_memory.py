@@ -2,7 +2,7 @@
 
 polars' ``value_counts`` of a block's user column points into the block's text; the counts of
 the blocks waiting to be merged held every such block's text alive (a 10 M-row run peaked at
-350 MB while reading). Measured in a fresh interpreter with the allocator settings of the
+342 MB while reading). Measured in a fresh interpreter with the allocator settings of the
 ``weightstream`` command, so that freed memory is given back at once and the figure is the
 memory still held.
 """

@@ -258,7 +258,7 @@ class _UserCounts:
         counts = users.value_counts(name="n")
         # The counted ids are copied: polars' value_counts points into the block's text, and
         # the blocks waiting to be merged (up to _SKETCH_USERS users: ~200 blocks) held all of
-        # theirs, ~0.5 MB each (a 10 M-row run peaked at 350 MB while reading).
+        # theirs, ~0.5 MB each (a 10 M-row run peaked at 342 MB while reading).
         fresh = pl.Series("user", counts.get_column("user").to_list(), dtype=pl.String)
         self._pending.append(counts.with_columns(fresh, pl.col("n").cast(pl.Int64)))
         self._pending_rows += counts.height
