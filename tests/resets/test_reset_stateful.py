@@ -186,7 +186,11 @@ class ResetMachine(RuleBasedStateMachine):
     def _reading(self, weight: float, gap_days: float, source: str = "patient-device") -> Measurement:
         self.day += gap_days
         self.n += 1
-        return measurement(round(weight, 3), self.day, source=source, reading_id=f"r{self.n}")
+        # Each reading's own millionths: no two readings share a value, so none is a copy of
+        # another (weightstream.copies: the same value, whole hours apart, on a time with
+        # seconds, is one reading exported twice), which this model does not know.
+        value = round(weight, 3) + self.n * 1e-6
+        return measurement(value, self.day, source=source, reading_id=f"r{self.n}")
 
     def _estimate(self) -> float:
         assert self.model is not None and self.model.kalman is not None
