@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,15 @@ def read_results(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def results_of() -> Callable[[Path], list[dict[str, str]]]:
     return read_results
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$TMPDIR`` of the test: where spill directories are made (and must be gone after)."""
+    where = tmp_path / "tmpdir"
+    where.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(where))
+    return where
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,15 +47,6 @@ def _run(export: Path, work: Path, memory_rows: int, **kwargs: Any) -> tuple[byt
             export, store, _config(memory_rows), out=out, clock=FakeClock(), **kwargs
         )
     return out.read_bytes(), db, summary
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``$TMPDIR`` of the test: where spill directories are made (and must be gone after)."""
-    where = tmp_path / "tmpdir"
-    where.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(where))
-    return where
 
 
 def _sorted_tables(db: Path, volatile: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:

@@ -7,24 +7,12 @@ the square of its size; what the spill keeps in memory per key must not grow wit
 from __future__ import annotations
 
 import gc
-import tempfile
 import tracemalloc
-from pathlib import Path
 
 import polars as pl
-import pytest
 
 from weightstream.ingest import spill as spill_module
 from weightstream.ingest.spill import Spill
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``$TMPDIR`` of the test: where the spill directory is made."""
-    where = tmp_path / "tmpdir"
-    where.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(where))
-    return where
 
 
 def _traced_growth(spill: Spill, keys: int, frames: int, first: int) -> int:

@@ -246,18 +246,8 @@ class ResetTransaction:
 
     def check(self, operation: ResetOperation, snapshot: Callable[[], Any]) -> None:
         """:meth:`require_valid` of ``snapshot()``: the reset sequence's check
-        (:data:`weightstream.resets.sequence.Check`), written out once more because it runs
-        four times per reset."""
-        state = snapshot()
-        checkpoint = TransactionCheckpoint(operation, self.clock.monotonic(), state)
-        self.checkpoints.append(checkpoint)
-        problems = self.validator.problems(state, operation)
-        if problems:
-            checkpoint.problems = tuple(problems)
-            self._doom(operation, problems)
-            raise self._error(ResetValidationError)
-        checkpoint.validation_passed = True
-        self.completed_operations.append(operation)
+        (:data:`weightstream.resets.sequence.Check`)."""
+        self.require_valid(operation, snapshot())
 
     def mark_completed(self, operation: ResetOperation) -> None:
         self.completed_operations.append(operation)
