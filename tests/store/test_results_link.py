@@ -23,6 +23,7 @@ from weightstream.model import Result, Verdict
 from weightstream.pipeline import process_file
 from weightstream.store import schema, sqlite
 from weightstream.store.base import UnitOfWork
+from weightstream.store.columns import RESULT_FROM_READING, RESULTS
 from weightstream.store.memory import MemoryStore
 from weightstream.store.sqlite import SQLiteStore
 
@@ -149,3 +150,72 @@ def test_linked_results_take_the_seqs_their_readings_were_given(tmp_path: Path) 
                 store._first_seq(again[::-1])
         finally:
             conn.execute("ROLLBACK")
+
+
+def _csv(path: Path, rows: list[tuple[str, str, float]]) -> Path:
+    lines = ["id,user_id,timestamp,effectiveDateTime,source_type,weight,unit"]
+    for ident, day, weight in rows:
+        lines.append(f"{ident},u1,{day},{day},patient-device,{weight},kg")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_replay_leaves_an_earlier_inputs_results_as_decided(tmp_path: Path) -> None:
+    """Migration 6: a linked result reads its decision from its reading's row. A late reading
+    replays the readings after it and changes their rows; the results the earlier input was
+    given must not change with them (the store copies them out first)."""
+    days = [f"2024-03-{d:02d}T07:00:00" for d in range(1, 13)]
+    first = _csv(tmp_path / "a.csv", [(f"r{k}", day, 80.0 - 0.1 * k) for k, day in enumerate(days)])
+    late = _csv(tmp_path / "b.csv", [("late", "2024-03-04T19:00:00", 81.5)])
+    with SQLiteStore(tmp_path / "w.db") as store:
+        process_file(first, store, Config(), out=tmp_path / "a1.csv")
+        before = list(store.results_for_input(file_digest(first)))
+        history = {row.measurement.reading_id: row.result for row in store.history("u1")}
+        process_file(late, store, Config(), out=tmp_path / "b.csv.out")
+        after = list(store.results_for_input(file_digest(first)))
+        replayed = {row.measurement.reading_id: row.result for row in store.history("u1")}
+        # the late reading did change the decisions stored for the readings after it ...
+        changed = [k for k in history if history[k].filtered_weight != replayed[k].filtered_weight]
+        assert len(changed) >= 5
+        # ... and the first input's results are still those it was given, linked or copied
+        assert after == before
+        assert all(r.verdict is not None for r in after)
+    conn = sqlite3.connect(tmp_path / "w.db")
+    copied = conn.execute(
+        "SELECT count(*) FROM results WHERE reading_seq IS NOT NULL AND verdict IS NOT NULL"
+    ).fetchone()[0]
+    assert copied == len(changed)
+    write_again = tmp_path / "a2.csv"
+    with SQLiteStore(tmp_path / "w.db") as store:
+        process_file(first, store, Config(), out=write_again)  # a finished input: rewritten
+    assert write_again.read_bytes() == (tmp_path / "a1.csv").read_bytes()
+
+
+def test_results_written_before_migration_6_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linked results that still repeat their reading's decision read back the same after
+    migration 6, and new ones are written without it."""
+    src = _export(tmp_path, users=6, per_user=15)
+    path = tmp_path / "w.db"
+    monkeypatch.setattr(sqlite, "MIGRATIONS", schema.MIGRATIONS[:5])
+    # the linked insert of version 5: the decision repeated in the result's row
+    kept = [n for n in RESULTS.names[1:] if n not in RESULT_FROM_READING]
+    marks = ", ".join(f"?{RESULTS.index(n) + 1}" for n in kept)
+    monkeypatch.setattr(
+        sqlite,
+        "_LINKED_INSERT",
+        sqlite._LINKED.format(", ".join(kept), marks, len(RESULTS.names) + 1),
+    )
+    with SQLiteStore(path) as old:
+        process_file(src, old, Config(), out=tmp_path / "old.csv")
+        before = list(old.results_for_input(file_digest(src)))
+    monkeypatch.undo()
+    with SQLiteStore(path) as store:
+        assert list(store.results_for_input(file_digest(src))) == before
+        process_file(src, store, Config(), out=tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM results WHERE verdict IS NULL").fetchone() == (0,)
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == sorted(versions) and versions[-1] == schema.MIGRATIONS[-1][0]

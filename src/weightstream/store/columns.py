@@ -32,6 +32,7 @@ __all__ = [
     "READING_DECIDED",
     "FILE_CELLS",
     "RESULT_FROM_READING",
+    "RESULT_DECIDED_IN_READING",
     "FILE_TIMES",
 ]
 
@@ -281,6 +282,23 @@ RESULT_FROM_READING = {
     "source": "source",
     "weight_kg": "weight_kg",
 }
+
+#: The result columns that a stored reading's row holds as its result was decided (result
+#: column = reading column). SQLite leaves them out of a linked result's row (migration 6,
+#: ``verdict IS NULL``) and reads them from the reading's; before a replay changes the
+#: reading's decision, the store copies them into the results linked to it, so an earlier
+#: input's results keep what was decided for them.
+RESULT_DECIDED_IN_READING = (
+    "verdict",
+    "reason",
+    "message",
+    "filtered_weight",
+    "trend_kg_week",
+    "std_kg",
+    "reset_type",
+    "reset_outcome",
+    "quality",
+)
 
 #: What replaying a late reading may change in a stored reading: its result, from the verdict on.
 READING_DECIDED = READINGS.names[READINGS.index("verdict") :]

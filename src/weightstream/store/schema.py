@@ -225,4 +225,64 @@ SELECT r.id, r.input_ref, r.row,
 FROM results r LEFT JOIN readings g ON g.seq = r.reading_seq""",
         ),
     ),
+    (
+        6,
+        "a stored reading's result keeps its decision in the reading's row",
+        (
+            # A linked result repeated its reading's decision (verdict to quality: nine values
+            # the reading's row holds already); its row now leaves them NULL (verdict IS NULL)
+            # and the view reads them from the reading. Before a replay changes a reading's
+            # decision, the store copies them into the results linked to it (through the
+            # index on reading_seq), so an earlier input's results never change.
+            # input_ref is no longer declared a foreign key: the check was a lookup in
+            # ``inputs`` for every result row (a quarter of the row's cost, measured), and the
+            # store is the table's only writer: it inserts the input's row first, in the same
+            # transaction, and never deletes one.
+            "DROP VIEW results_full",
+            """
+CREATE TABLE results_v6 (
+    id INTEGER PRIMARY KEY,
+    input_ref INTEGER,
+    row INTEGER,
+    reading_id TEXT,
+    user_id TEXT,
+    verdict TEXT,
+    reason TEXT,
+    message TEXT,
+    ts INTEGER,
+    source TEXT,
+    weight_kg REAL, filtered_weight REAL, trend_kg_week REAL, std_kg REAL,
+    reset_type TEXT, reset_outcome TEXT, quality REAL,
+    q_innovation REAL, q_rate REAL, q_source REAL, quality_components TEXT, offset_kg REAL,
+    reading_seq INTEGER,
+    UNIQUE (input_ref, row),
+    CHECK (verdict IS NOT NULL AND reason IS NOT NULL AND message IS NOT NULL
+        OR verdict IS NULL AND reason IS NULL AND message IS NULL AND reading_seq IS NOT NULL)
+)""",
+            "INSERT INTO results_v6 SELECT * FROM results ORDER BY id",
+            "DROP TABLE results",
+            "ALTER TABLE results_v6 RENAME TO results",
+            "CREATE INDEX results_by_reading ON results (reading_seq) "
+            "WHERE reading_seq IS NOT NULL",
+            """
+CREATE VIEW results_full AS
+SELECT r.id, r.input_ref, r.row,
+    coalesce(r.reading_id, g.key) AS reading_id,
+    coalesce(r.user_id, g.user_id) AS user_id,
+    coalesce(r.verdict, g.verdict) AS verdict,
+    coalesce(r.reason, g.reason) AS reason,
+    coalesce(r.message, g.message) AS message,
+    coalesce(r.ts, g.ts) AS ts,
+    coalesce(r.source, g.source) AS source,
+    coalesce(r.weight_kg, g.weight_kg) AS weight_kg,
+    iif(r.verdict IS NULL, g.filtered_weight, r.filtered_weight) AS filtered_weight,
+    iif(r.verdict IS NULL, g.trend_kg_week, r.trend_kg_week) AS trend_kg_week,
+    iif(r.verdict IS NULL, g.std_kg, r.std_kg) AS std_kg,
+    iif(r.verdict IS NULL, g.reset_type, r.reset_type) AS reset_type,
+    iif(r.verdict IS NULL, g.reset_outcome, r.reset_outcome) AS reset_outcome,
+    iif(r.verdict IS NULL, g.quality, r.quality) AS quality,
+    r.q_innovation, r.q_rate, r.q_source, r.quality_components, r.offset_kg
+FROM results r LEFT JOIN readings g ON g.seq = r.reading_seq""",
+        ),
+    ),
 )

@@ -56,6 +56,7 @@ from weightstream.store.columns import (
     READING_DECIDED,
     READINGS,
     RECOVERIES,
+    RESULT_DECIDED_IN_READING,
     RESULT_FROM_READING,
     RESULTS,
     STATES,
@@ -89,7 +90,20 @@ _ARG = {name: f"?{k + 1}" for k, name in enumerate(RESULTS.names)}
 _RESULT_INSERT = "INSERT INTO results ({}) VALUES ({{ref}}, {})".format(
     RESULTS.column_list(), ", ".join(_ARG[n] for n in RESULTS.names[1:])
 )
-_KEPT = tuple(n for n in RESULTS.names[1:] if n not in RESULT_FROM_READING)
+# A linked result keeps neither its reading's identity (migration 5) nor its decision
+# (migration 6): both are in the reading's row.
+_KEPT = tuple(
+    n
+    for n in RESULTS.names[1:]
+    if n not in RESULT_FROM_READING and n not in RESULT_DECIDED_IN_READING
+)
+# Before a replay changes a stored reading's decision, the results linked to it take their
+# copy of the decision they were given (once: a result that has one keeps it).
+_LINKED_KEEP = (
+    "UPDATE results SET ({}) = (SELECT {} FROM readings g WHERE g.seq = results.reading_seq) "
+    "WHERE verdict IS NULL AND reading_seq = "
+    "(SELECT seq FROM readings WHERE user_id = ? AND key = ?)"
+).format(", ".join(RESULT_DECIDED_IN_READING), ", ".join(RESULT_DECIDED_IN_READING))
 # A linked result's row is its staged row with its reading's seq after it (one more number).
 _LINKED = "INSERT INTO results (input_ref, {}, reading_seq) VALUES ({{ref}}, {}, ?{})"
 _LINKED_INSERT = _LINKED.format(
@@ -221,6 +235,7 @@ class SQLiteStore:
         first = READINGS.index(READING_DECIDED[0])
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
+            c.execute(_LINKED_KEEP, (m.user_id, m.reading_id))
             cur = c.execute(_READING_UPDATE, (*row[first:], m.user_id, m.reading_id))
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
