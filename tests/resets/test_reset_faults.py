@@ -79,7 +79,7 @@ def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         tables = [t for (t,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
     finally:
         conn.close()
@@ -296,7 +296,7 @@ def fault_free_reference(tmp_path: Path, readings: list[Measurement]) -> dict[st
 
 STATEMENTS = [
     "BEGIN IMMEDIATE",
-    "INSERT INTO readings",
+    "INSERT INTO reading_rows",
     "INSERT INTO results",
     "UPDATE user_states",
     "INSERT OR REPLACE INTO last_good_states",

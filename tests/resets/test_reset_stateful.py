@@ -51,7 +51,7 @@ CONFIG = Config(
 )
 MGR = ResetManager(CONFIG)  # pure
 STEP_FAULTS = sorted(FAULTS)
-STATEMENTS = ["INSERT INTO readings", "INSERT INTO results", "UPDATE user_states",
+STATEMENTS = ["INSERT INTO reading_rows", "INSERT INTO results", "UPDATE user_states",
               "INSERT INTO reset_audit", "COMMIT"]
 
 

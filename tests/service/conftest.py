@@ -80,7 +80,7 @@ class Svc:
             return {
                 t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
                 for (t,) in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
                 )
             }
         finally:

@@ -23,7 +23,7 @@ from weightstream.model import Result, Verdict
 from weightstream.pipeline import process_file
 from weightstream.store import schema, sqlite
 from weightstream.store.base import UnitOfWork
-from weightstream.store.columns import RESULT_FROM_READING, RESULTS
+from weightstream.store.columns import READINGS, RESULT_FROM_READING, RESULTS
 from weightstream.store.memory import MemoryStore
 from weightstream.store.sqlite import SQLiteStore
 
@@ -207,6 +207,9 @@ def test_results_written_before_migration_6_are_kept(
         "_LINKED_INSERT",
         sqlite._LINKED.format(", ".join(kept), marks, len(RESULTS.names) + 1),
     )
+    # and version 5's readings table (the user's id in each row, no users table)
+    monkeypatch.setattr(sqlite, "_READING_INSERT", READINGS.insert())
+    monkeypatch.setattr(sqlite, "_USER_INSERT", "INSERT INTO inputs (input_id) SELECT ?1 WHERE 0")
     with SQLiteStore(path) as old:
         process_file(src, old, Config(), out=tmp_path / "old.csv")
         before = list(old.results_for_input(file_digest(src)))

@@ -75,9 +75,20 @@ _STATE_COLS = STATES.column_list()
 _STATE_MARKS = ", ".join("?" * len(STATES.names))
 _STATE_SETS = STATES.assignments(STATES.names[1:])
 _READING_COLS = READINGS.column_list()
-_READING_INSERT = READINGS.insert()
+# A reading row is written into ``reading_rows`` (migration 7), its user as the number
+# ``users`` gives the user's id (inserted first, once a unit); ``readings`` is a view of it.
+_UID = "(SELECT uid FROM users WHERE user_id = ?{})"
+_READING_INSERT = "INSERT INTO reading_rows ({}) VALUES ({})".format(
+    READINGS.column_list().replace("user_id", "uid"),
+    ", ".join(
+        _UID.format(k + 1) if name == "user_id" else f"?{k + 1}"
+        for k, name in enumerate(READINGS.names)
+    ),
+)
+_USER_INSERT = "INSERT OR IGNORE INTO users (user_id) VALUES (?)"
 _READING_UPDATE = (
-    f"UPDATE readings SET {READINGS.assignments(READING_DECIDED)} WHERE user_id = ? AND key = ?"
+    f"UPDATE reading_rows SET {READINGS.assignments(READING_DECIDED)} "
+    f"WHERE uid = {_UID.format('')} AND key = ?"
 )
 # A result is stored with its input's number where the record holds the input's id text.
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
@@ -100,7 +111,8 @@ _KEPT = tuple(
 # Before a replay changes a stored reading's decision, the results linked to it take their
 # copy of the decision they were given (once: a result that has one keeps it).
 _LINKED_KEEP = (
-    "UPDATE results SET ({}) = (SELECT {} FROM readings g WHERE g.seq = results.reading_seq) "
+    "UPDATE results SET ({}) = "
+    "(SELECT {} FROM reading_rows g WHERE g.seq = results.reading_seq) "
     "WHERE verdict IS NULL AND reading_seq = "
     "(SELECT seq FROM readings WHERE user_id = ? AND key = ?)"
 ).format(", ".join(RESULT_DECIDED_IN_READING), ", ".join(RESULT_DECIDED_IN_READING))
@@ -226,8 +238,14 @@ class SQLiteStore:
 
     def _write(self, unit: UnitOfWork) -> None:
         c = self._conn
-        if unit.readings:
-            c.executemany(_READING_INSERT, [codec.reading_to_row(m, r) for m, r in unit.readings])
+        new_rows = [codec.reading_to_row(m, r) for m, r in unit.readings]
+        users = dict.fromkeys(
+            row[_READING_USER] for rows in (new_rows, unit.reading_rows) for row in rows
+        )
+        if users:
+            c.executemany(_USER_INSERT, [(u,) for u in users])
+        if new_rows:
+            c.executemany(_READING_INSERT, new_rows)
         first_seq = 0
         if unit.reading_rows:
             c.executemany(_READING_INSERT, unit.reading_rows)
