@@ -185,24 +185,40 @@ def test_segments_end_at_resets() -> None:
 
 
 def test_readings_a_takeover_rejected_are_smoothed_with_the_level_that_won() -> None:
-    """A burst of another person took the filter over; the person's own readings were rejected
-    until two of them restarted it. Looking back they were right: they are smoothed with the
-    segment their reset began (at their own level), and keep their rejected verdict."""
+    """Another person's burst was the user's first readings; the person's own readings were
+    rejected until a majority of them restarted the filter. Looking back they were right: they
+    are smoothed with the segment their reset began (at their own level), and keep their
+    rejected verdict."""
     store = MemoryStore()
-    days = [0.0, 1.0, 2.0, 3.0, 4.0] + [5.0 + d for d in range(8)]
-    kg = [71.0, 110.0, 110.3, 110.6, 110.9] + [69.0 + 0.1 * d for d in range(8)]
+    days = [0.0, 1.0, 2.0] + [3.0 + d for d in range(8)]
+    kg = [110.0, 110.3, 110.6] + [69.0 + 0.1 * d for d in range(8)]
     _series(store, "u", days, kg)
     rows = smoothed_history(store, "u", Config())
-    own = rows[5:]
+    own = rows[3:]
     rejected = [r for r in own if r.verdict == "rejected"]
-    assert rejected, [r.verdict for r in rows]  # the takeover made the filter reject them
+    assert rejected, [r.verdict for r in rows]  # the burst's baseline made the filter reject them
     reset = next(r for r in own if r.verdict == "accepted")
     assert reset.reset_type == "hard"
     for r in rejected:
         assert r.filtered_weight is None
         assert r.segment == reset.segment
         assert abs(r.smoothed_weight - 69.2) < 1.0  # type: ignore[operator]
-    assert rows[4].smoothed_weight is not None and rows[4].smoothed_weight > 100.0
+    assert rows[2].smoothed_weight is not None and rows[2].smoothed_weight > 100.0
+
+
+def test_readings_back_after_a_burst_that_took_over_are_smoothed_at_their_level() -> None:
+    """71, a burst of four that took the filter over, then the person again: the first reading
+    back restarts the filter (the takeover remembered the 71), so none of the person's readings
+    is rejected and each is smoothed at its own level."""
+    store = MemoryStore()
+    days = [0.0, 1.0, 2.0, 3.0, 4.0] + [5.0 + d for d in range(8)]
+    kg = [71.0, 110.0, 110.3, 110.6, 110.9] + [69.0 + 0.1 * d for d in range(8)]
+    _series(store, "u", days, kg)
+    rows = smoothed_history(store, "u", Config())
+    own = rows[5:]
+    assert [r.verdict for r in own] == ["accepted"] * 8
+    assert own[0].reset_type == "hard"
+    assert all(abs(r.smoothed_weight - 69.35) < 1.0 for r in own)  # type: ignore[operator]
 
 
 def test_a_rejected_reading_that_disagrees_with_the_next_reset_is_not_smoothed() -> None:

@@ -2,8 +2,8 @@
 
 One clean first reading, then another person on the scale four times: the burst's third reading
 restarts the filter at the burst's level (the first reading was alone against three). The
-person's own readings that follow must win back after ``rules.streak_new_user`` of them, not
-after ``rules.streak_established``: the restarted filter rests on the burst alone.
+person's own readings that follow must win back at the first of them: the takeover remembers
+the level it displaced (``tests/resets/test_provisional_baseline.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def test_own_readings_win_back_after_a_burst_took_the_filter_over() -> None:
     assert any(r.reset_type is ResetType.HARD for r in burst)  # the burst took over
     own = [p.process_one(measurement(69.0 + 0.2 * i, 5 + i)) for i in range(6)]
     back = next(i for i, r in enumerate(own) if r.verdict is Verdict.ACCEPTED)
-    assert back == config.rules.streak_new_user - 1  # was streak_established - 1 (5)
+    # at once: the takeover remembered the 71 it displaced (was streak_new_user - 1, 2, and
+    # before that streak_established - 1, 5)
+    assert back == 0
     assert own[back].reset_type is ResetType.HARD
     assert all(r.verdict is Verdict.ACCEPTED for r in own[back:])
 

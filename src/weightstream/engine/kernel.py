@@ -182,6 +182,10 @@ def _run(
                     return i
                 if ((t - si[I_LAST_RESET]) / 1e6) / _DAY >= c[C_SOFT_COOLDOWN]:
                     return i
+        # far from a filter a hard reset started: the step checks it against the level a
+        # takeover displaced (triggers._displaced_return; the displaced readings are not here)
+        if si[I_ADAPTING] == 1 and c[C_HARD_RESET] != 0.0 and abs(y) >= c[C_SOFT_KG]:
+            return i
         young = si[I_ACCEPTED] < c[C_ESTABLISHED]
         # few readings in all, or few since a reset (triggers._young)
         # (after a hard reset, up to established readings since it)
@@ -194,6 +198,10 @@ def _run(
         count = si[I_REJ_COUNT]
         if count > 0:
             needed = int(c[C_STREAK_NEW] if young_streak else c[C_STREAK_OLD]) - 1
+            # a provisional baseline gives way to a majority (triggers._provisional; the loop
+            # cannot tell a soft reset's adaptation from the others': it stops, the step decides)
+            if not young_streak and si[I_ADAPTING] == 1 and resting < c[C_STREAK_OLD]:
+                needed = int(max(c[C_STREAK_NEW], resting + 1)) - 1
             if resting == 1 and int(c[C_STREAK_SINGLE]) - 1 < needed:
                 needed = int(c[C_STREAK_SINGLE]) - 1
             if count >= needed:

@@ -32,6 +32,7 @@ from weightstream.model import (
     UserState,
     Verdict,
 )
+from weightstream.resets import triggers
 from weightstream.resets.transaction import ResetTransaction
 from weightstream.resets.validator import (
     ResetOperation,
@@ -114,6 +115,9 @@ def run_reset(
     check(ResetOperation.ADAPTATION_CREATE, lambda: adaptation_snapshot(adaptation, m.timestamp))
     faults.crash_point("reset.buffer")
     buffer = manager.buffer_after_reset(base.buffer, reset_type, m)
+    if plan.decision.trigger == triggers.STREAK_TRIGGER:
+        # A takeover's baseline is provisional: it remembers the level it displaced.
+        buffer = triggers.keep_displaced(base, buffer, policy.config.resets.buffer_size)
     check(
         ResetOperation.BUFFER_UPDATE,
         lambda: buffer_snapshot(buffer, policy.config.resets.buffer_size),
