@@ -127,3 +127,36 @@ def test_the_compiled_loop_decides_as_the_step(tmp_path: Path) -> None:
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
     assert outs[0].count(b"accepted") > 0
+
+
+def test_a_long_burst_that_took_over_an_established_filter_gives_way_to_the_first_reading_back() -> (
+    None
+):
+    """Twenty readings at 80, a burst of seven at 110 (the sixth takes over), then 80 again:
+    the first 80 restarts the filter (before: rejected until a streak of three)."""
+    readings = [(80.0, float(d)) for d in range(20)]
+    readings += [(110.0 + 0.1 * i, 20 + 0.5 * i) for i in range(7)]
+    readings += [(80.0, 24.0 + i) for i in range(5)]
+    _, results = _run(readings)
+    assert any(r.reset_type is ResetType.HARD for r in results[20:27])  # the burst took over
+    own = results[27:]
+    assert [r.verdict for r in own] == [Verdict.ACCEPTED] * 5
+    assert own[0].reset_type is ResetType.HARD
+
+
+def test_two_people_sharing_a_scale_do_not_take_turns() -> None:
+    """Another person's 95 first, the user's 70 daily, the other person every third day: the
+    other person wins back the filter at most once (only the user's first segment is
+    remembered); remembering every displaced segment let them take it at each visit (7 of 7
+    of theirs accepted, 7 of 20 of the user's rejected)."""
+    readings = [(95.0, 0.0)]
+    for d in range(1, 21):
+        readings.append((70.0, float(d)))
+        if d % 3 == 0:
+            readings.append((95.0, d + 0.5))
+    _, results = _run(readings)
+    theirs = [r for (kg, _), r in zip(readings, results, strict=True) if kg == 95.0]
+    mine = [r for (kg, _), r in zip(readings, results, strict=True) if kg == 70.0]
+    assert sum(r.verdict is Verdict.ACCEPTED for r in theirs) <= 2
+    assert sum(r.verdict is Verdict.REJECTED for r in mine) <= 2
+    assert all(r.verdict is Verdict.ACCEPTED for r in mine[-10:])

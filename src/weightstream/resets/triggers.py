@@ -185,7 +185,16 @@ def keep_displaced(
     The segment is the buffer's entries since ``base``'s last reset (all of them if it has
     none): what the displaced filter rested on. The buffer's own entries come first for its
     bound; the displaced ones fill what room is left.
+
+    Only the user's first segment is remembered (no reset yet but the initial one). A segment
+    a later reset began may itself be a return's, and remembering it lets two people who
+    share a scale take turns: a household member whose reading came first, then weighed every
+    few days, restarted the filter at each visit (7 of 7 of their readings accepted and 7 of
+    20 of the user's rejected, against 1 and 1 before the return; remembering the first
+    segment only: 2 and 2).
     """
+    if base.last_reset_type not in (None, ResetType.INITIAL):
+        return buffer
     segment = _segment(base)
     room = size - len(buffer)
     if room <= 0 or not segment:
