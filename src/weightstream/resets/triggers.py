@@ -13,9 +13,10 @@ Four triggers, tried in order (thresholds in :class:`~weightstream.config.ResetC
 * a **return**: a filter a streak took over a few readings ago, and a reading that agrees with
   the level the takeover displaced, not with the filter (:func:`_displaced_return`).
 
-A takeover's baseline is provisional. The streak reset keeps the readings its segment
-displaced in the buffer, before the reset's own entry (:func:`keep_displaced`); while the new
-filter adapts, a reading back at the displaced level restarts the filter there at once. So a
+A takeover's baseline is provisional. A streak reset that displaces the user's first segment
+keeps that segment's readings in the buffer, before the reset's own entry
+(:func:`keep_displaced`); while the new filter adapts, a reading back at the displaced level
+restarts the filter there at once. So a
 clean first reading followed by a burst of another person's readings, which took the filter
 over (a filter resting on one reading gives way to two), costs the person's own readings
 nothing when they come back: the level seen before and after the burst wins, since a body
