@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -255,3 +256,110 @@ def test_warm_up_runs_the_loop_and_stores_nothing(monkeypatch) -> None:
     assert looped == [4, 4]
     assert store.users() == [] and processor.load_state("warm-up") is None
     assert K.run.signatures  # compiled (or loaded from numba's cache)
+
+
+def _commit_threads(store) -> list[str]:
+    """The names of the threads that commit to ``store``, in order (recorded as they do)."""
+    threads: list[str] = []
+    real = store.commit
+
+    def recording(unit):
+        threads.append(threading.current_thread().name)
+        real(unit)
+
+    store.commit = recording
+    return threads
+
+
+def test_a_small_group_is_decided_on_the_loops_own_thread() -> None:
+    """A group of at most inline_max readings, with nothing on the store thread, is decided
+    and committed on the event loop's thread (no hand-off); a bigger one on the store thread."""
+    store = MemoryStore()
+    threads = _commit_threads(store)
+    committer = GroupCommitter(
+        Processor(store, Config(), clock=FakeClock()), linger_s=0.0, inline_max=2
+    )
+
+    async def run() -> list:
+        committer.start()
+        try:
+            small = await committer.submit([m("a", 0), m("b", 0)])
+            big = await committer.submit([m("a", 1), m("b", 1), m("c", 1)])
+            return [small, big]
+        finally:
+            await committer.close()
+
+    answers = asyncio.run(run())
+    assert [len(a) for a in answers] == [2, 3]
+    assert all(as_result(r).verdict == "accepted" for a in answers for r in a)
+    assert threads == [threading.main_thread().name, "ws-store_0"]
+    assert sorted(store.users()) == ["a", "b", "c"]
+
+
+def test_a_small_group_waits_while_the_store_thread_has_work() -> None:
+    """While a read runs on the store thread, a small group is not decided beside it: it
+    goes to the store thread, after the read (the store is never used by two threads)."""
+    store = MemoryStore()
+    threads = _commit_threads(store)
+    committer = GroupCommitter(
+        Processor(store, Config(), clock=FakeClock()), linger_s=0.0, inline_max=64
+    )
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_read() -> str:
+        started.set()
+        release.wait(timeout=30)
+        order.append("read")
+        return "done"
+
+    async def run() -> None:
+        committer.start()
+        try:
+            reading = asyncio.ensure_future(committer.read(slow_read))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+            submitted = asyncio.ensure_future(committer.submit([m("a", 0)]))
+            for _ in range(20):  # the writer takes the submission and hands it over
+                await asyncio.sleep(0)
+            assert committer.store_jobs == 2 and not threads
+            release.set()
+            assert await reading == "done"
+            answer = await submitted
+            order.append("group")
+            assert as_result(answer[0]).verdict == "accepted"
+        finally:
+            release.set()
+            await committer.close()
+
+    asyncio.run(run())
+    assert order == ["read", "group"] and threads == ["ws-store_0"]
+    assert committer.store_jobs == 0
+
+
+def test_a_conflict_on_the_loops_thread_is_retried_on_the_store_thread() -> None:
+    """A small group that met another writer does not sleep on the loop's thread before its
+    retry: the group is redone on the store thread, and commits there."""
+    inner = MemoryStore()
+    store = FaultyStore(inner, ConflictError("another writer"))
+    calls = {"n": 0}
+
+    def fail_once(unit) -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 1
+
+    store.fail_when = fail_once
+    threads = _commit_threads(store)
+    clock = FakeClock()
+    slept: list[str] = []
+    real_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append(threading.current_thread().name)
+        real_sleep(seconds)
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    committer = GroupCommitter(Processor(store, Config(), clock=clock), inline_max=64)
+    answers = asyncio.run(_submit_all(committer, [[m("a", 0)]]))
+    assert as_result(answers[0][0]).verdict == "accepted"
+    assert threads == [threading.main_thread().name, "ws-store_0"]
+    assert threading.main_thread().name not in slept and inner.users() == ["a"]

@@ -277,6 +277,7 @@ def create_app(
         processor,
         linger_s=settings.group_linger_s,
         max_readings=settings.group_max_readings,
+        inline_max=settings.group_inline_max,
         retries=settings.commit_retries,
         on_group=lambda size, _seconds: http_metrics.group.observe(size),
     )

@@ -16,11 +16,19 @@ together); the loop costs more than the step for one reading of a user (it sets 
 stages a state per user) and much less for several. If the engine raises, the group is redone
 reading by reading, so an unexpected failure is still pinned on the one request that caused it.
 
-One thread, the store thread, does everything that touches the store or the processor (its
-cache of committed states is not shared): the groups, and the reads of the GET routes
-(:meth:`GroupCommitter.read`), in the order they were asked for. So two requests for the same
-user never interleave: their readings are decided one after the other, in one group or in two
-groups that commit in order.
+One thread at a time touches the store or the processor (its cache of committed states is not
+shared): the store thread runs the big groups and the reads of the GET routes
+(:meth:`GroupCommitter.read`), in the order they were asked for; a group of at most
+``inline_max`` readings is decided and committed on the event loop's own thread, and only when
+nothing is queued for or running on the store thread (:attr:`GroupCommitter.store_jobs`, which
+counts a job until it has really ended there). A small group then costs no hand-off between
+the threads: the executor's queue, a thread wake-up and the loop's wake-up, and above all the
+GIL passed back and forth between the loop and the store thread while both want it, which cost
+single-reading requests more than deciding their readings did. The loop does not serve other
+requests meanwhile (a group of a few dozen readings takes a few milliseconds; its fsync is the
+same one the store thread would wait for), and readings that arrive meanwhile make the next
+group. Either way two requests for the same user never interleave: their readings are decided
+one after the other, in one group or in two groups that commit in order.
 
 Within a group the readings are decided in each user's processing order (user, then
 :func:`~weightstream.model.order_key`, then arrival), as ``weightstream process`` orders a file,
@@ -142,12 +150,16 @@ class GroupCommitter:
         *,
         linger_s: float = 0.001,
         max_readings: int = 20_000,
+        inline_max: int = 0,
         retries: int = 8,
         on_group: Callable[[int, float], None] | None = None,
     ) -> None:
         self.processor = processor
         self.linger_s = linger_s
         self.max_readings = max_readings
+        self.inline_max = inline_max
+        #: Jobs submitted to the store thread that have not ended there yet (loop thread only).
+        self.store_jobs = 0
         self.retries = retries
         self.on_group = on_group
         self.stats = GroupStats()
@@ -185,7 +197,7 @@ class GroupCommitter:
 
     async def prepare(self) -> None:
         """:meth:`warm_up` on the store thread (the app's startup awaits it)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.warm_up)
+        await self._on_store_thread(self.warm_up)
 
     def start(self) -> None:
         """Start the writer on the running event loop."""
@@ -225,18 +237,31 @@ class GroupCommitter:
         """Run ``fn`` on the store thread, between groups."""
         if self._executor is None:
             raise ServiceClosing("the service is shutting down")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn)
+            return await self._on_store_thread(fn)
         except RuntimeError as exc:  # executor shut down
             raise ServiceClosing("the service is shutting down") from exc
+
+    def _on_store_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` on the store thread, counted in :attr:`store_jobs` until it has ended
+        there (a request that stops waiting for it does not stop it)."""
+        loop = asyncio.get_running_loop()
+        job = self._executor.submit(fn, *args)
+        self.store_jobs += 1
+
+        def ended(_: object) -> None:
+            self.store_jobs -= 1
+
+        # Runs on the store thread once fn has returned (or at once if it already has): the
+        # count drops on the loop's thread, after the job's last touch of the store.
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(ended, None))
+        return asyncio.wrap_future(job, loop=loop)
 
     # -- the writer -------------------------------------------------------------------------
 
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
-        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             first = await queue.get()
@@ -260,18 +285,25 @@ class GroupCommitter:
                 assert isinstance(item, _Submission)
                 if size + len(item.readings) > self.max_readings:
                     # Goes first into the next group.
-                    await self._commit(loop, group)
+                    await self._commit(group)
                     group, size = [], 0
                 group.append(item)
                 size += len(item.readings)
             if group:
-                await self._commit(loop, group)
+                await self._commit(group)
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, group: list[_Submission]) -> None:
+    async def _commit(self, group: list[_Submission]) -> None:
+        requests = [s.readings for s in group]
         try:
-            outcomes = await loop.run_in_executor(
-                self._executor, self._decide_group, [s.readings for s in group]
-            )
+            if self.store_jobs == 0 and sum(map(len, requests)) <= self.inline_max:
+                # Nothing runs on the store thread and nothing can start there until this
+                # returns (only this thread submits): the loop's thread has the store alone.
+                try:
+                    outcomes = self._decide_group(requests, wait=False)
+                except _WouldWait:  # met another writer: retried where waiting blocks nobody
+                    outcomes = await self._on_store_thread(self._decide_group, requests)
+            else:
+                outcomes = await self._on_store_thread(self._decide_group, requests)
         except Exception as exc:  # noqa: BLE001 - every waiting request gets an answer
             _log.error("the store thread failed: %s", type(exc).__name__)
             outcomes = [RequestFailed("the group could not be committed")] * len(group)
@@ -286,9 +318,13 @@ class GroupCommitter:
     # -- on the store thread ----------------------------------------------------------------
 
     def _decide_group(
-        self, requests: list[Sequence[Measurement]]
+        self, requests: list[Sequence[Measurement]], *, wait: bool = True
     ) -> list[list[Answer] | BaseException]:
-        """Decide and commit the readings of several requests as one unit of work."""
+        """Decide and commit the readings of several requests as one unit of work.
+
+        ``wait`` False (on the loop's thread): a group that met another writer raises
+        :class:`_WouldWait` (nothing stored) instead of sleeping before its retry.
+        """
         started = time.perf_counter()
         failed: dict[int, BaseException] = {}
         attempt = 0
@@ -315,6 +351,8 @@ class GroupCommitter:
                 continue
             except (ConflictError, StoreBusyError) as exc:
                 self.processor.forget()
+                if not wait:
+                    raise _WouldWait() from exc
                 if attempt >= self.retries:
                     return [failed.get(i, exc) for i in range(len(requests))]
                 self.stats.retries += 1
@@ -471,6 +509,10 @@ RESULT_ROW = RESULT_COLUMNS.index("row")
 
 class _LoopFailed(Exception):
     """The compiled loop raised (or lost a reading): the group is redone reading by reading."""
+
+
+class _WouldWait(Exception):
+    """A group on the loop's thread met another writer: its retry waits, so not there."""
 
 
 class _ReadingFailed(Exception):

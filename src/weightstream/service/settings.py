@@ -32,6 +32,15 @@ class ServiceSettings:
     requests are never split; one request of ``max_batch`` always fits). Bounds the time one
     commit holds the write lock and the memory of a group.
 
+    ``group_inline_max``: a group of at most this many readings is decided and committed on
+    the event loop's thread when the store thread is idle, instead of being handed to it
+    (:mod:`weightstream.service.commit`). The hand-off (the GIL passed between two threads that
+    both want it, two wake-ups) cost a single-reading request more CPU than its decision; a
+    group this size decides in a few milliseconds (~150 us a reading), during which the loop
+    reads no new request, so p99 stays far under 25 ms at 2,000 requests/s; bigger groups (a
+    batch request) go to the store thread, so the loop keeps answering while they run. 0: every
+    group on the store thread.
+
     ``commit_retries``: a group that met another writer (``ConflictError``, or a lock held past
     the busy timeout) is redone from fresh state this many times before its requests get 503.
 
@@ -51,6 +60,7 @@ class ServiceSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     group_linger_s: float = 0.001
     group_max_readings: int = 20_000
+    group_inline_max: int = 64
     commit_retries: int = 8
     key_cache_s: float = 1.0
     page_max: int = 1_000
@@ -61,7 +71,7 @@ class ServiceSettings:
             raise ValueError("max_batch must be >= 1 and max_body_bytes >= 1024")
         if self.group_max_readings < self.max_batch:
             raise ValueError("group_max_readings must be at least max_batch")
-        if self.gc_young < 0:
-            raise ValueError("gc_young must be >= 0")
+        if self.gc_young < 0 or self.group_inline_max < 0:
+            raise ValueError("gc_young and group_inline_max must be >= 0")
         if not 0.0 <= self.group_linger_s <= 1.0:
             raise ValueError("group_linger_s must be between 0 and 1 second")
