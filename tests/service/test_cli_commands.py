@@ -97,14 +97,17 @@ def test_serve_binds_loopback_and_serves(live_server) -> None:
 
 
 def test_serve_names_uvicorns_fast_parts(tmp_path: Path, monkeypatch) -> None:
-    """serve asks uvicorn for httptools and uvloop by name (auto would fall back to h11 and
-    asyncio without a word) and reads no proxy headers."""
+    """serve asks uvicorn for httptools (its protocol, writing each answer in one piece) and
+    uvloop by name (auto would fall back to h11 and asyncio without a word) and reads no proxy
+    headers."""
     import sys
 
     import uvicorn
     from typer.testing import CliRunner
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from weightstream.cli import app
+    from weightstream.service.transport import CoalescingHttpTools
 
     seen: list[uvicorn.Config] = []
 
@@ -120,5 +123,6 @@ def test_serve_names_uvicorns_fast_parts(tmp_path: Path, monkeypatch) -> None:
     result = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "s.db"), "--port", "8765"])
     assert result.exit_code == 0, result.output
     (config,) = seen
-    assert config.http == "httptools" and config.proxy_headers is False
+    assert config.http is CoalescingHttpTools and config.proxy_headers is False
+    assert issubclass(CoalescingHttpTools, HttpToolsProtocol)
     assert config.loop == ("asyncio" if sys.platform == "win32" else "uvloop")

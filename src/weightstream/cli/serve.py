@@ -56,6 +56,7 @@ def serve(
     from weightstream.logs import configure_logging
     from weightstream.metrics import MetricsObserver
     from weightstream.service import KeyStore, ServiceSettings, create_app
+    from weightstream.service.transport import CoalescingHttpTools
 
     if not 1 <= port <= 65535:
         fail(f"--port takes a port from 1 to 65535, got {port}", ExitCode.USAGE)
@@ -107,7 +108,8 @@ def serve(
                     # Named, not "auto": auto falls back to h11 and asyncio without a word
                     # when either is missing (h11 costs 2-3x httptools a request). The
                     # service binds loopback and reads no X-Forwarded header.
-                    http="httptools",
+                    # httptools, writing each answer in one piece (service/transport.py).
+                    http=CoalescingHttpTools,
                     loop="asyncio" if sys.platform == "win32" else "uvloop",
                     proxy_headers=False,
                 )
