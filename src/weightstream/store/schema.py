@@ -334,8 +334,46 @@ SELECT g.seq, g.key, g.content_key, u.user_id, g.ts, g.value, g.unit, g.weight_k
     g.verdict, g.reason, g.message, g.filtered_weight, g.trend_kg_week, g.std_kg,
     g.reset_type, g.reset_outcome, g.quality, g.offset_kg
 FROM reading_rows g JOIN users u ON u.uid = g.uid""",
-            # Deleting through the view (by hand, or a test's way to damage a file) deletes
-            # the row.
+            # Written to through the view (by hand, or a test's way to damage a file), the
+            # rows change as the table's did; a user id not seen before gets its number.
+            """
+CREATE TRIGGER readings_insert INSTEAD OF INSERT ON readings
+BEGIN
+    INSERT OR IGNORE INTO users (user_id) VALUES (new.user_id);
+    INSERT INTO reading_rows (seq, key, content_key, uid, ts, value, unit, weight_kg, source,
+        verdict, reason, message, filtered_weight, trend_kg_week, std_kg, reset_type,
+        reset_outcome, quality, offset_kg)
+    VALUES (new.seq, new.key, new.content_key,
+        (SELECT uid FROM users WHERE user_id = new.user_id), new.ts, new.value, new.unit,
+        new.weight_kg, new.source, new.verdict, new.reason, new.message, new.filtered_weight,
+        new.trend_kg_week, new.std_kg, new.reset_type, new.reset_outcome, new.quality,
+        coalesce(new.offset_kg, 0));
+END""",
+            """
+CREATE TRIGGER readings_update INSTEAD OF UPDATE ON readings
+BEGIN
+    INSERT OR IGNORE INTO users (user_id) VALUES (new.user_id);
+    UPDATE reading_rows SET
+        uid = (SELECT uid FROM users WHERE user_id = new.user_id),
+        key = new.key,
+        content_key = new.content_key,
+        ts = new.ts,
+        value = new.value,
+        unit = new.unit,
+        weight_kg = new.weight_kg,
+        source = new.source,
+        verdict = new.verdict,
+        reason = new.reason,
+        message = new.message,
+        filtered_weight = new.filtered_weight,
+        trend_kg_week = new.trend_kg_week,
+        std_kg = new.std_kg,
+        reset_type = new.reset_type,
+        reset_outcome = new.reset_outcome,
+        quality = new.quality,
+        offset_kg = new.offset_kg
+    WHERE seq = old.seq;
+END""",
             """
 CREATE TRIGGER readings_delete INSTEAD OF DELETE ON readings
 BEGIN
