@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from weightstream.model import (
@@ -60,8 +61,10 @@ class Batch:
         self.direct = direct
         self.unit = UnitOfWork()
         self.overlay: dict[str, UserState] = {}
-        # (user id, reading id or content key) of readings stored or staged.
-        self.staged_keys: set[tuple[str, str]] = set()
+        # (user id, reading id or content key) of readings stored or staged; the keys of a
+        # stretch of the file engine's readings wait in _pending_keys until asked for.
+        self._staged_keys: set[tuple[str, str]] = set()
+        self._pending_keys: list[tuple[str, list[str], list[str]]] = []
         self.known_keys: set[tuple[str, str]] = set()
         self._prefetched = False
         self._undo_states: list[
@@ -70,6 +73,28 @@ class Batch:
         self._row: int | None = None
         self._last_keys: dict[str, OrderKey] = {}
         self.pending_events: list[tuple[Callable[[Any], None], object]] = []
+
+    @property
+    def staged_keys(self) -> set[tuple[str, str]]:
+        """(user id, reading id or content key) of every reading staged in this unit."""
+        if self._pending_keys:
+            keys = self._staged_keys
+            for user, ids, contents in self._pending_keys:
+                keys.update(zip(repeat(user), ids))
+                keys.update(zip(repeat(user), contents))
+            self._pending_keys.clear()
+        return self._staged_keys
+
+    def stage_keys(self, user_id: str, ids: list[str], contents: list[str]) -> None:
+        """Count readings of ``user_id`` (their ids and content keys) as staged.
+
+        The file engine stages its stretches' readings as rows; their keys join
+        :attr:`staged_keys` only if a duplicate check asks for them. A group judges its own
+        readings' duplicates up front (``engine.group._duplicates``) and hands the step only
+        readings it found new (``process(..., new=True)``), so a group without a
+        late reading never builds them (some 400,000 tuples for 200,000 readings).
+        """
+        self._pending_keys.append((user_id, ids, contents))
 
     @property
     def row(self) -> int | None:
@@ -110,14 +135,19 @@ class Batch:
 
     # -- processing ---------------------------------------------------------------------------
 
-    def process(self, m: Measurement, *, row: int | None = None) -> Result:
+    def process(self, m: Measurement, *, row: int | None = None, new: bool = False) -> Result:
+        """Decide reading ``m`` (input row ``row``) into this unit.
+
+        ``new``: the caller has found that ``m`` repeats no stored or staged reading (as
+        :meth:`_duplicate` would), so it is not looked for again.
+        """
         started = time.perf_counter()
         if not self._prefetched:
             self.known_keys = self.p.store.existing_keys(
                 [(m.user_id, m.reading_id), (m.user_id, m.content_key)]
             )
         self._row = row
-        result = self._decide(self.p.policy.with_offset(m))
+        result = self._decide(self.p.policy.with_offset(m), new)
         self.pending_events.append(
             (_reading_hook(self.p.observer, time.perf_counter() - started), result)
         )
@@ -125,8 +155,8 @@ class Batch:
             self.commit()
         return result
 
-    def _decide(self, m: Measurement) -> Result:
-        dup = self._duplicate(m)
+    def _decide(self, m: Measurement, new: bool = False) -> Result:
+        dup = None if new else self._duplicate(m)
         if dup is not None:
             self.unit.results.append((self.input_id, dup))  # process() reports it, once
             return dup
@@ -302,7 +332,8 @@ class Batch:
         self.unit = UnitOfWork()
         self.overlay.clear()
         self._undo_states.clear()
-        self.staged_keys.clear()
+        self._staged_keys.clear()
+        self._pending_keys.clear()
         self._last_keys.clear()
         self.pending_events = []
 

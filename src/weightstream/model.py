@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import repeat
 from typing import Any, TypeVar
 
 from weightstream.clock import SECONDS_PER_DAY
@@ -39,6 +40,8 @@ __all__ = [
     "RecoveryAttempt",
     "content_key",
     "content_key_at",
+    "content_keys",
+    "times_at",
     "to_micros",
     "from_micros",
     "order_key",
@@ -164,8 +167,46 @@ def content_key(user_id: str, timestamp: datetime, value: float, unit: str, sour
 
 def content_key_at(user_id: str, micros: int, value: float, unit: str, source: str) -> str:
     """:func:`content_key` with the time as UTC microseconds (the file engine's form)."""
-    text = f"{user_id}\x1f{micros}\x1f{value!r}\x1f{unit.strip().lower()}\x1f{source}"
-    return "h:" + _blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return content_keys((user_id,), (micros,), (value,), (unit,), (source,))[0]
+
+
+def content_keys(
+    users: Iterable[str],
+    micros: Iterable[int],
+    values: Iterable[float],
+    units: Iterable[str],
+    sources: Iterable[str],
+) -> list[str]:
+    """:func:`content_key_at` of many readings at once (aligned columns): the one definition
+    of a content key, so what the file engine stores is what ``process_one`` computes.
+
+    One comprehension over the columns, each unit normalised once however often it recurs:
+    about two thirds of the CPU of a call per reading (the hash and the float's ``repr``
+    are most of what is left).
+
+    >>> content_keys(["u1"], [0], [80.0], [" KG"], ["patient-device"]) == [
+    ...     content_key("u1", EPOCH, 80.0, "kg", "patient-device")
+    ... ]
+    True
+    """
+    units = list(units)
+    norm = {unit: unit.strip().lower() for unit in set(units)}
+    blake2b = _blake2b
+    return [
+        "h:"
+        + blake2b(f"{u}\x1f{t}\x1f{v!r}\x1f{norm[un]}\x1f{s}".encode(), digest_size=16).hexdigest()
+        for u, t, v, un, s in zip(users, micros, values, units, sources, strict=True)
+    ]
+
+
+def times_at(micros: Iterable[int]) -> Iterator[datetime]:
+    """:func:`from_micros` of many times, without a Python call per time.
+
+    >>> [t.isoformat() for t in times_at([0, 1000005])]
+    ['1970-01-01T00:00:00+00:00', '1970-01-01T00:00:01.000005+00:00']
+    """
+    # timedelta(days, seconds, microseconds), added to the epoch: from_micros, in C calls.
+    return map(EPOCH.__add__, map(timedelta, repeat(0), repeat(0), micros))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ synthetic scenario both ways, with chaos on, and compares every result and state
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,10 @@ from weightstream.model import (
     Reason,
     UserState,
     Verdict,
-    content_key_at,
+    content_keys,
     from_micros,
     order_key,
+    times_at,
     to_micros,
 )
 from weightstream.observe import ReadingEvent
@@ -215,22 +217,18 @@ class _Group:
         self.p, self.batch, self.g, self.engine = processor, batch, g, engine
         self.table, self.offset = table, offset
         n = len(g)
-        self.ids = [
-            i if i is not None else content_key_at(u, t, v, un, s)
-            for i, u, t, v, un, s in zip(
-                g.ident, g.user, g.ts, g.value, g.unit, g.source, strict=True
-            )
-        ]
-        self.contents = [
-            self.ids[k] if g.ident[k] is None else content_key_at(u, t, v, un, s)
-            for k, (u, t, v, un, s) in enumerate(
-                zip(g.user, g.ts, g.value, g.unit, g.source, strict=True)
-            )
-        ]
-        sources = {s: engine.source(s) for s in set(g.source)}
-        self.r = np.fromiter((sources[s][0] for s in g.source), dtype=np.float64, count=n)
-        self.manual = np.fromiter((sources[s][1] for s in g.source), dtype=np.bool_, count=n)
-        self.srcq = np.fromiter((sources[s][2] for s in g.source), dtype=np.float64, count=n)
+        # A reading's content key, computed once; its id is its own, else that key.
+        self.contents = content_keys(g.user, g.ts, g.value, g.unit, g.source)
+        self.ids = [c if i is None else i for i, c in zip(g.ident, self.contents, strict=True)]
+        # Each source's (variance, manual?, quality), once; the readings take theirs by code.
+        codes = {s: k for k, s in enumerate(dict.fromkeys(g.source))}
+        per_source = [engine.source(s) for s in codes]
+        code = np.fromiter(map(codes.__getitem__, g.source), dtype=np.intp, count=n)
+        self.r = np.array([s[0] for s in per_source], dtype=np.float64)[code]
+        self.manual = np.array([s[1] for s in per_source], dtype=np.bool_)[code]
+        self.srcq = np.array([s[2] for s in per_source], dtype=np.float64)[code]
+        #: Each unit as a buffer entry keeps it (normalised), by the unit as given.
+        self.units = {u: u.strip().lower() for u in set(g.unit)}
         self.ts = np.asarray(g.ts, dtype=np.int64)
         # Each reading's offset, once for the group (weightstream.offsets); the loop sees the
         # readings less their offsets, as the step does (Measurement.filter_kg).
@@ -307,7 +305,8 @@ class _Group:
                     if stop == limit:
                         continue
                     # The loop stopped at a reading it cannot decide: that one goes to the step.
-            batch.process(self._measurement(i), row=g.line[i])
+            # Not a duplicate (self.dup): the batch need not look again.
+            batch.process(self._measurement(i), row=g.line[i], new=True)
             i += 1
 
     def _order_key(self, i: int) -> tuple[int, str, str, float, str]:
@@ -318,17 +317,27 @@ class _Group:
     def _measurement(self, i: int) -> Measurement:
         return self.g.measurement(i, self.ids[i], self.contents[i], self.offs[i])
 
-    def _entry(self, i: int) -> BufferedReading:
-        """What the state remembers of reading ``i``: as ``BufferedReading.of`` gives it."""
-        g, off = self.g, self.offs[i]
-        return BufferedReading(
-            from_micros(g.ts[i]),
-            g.weight_kg[i] - off,
-            g.source[i],
-            unit=g.unit[i].strip().lower(),
-            value=g.value[i],
-            reading_id=self.ids[i],
-            offset_kg=off,
+    def _entries(self, at: list[int]) -> list[BufferedReading]:
+        """What the state remembers of readings ``at``: as ``BufferedReading.of`` gives each,
+        built column by column (no Python call per reading but the constructor's)."""
+        if not at:
+            return []
+        g = self.g
+
+        def pick(column: list[Any]) -> Iterator[Any]:
+            return map(column.__getitem__, at)
+
+        return list(
+            map(
+                BufferedReading,
+                times_at(pick(g.ts)),
+                self.z[at].tolist(),  # the reading less its offset, as Measurement.filter_kg
+                pick(g.source),
+                map(self.units.__getitem__, pick(g.unit)),
+                pick(g.value),
+                pick(self.ids),
+                pick(self.offs),
+            )
         )
 
     def _first_copy(self, state: UserState, i: int, limit: int) -> int:
@@ -412,24 +421,23 @@ class _Group:
         """Stage readings ``i0 .. i1-1`` as the loop decided them: the user's new state now,
         their rows with the group's others (:meth:`_flush`).
 
-        Their keys are staged at once, so a later reading of the group sees them.
+        Their keys are staged at once (:meth:`Batch.stage_keys`), so a later duplicate check
+        of the unit sees them.
         """
         g, batch, engine = self.g, self.batch, self.engine
-        n = i1 - i0
         user = g.user[i0]
         self.stretches.append((i0, i1))
-        batch.staged_keys.update(zip(repeat(user, n), self.ids[i0:i1], strict=False))
-        batch.staged_keys.update(zip(repeat(user, n), self.contents[i0:i1], strict=False))
+        batch.stage_keys(user, self.ids[i0:i1], self.contents[i0:i1])
         batch.note_last_key(user, self._order_key(i1 - 1))
         # Only the entries the bounded buffer and the rejection list keep become objects.
         accepted_at = (np.flatnonzero(self.out.verdict[i0:i1] == K.ACCEPTED) + i0).tolist()
         after = accepted_at[-1] + 1 if accepted_at else i0
         rejected_since = range(after, i1)
         size = engine.buffer_size
-        buffer = [*base.buffer[-size:], *(self._entry(i) for i in accepted_at[-size:])][-size:]
+        buffer = [*base.buffer[-size:], *self._entries(accepted_at[-size:])][-size:]
         kept = K.REJECTED_KEPT
         earlier = base.rejected if not accepted_at else ()
-        rejected = [*earlier[-kept:], *(self._entry(i) for i in rejected_since[-kept:])][-kept:]
+        rejected = [*earlier[-kept:], *self._entries(list(rejected_since[-kept:]))][-kept:]
         batch.stage_state(from_arrays(base, sf, si, buffer, rejected))
 
     def _flush(self) -> None:
