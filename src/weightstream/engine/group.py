@@ -169,6 +169,10 @@ class EngineConfig:
             and type(v) is StateValidator
             and K.COMPILED
         )
+        if self.usable:
+            # The loop's machine code now: a cold cache compiles in a child process, so this
+            # one never holds the compiler's memory (kernel.prepare).
+            K.prepare(child=True)
         self._sources: dict[str, tuple[float, bool, float]] = {}
 
     def source(self, source: str) -> tuple[float, bool, float]:

@@ -22,7 +22,10 @@ rejected readings since the last accepted one in a ring of :data:`REJECTED_KEPT`
 
 from __future__ import annotations
 
+import logging
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -32,6 +35,8 @@ from weightstream.clock import SECONDS_PER_DAY
 
 __all__ = [
     "run",
+    "prepare",
+    "SIGNATURE",
     "COMPILED",
     "REJECTED_KEPT",
     "F_SLOTS",
@@ -406,3 +411,66 @@ try:  # numba compiles the loop; without it the same code runs as Python
 except ImportError:  # pragma: no cover - numba is a dependency; kept for odd platforms
     run = _run
     COMPILED = False
+
+_log = logging.getLogger(__name__)
+
+#: The one signature the engine calls :func:`run` with (``engine.group._Group._loop``).
+SIGNATURE: tuple[Any, ...] = ()
+if COMPILED:
+    _i8, _f8 = numba.types.int64, numba.types.float64
+
+    def _a(t: Any) -> Any:
+        return numba.types.Array(t, 1, "C")
+
+    SIGNATURE = (
+        *(_a(_i8), _a(_f8), _a(_f8), _a(numba.types.boolean), _a(_f8)),  # ts z r manual srcq
+        *(_i8, _i8),  # i0 i1
+        *(_a(_f8), _a(_i8), _a(_f8), _a(_i8), _a(_f8)),  # sf si rej_w rej_t c
+        *(_a(numba.types.int8), _a(numba.types.int8), *[_a(_f8)] * 7),  # the outputs
+    )
+
+#: The command that compiles the loop into numba's cache, in a child process of its own.
+COMPILE_COMMAND = [sys.executable, "-c", "import weightstream.engine.kernel as k; k.prepare()"]
+#: How long the child may take before the process compiles in-process instead (seconds).
+COMPILE_TIMEOUT_S = 600.0
+
+
+def prepare(*, child: bool = False) -> None:
+    """Give :func:`run` its machine code now, from numba's on-disk cache.
+
+    A cold cache (the first run after an install or an upgrade) means compiling, and LLVM's
+    compiler holds some 30 MB that it does not give back: with ``child``, the compile runs in
+    a short child process (:data:`COMPILE_COMMAND`) that leaves the code in the cache, and
+    this process only loads it. If the child fails (no interpreter, no writable cache, a
+    timeout), this process compiles itself, as numba would at the first call. A warm cache
+    costs one look at its index. Idempotent; without numba, nothing to do.
+    """
+    if not COMPILED or run.signatures:  # type: ignore[attr-defined]
+        return
+    if child and not _cached():
+        try:
+            subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
+                COMPILE_COMMAND,
+                check=True,
+                timeout=COMPILE_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            _log.warning("compiling the engine's loop in a child failed (%s): compiling here", exc)
+    run.compile(SIGNATURE)  # type: ignore[attr-defined]
+
+
+def _cached() -> bool:
+    """Whether numba's cache holds :func:`run`'s code for :data:`SIGNATURE` (False if unsure).
+
+    numba has no public question for this; its cache's own index lookup answers it, and any
+    change in those internals only sends the compile to the child, which loads it if cached.
+    """
+    try:
+        cache = run._cache  # type: ignore[attr-defined]
+        key = cache._index_key(SIGNATURE, run.targetctx.codegen())  # type: ignore[attr-defined]
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - any failure means "not known to be cached"
+        return False
