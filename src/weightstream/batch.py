@@ -238,8 +238,8 @@ class Batch:
         if audits:
             unit.audits.extend(audits)
         uid = m.user_id
-        self.staged_keys.add((uid, m.reading_id))
-        self.staged_keys.add((uid, m.content_key))
+        self._staged_keys.add((uid, m.reading_id))
+        self._staged_keys.add((uid, m.content_key))
         if result.verdict is not Verdict.LATE:
             self.note_last_key(uid, order_key(m))
         if state is not None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, repeat
+from operator import ne
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -644,19 +645,51 @@ class _Outputs:
 def _duplicates(
     users: list[str], ids: list[str], contents: list[str], batch: Batch
 ) -> list[str | None]:
-    """The duplicate reason of each reading (None if it is new), as ``Batch`` would judge it."""
+    """The duplicate reason of each reading (None if it is new), as ``Batch`` would judge it.
+
+    Only a reading with a key that another reading of the group, or a stored or staged one,
+    also has can be a duplicate, or make one: those are found column-wise (equal keys have
+    equal hashes; a hash collision only adds a reading to look at) and judged one by one, in
+    order, by :func:`_judge`; every other reading is new.
+    """
+    n = len(users)
+    keys = list(zip(users, ids, strict=True))
+    # A reading's content key counts apart only when it has an id of its own.
+    has_id = np.fromiter(map(ne, ids, contents), dtype=np.bool_, count=n)
+    tokens = keys + list(zip(compress(users, has_id), compress(contents, has_id), strict=True))
+    hashes = np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens))
+    order = np.argsort(hashes, kind="stable")
+    shared = np.zeros(len(tokens), dtype=np.bool_)
+    same = hashes[order[1:]] == hashes[order[:-1]]
+    shared[order[1:][same]] = True
+    shared[order[:-1][same]] = True
+    outside = batch.known_keys | batch.staged_keys
+    if outside:
+        shared |= np.fromiter(map(outside.__contains__, tokens), dtype=np.bool_, count=len(tokens))
+    asked = shared[:n]
+    asked[np.flatnonzero(has_id)] |= shared[n:]
+    out: list[str | None] = [None] * n
+    at = np.flatnonzero(asked).tolist()
+    if at:
+        pick = [(k, users[k], ids[k], contents[k]) for k in at]
+        for k, why in _judge(pick, batch):
+            out[k] = why
+    return out
+
+
+def _judge(readings: list[tuple[int, str, str, str]], batch: Batch) -> list[tuple[int, str]]:
+    """The duplicates among ``readings`` (place, user, id, content key), in order."""
     known = batch.known_keys
     seen = set(batch.staged_keys)
-    out: list[str | None] = []
-    for user, key, content in zip(users, ids, contents, strict=True):
-        k, c = (user, key), (user, content)
-        if k in seen or k in known:
-            out.append(_DUP_KEY)
+    out: list[tuple[int, str]] = []
+    for k, user, key, content in readings:
+        i, c = (user, key), (user, content)
+        if i in seen or i in known:
+            out.append((k, _DUP_KEY))
         elif c in seen or c in known:
-            out.append(_DUP_CONTENT)
+            out.append((k, _DUP_CONTENT))
         else:
-            out.append(None)
-            seen.add(k)
+            seen.add(i)
             seen.add(c)
     return out
 
