@@ -242,6 +242,7 @@ class _Group:
         self.off = offset_kg_array(offsets, g.source, self.ts)
         self.offs: list[float] = self.off.tolist()
         self.z = np.asarray(g.weight_kg, dtype=np.float64) - self.off
+        self.filter_kg: list[float] = self.z.tolist()  # what a buffer entry keeps as weight
         self.out = _Outputs(n)
         self.events: list[ReadingEvent] = []
         self.dup: list[str | None] = []
@@ -336,7 +337,7 @@ class _Group:
             map(
                 BufferedReading,
                 times_at(pick(g.ts)),
-                self.z[at].tolist(),  # the reading less its offset, as Measurement.filter_kg
+                pick(self.filter_kg),  # the reading less its offset (Measurement.filter_kg)
                 pick(g.source),
                 map(self.units.__getitem__, pick(g.unit)),
                 pick(g.value),
@@ -606,10 +607,8 @@ def _shared_readings(
     same = (user[1:] == user[:-1]) & (ts[1:] == ts[:-1])
     out[1:] |= same
     out[:-1] |= same
-    codes: dict[str, int] = {}
-    source = np.fromiter(
-        (codes.setdefault(s, len(codes)) for s in sources), dtype=np.int64, count=n
-    )
+    codes = {s: k for k, s in enumerate(dict.fromkeys(sources))}
+    source = np.fromiter(map(codes.__getitem__, sources), dtype=np.int64, count=n)
     given = np.asarray(weights, dtype=np.float64)
     back = (given - off) + off
     other = np.flatnonzero(back != given)
