@@ -197,14 +197,18 @@ def run_group(
     engine: EngineConfig,
     table: ResultsTable | None = None,
     offset: int = 0,
+    *,
+    keys_known: bool = False,
 ) -> None:
     """Decide every reading of ``g`` into ``batch`` (which the caller commits).
 
     With ``table``, what the compiled loop decided fills the table's slots from ``offset``
     once the batch is committed (results decided one by one are the caller's to fill).
+    ``keys_known``: the batch has looked up the stored keys of these readings already
+    (``Batch.prefetch``), so the group does not ask the store again.
     """
     if len(g):
-        _Group(processor, batch, g, engine, table, offset).run()
+        _Group(processor, batch, g, engine, table, offset).run(keys_known)
 
 
 class _Group:
@@ -250,20 +254,22 @@ class _Group:
         self.stretches: list[tuple[int, int]] = []
         self.shared = _shared_readings(g.user, g.source, g.weight_kg, self.ts, self.off)
 
-    def run(self) -> None:
+    def run(self, keys_known: bool = False) -> None:
         started = time.perf_counter()
         g, batch = self.g, self.batch
         users = set(g.user)
         self.p.preload(users)
-        # Only a user with a stored state can have stored readings: a new user needs no lookup.
-        stored = {u for u in users if batch.current(u) is not None}
-        probe = [
-            pair
-            for u, key, content in zip(g.user, self.ids, self.contents, strict=True)
-            if u in stored
-            for pair in ((u, key), (u, content))
-        ]
-        batch.use_known_keys(self.p.store.existing_keys(probe) if probe else set())
+        if not keys_known:
+            # Only a user with a stored state can have stored readings: a new user needs no
+            # lookup.
+            stored = {u for u in users if batch.current(u) is not None}
+            probe = [
+                pair
+                for u, key, content in zip(g.user, self.ids, self.contents, strict=True)
+                if u in stored
+                for pair in ((u, key), (u, content))
+            ]
+            batch.use_known_keys(self.p.store.existing_keys(probe) if probe else set())
         self.dup = _duplicates(g.user, self.ids, self.contents, batch)
         if self.table is not None:
             own = {self.offset + k: self.ids[k] for k, i in enumerate(g.ident) if i is None}

@@ -404,9 +404,10 @@ class GroupCommitter:
             except Exception as exc:
                 raise _ReadingFailed(slots[j][0]) from exc
         if looped:
-            # After the readings above: run_group takes the stored keys of its own users.
+            # After the readings above, with the stored keys the batch looked up for every
+            # reading of the group (prefetch): run_group does not ask the store again.
             try:
-                run_group(p, batch, _group(readings, looped), self.engine)
+                run_group(p, batch, _group(readings, looped), self.engine, keys_known=True)
             except StorageError:
                 raise
             except Exception as exc:
