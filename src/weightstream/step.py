@@ -63,6 +63,8 @@ __all__ = [
 
 _DAY = float(SECONDS_PER_DAY)
 _REJECTED_KEPT = 20
+#: How many sources' unfiltered qualities a policy remembers (input sources are unbounded).
+_SOURCES_REMEMBERED = 256
 #: A filter state predicted to a reading's time: (x, P).
 Prediction = tuple[kalman.Vec, kalman.Mat]
 
@@ -76,7 +78,16 @@ class Policy:
     reading its offset where it comes in.
     """
 
-    __slots__ = ("config", "manager", "validator", "faults", "offsets", "_source_quality")
+    __slots__ = (
+        "config",
+        "manager",
+        "validator",
+        "faults",
+        "_offsets",
+        "offsets_empty",
+        "_source_quality",
+        "_unfiltered_quality",
+    )
 
     def __init__(
         self,
@@ -93,8 +104,20 @@ class Policy:
         self.validator = validator or StateValidator(
             min_weight_kg=v.min_weight_kg, max_weight_kg=v.max_weight_kg
         )
-        self.offsets: Offsets = from_config(config.offsets)
+        self.offsets = from_config(config.offsets)
         self._source_quality: dict[str, float] = {}
+        # Per source, a reset's (or any unfiltered result's) quality and its components.
+        self._unfiltered_quality: dict[str, tuple[float, tuple[tuple[str, float], ...]]] = {}
+
+    @property
+    def offsets(self) -> Offsets:
+        return self._offsets
+
+    @offsets.setter
+    def offsets(self, offsets: Offsets) -> None:
+        self._offsets = offsets
+        #: ``offsets.empty``, read twice per reading: kept with the offsets it describes.
+        self.offsets_empty: bool = offsets.empty
 
     def with_offset(self, m: Measurement) -> Measurement:
         """``m`` with its offset, unless it carries one already or no offsets are configured.
@@ -102,9 +125,9 @@ class Policy:
         A reading read back from the history keeps the offset it was decided with, so a
         replay decides exactly as live did.
         """
-        if m.offset_kg or self.offsets.empty:
+        if m.offset_kg or self.offsets_empty:
             return m
-        off = offset_kg(self.offsets, m.source, m.timestamp)
+        off = offset_kg(self._offsets, m.source, m.timestamp)
         return replace(m, offset_kg=off) if off else m
 
     def source_quality(self, source: str) -> float:
@@ -113,6 +136,17 @@ class Policy:
             q = min(1.0, 1.0 / self.config.sources.multiplier(source))
             self._source_quality[source] = q
         return q
+
+    def unfiltered_quality(self, source: str) -> tuple[float, tuple[tuple[str, float], ...]]:
+        """The quality of a result with no rule context (a reset's), and its components:
+        they depend on the source alone, so each source's are made once (bounded)."""
+        known = self._unfiltered_quality.get(source)
+        if known is None:
+            components = _quality(self, source, None)
+            known = (_weighted(components), components)
+            if len(self._unfiltered_quality) < _SOURCES_REMEMBERED:
+                self._unfiltered_quality[source] = known
+        return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,8 +423,11 @@ def make_result(
     reset_outcome: ResetOutcome | None = None,
 ) -> Result:
     """The result of reading ``m``: its verdict, the filter as shown, and its quality."""
-    components = _quality(policy, m, ctx)
-    quality = 0.6 * components[0][1] + 0.25 * components[1][1] + 0.15 * components[2][1]
+    if ctx is None:
+        quality, components = policy.unfiltered_quality(m.source)
+    else:
+        components = _quality(policy, m.source, ctx)
+        quality = _weighted(components)
     return Result(
         reading_id=m.reading_id,
         user_id=m.user_id,
@@ -436,14 +473,19 @@ def plain_result(
 
 def shown_offset(policy: Policy, m: Measurement) -> float | None:
     """The offset a result shows: ``m``'s, or None when it has none and none are configured."""
-    return m.offset_kg if m.offset_kg or not policy.offsets.empty else None
+    return m.offset_kg if m.offset_kg or not policy.offsets_empty else None
+
+
+def _weighted(components: tuple[tuple[str, float], ...]) -> float:
+    """The quality of a reading from its components (innovation, rate, source)."""
+    return 0.6 * components[0][1] + 0.25 * components[1][1] + 0.15 * components[2][1]
 
 
 def _quality(
-    policy: Policy, m: Measurement, ctx: RuleContext | None
+    policy: Policy, source_name: str, ctx: RuleContext | None
 ) -> tuple[tuple[str, float], ...]:
     """Descriptive quality in [0, 1]: how well the reading fits (not used to decide)."""
-    source = policy.source_quality(m.source)
+    source = policy.source_quality(source_name)
     if ctx is None:
         return (("innovation", 1.0), ("rate", 1.0), ("source", source))
     innovation = math.exp(-0.5 * ctx.innovation * ctx.innovation / ctx.innovation_var)

@@ -17,7 +17,7 @@ step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from weightstream.faults import FaultPoints
 from weightstream.model import (
@@ -45,11 +45,18 @@ from weightstream.step import Policy, ResetPlan, make_result
 
 __all__ = ["Check", "run_reset", "reset_state", "unchecked", "checks_for"]
 
-#: ``check(operation, snapshot)``: validate what ``operation`` produced (or do nothing).
-Check = Callable[[ResetOperation, Callable[[], Any]], None]
+
+class Check(Protocol):
+    """``check(operation, snapshot, *args)``: validate ``snapshot(*args)``, what ``operation``
+    produced (or do nothing). The sequence passes the snapshot function and its arguments, so
+    an unchecked sequence builds nothing and a checked one makes no closure per step."""
+
+    def __call__(
+        self, operation: ResetOperation, snapshot: Callable[..., Any], /, *args: Any
+    ) -> None: ...
 
 
-def unchecked(operation: ResetOperation, snapshot: Callable[[], Any]) -> None:
+def unchecked(operation: ResetOperation, snapshot: Callable[..., Any], /, *args: Any) -> None:
     """The plain sequence's check: none (the flag ``resets.transactional = false``)."""
 
 
@@ -101,32 +108,37 @@ def run_reset(
     manager = policy.manager
     base = plan.base
     reset_type = plan.decision.reset_type
+    checked = check is not unchecked  # the plain sequence skips the snapshots altogether
     faults.crash_point("reset.kalman")
     faults.chaos("reset")
     k = manager.apply_reset(base.kalman, reset_type, m)
-    check(
-        ResetOperation.KALMAN_RESET,
-        lambda: kalman_snapshot(
-            k, manager.reset_noise(reset_type), manager.measurement_var(m.source)
-        ),
-    )
+    if checked:
+        check(
+            ResetOperation.KALMAN_RESET,
+            kalman_snapshot,
+            k,
+            manager.reset_noise(reset_type),
+            manager.measurement_var(m.source),
+        )
     faults.crash_point("reset.adaptation")
     adaptation = manager.create_adaptation_state(reset_type, m.timestamp)
-    check(ResetOperation.ADAPTATION_CREATE, lambda: adaptation_snapshot(adaptation, m.timestamp))
+    if checked:
+        check(ResetOperation.ADAPTATION_CREATE, adaptation_snapshot, adaptation, m.timestamp)
     faults.crash_point("reset.buffer")
     buffer = manager.buffer_after_reset(base.buffer, reset_type, m)
     if plan.decision.trigger == triggers.STREAK_TRIGGER:
         # A takeover's baseline is provisional: it remembers the level it displaced.
         buffer = triggers.keep_displaced(base, buffer, policy.config.resets.buffer_size)
-    check(
-        ResetOperation.BUFFER_UPDATE,
-        lambda: buffer_snapshot(buffer, policy.config.resets.buffer_size),
-    )
+    if checked:
+        check(
+            ResetOperation.BUFFER_UPDATE,
+            buffer_snapshot,
+            buffer,
+            policy.config.resets.buffer_size,
+        )
     new = reset_state(base, m, k, adaptation, buffer, reset_type)
-    check(
-        ResetOperation.STATE_PERSIST,
-        lambda: persist_snapshot(base if base.version else None, new),
-    )
+    if checked:
+        check(ResetOperation.STATE_PERSIST, persist_snapshot, base if base.version else None, new)
     faults.crash_point("reset.persist")
     faults.chaos("persist")
     result = make_result(

@@ -30,9 +30,12 @@ Checkpoints feed the audit record (:meth:`audit`).
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 
@@ -55,6 +58,10 @@ OPERATION_ORDER = (
 
 #: An audit's (operation, passed) pairs, made once: every reset stores four of them.
 _PAIRS = {(op, ok): (op.value, ok) for op in ResetOperation for ok in (True, False)}
+
+
+#: :meth:`SystemClock.now <weightstream.clock.SystemClock.now>` without its Python frame.
+_utc_now: Callable[[], datetime] = functools.partial(datetime.now, UTC)
 
 
 def _pair(operation: ResetOperation, passed: bool) -> tuple[str, bool]:
@@ -104,6 +111,8 @@ class ResetTransaction:
         "_on_verified",
         "_started",
         "_duration",
+        "_monotonic",
+        "_now",
     )
 
     def __init__(
@@ -137,7 +146,13 @@ class ResetTransaction:
         self._undo: list[tuple[ResetOperation, Callable[[], None]]] = []
         self._verify_restored = verify_restored
         self._on_verified = on_rollback_verified
-        self._started = clock.monotonic()
+        # The system clock's monotonic() is time.monotonic(): read it without the wrapper's
+        # frame (a reset reads it six times; the same values).
+        self._monotonic: Callable[[], float] = (
+            time.monotonic if clock is SYSTEM_CLOCK else clock.monotonic
+        )
+        self._now: Callable[[], datetime] = _utc_now if clock is SYSTEM_CLOCK else clock.now
+        self._started = self._monotonic()
         self._duration: float | None = None
 
     # -- the context ------------------------------------------------------------------------
@@ -195,7 +210,7 @@ class ResetTransaction:
 
     def save_checkpoint(self, operation: ResetOperation, state: Any) -> None:
         """Record what ``operation`` produced (a reference: the values are immutable)."""
-        self.checkpoints.append(TransactionCheckpoint(operation, self.clock.monotonic(), state))
+        self.checkpoints.append(TransactionCheckpoint(operation, self._monotonic(), state))
 
     def validate_checkpoint(self, operation: ResetOperation) -> bool:
         """Validate the latest checkpoint of ``operation``; a failure dooms the transaction."""
@@ -234,7 +249,7 @@ class ResetTransaction:
         :meth:`save_checkpoint`, :meth:`validate_checkpoint` and :meth:`mark_completed` in
         one call: it runs four times per reset.
         """
-        checkpoint = TransactionCheckpoint(operation, self.clock.monotonic(), state)
+        checkpoint = TransactionCheckpoint(operation, self._monotonic(), state)
         self.checkpoints.append(checkpoint)
         problems = self.validator.problems(state, operation)
         if problems:
@@ -244,10 +259,10 @@ class ResetTransaction:
         checkpoint.validation_passed = True
         self.completed_operations.append(operation)
 
-    def check(self, operation: ResetOperation, snapshot: Callable[[], Any]) -> None:
-        """:meth:`require_valid` of ``snapshot()``: the reset sequence's check
-        (:data:`weightstream.resets.sequence.Check`)."""
-        self.require_valid(operation, snapshot())
+    def check(self, operation: ResetOperation, snapshot: Callable[..., Any], /, *args: Any) -> None:
+        """:meth:`require_valid` of ``snapshot(*args)``: the reset sequence's check
+        (:class:`weightstream.resets.sequence.Check`)."""
+        self.require_valid(operation, snapshot(*args))
 
     def mark_completed(self, operation: ResetOperation) -> None:
         self.completed_operations.append(operation)
@@ -271,7 +286,7 @@ class ResetTransaction:
                 _log.exception("undo of %s failed for user %s", operation.value, self.user_id)
         self._undo.clear()
         self.outcome = AuditOutcome.ROLLED_BACK
-        self._duration = self.clock.monotonic() - self._started
+        self._duration = self._monotonic() - self._started
         if self._verify_restored is not None:
             restored = self._verify_restored()
             if self._on_verified is not None:
@@ -281,14 +296,14 @@ class ResetTransaction:
     def commit(self) -> None:
         if self.outcome is None:
             self.outcome = AuditOutcome.COMMITTED
-            self._duration = self.clock.monotonic() - self._started
+            self._duration = self._monotonic() - self._started
             self._undo.clear()
 
     @property
     def duration_s(self) -> float:
         if self._duration is not None:
             return self._duration
-        return self.clock.monotonic() - self._started
+        return self._monotonic() - self._started
 
     def audit(
         self, *, fallback: ResetOutcome | None = None, outcome: AuditOutcome | None = None
@@ -305,7 +320,7 @@ class ResetTransaction:
             failed.value if failed else None,
             self.failure_reason,
             self.duration_s,
-            self.clock.now(),
+            self._now(),
             fallback,
             tuple(
                 [
