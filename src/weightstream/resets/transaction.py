@@ -19,8 +19,9 @@ What the plan's sketch got wrong, and what is done here instead:
   against the reset circuit breaker, and the caller decides whether to retry the unit.
 * **It deep-copied mutable dicts** at every checkpoint; immutable values make a checkpoint a
   reference (the snapshot a validator reads holds the step's own values), so the
-  transaction's validation adds about a sixth of a whole reset's instructions (callgrind,
-  2 Dec: 71k of 415k), under 10 us on a 2-core machine (``benchmarks/reset_transaction.py``
+  transaction's validation adds under a fifth of a whole reset's instructions (callgrind,
+  2 Dec, hash seed 0: 71k of 385k, the sequence passing snapshot functions, not closures),
+  under 10 us on a 2-core machine (``benchmarks/reset_transaction.py``
   prints both; the plan's budget was 5 ms). A step is
   checkpointed, validated and marked done in one call (:meth:`require_valid`, or
   :meth:`check` of a snapshot thunk, as the reset sequence calls it).
