@@ -103,17 +103,23 @@ def test_storage_failure_fails_the_group_and_stores_nothing() -> None:
     assert inner.users() == []
 
 
-def test_conflict_is_redone_from_fresh_state() -> None:
-    """A group that met another writer is redone (bounded), and then commits."""
-    inner = MemoryStore()
+def _conflicting(inner: MemoryStore, times: int) -> FaultyStore:
+    """``inner`` behind a store whose first ``times`` commits meet another writer."""
     store = FaultyStore(inner, ConflictError("another writer"))
     calls = {"n": 0}
 
-    def fail_twice(unit) -> bool:
+    def first_commits(unit) -> bool:
         calls["n"] += 1
-        return calls["n"] <= 2
+        return calls["n"] <= times
 
-    store.fail_when = fail_twice
+    store.fail_when = first_commits
+    return store
+
+
+def test_conflict_is_redone_from_fresh_state() -> None:
+    """A group that met another writer is redone (bounded), and then commits."""
+    inner = MemoryStore()
+    store = _conflicting(inner, times=2)
     committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.0)
     answers = asyncio.run(_submit_all(committer, [[m("a", 0)]]))
     assert answers[0][0].verdict == "accepted"
@@ -375,14 +381,7 @@ def test_a_conflict_on_the_loops_thread_is_retried_on_the_store_thread() -> None
     """A small group that met another writer does not sleep on the loop's thread before its
     retry: the group is redone on the store thread, and commits there."""
     inner = MemoryStore()
-    store = FaultyStore(inner, ConflictError("another writer"))
-    calls = {"n": 0}
-
-    def fail_once(unit) -> bool:
-        calls["n"] += 1
-        return calls["n"] <= 1
-
-    store.fail_when = fail_once
+    store = _conflicting(inner, times=1)
     threads = _commit_threads(store)
     clock = FakeClock()
     slept: list[str] = []
