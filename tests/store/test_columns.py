@@ -18,6 +18,7 @@ from weightstream.store.columns import (
     READINGS,
     RECOVERIES,
     RESULT_DECIDED_IN_READING,
+    RESULT_KEPT_WITH_READING,
     RESULTS,
     STATES,
     Column,
@@ -57,11 +58,25 @@ def test_fresh_file_has_exactly_the_table_columns(tmp_path: Path, table: Table):
         expected = [
             ("uid", "INTEGER", 1) if n == "user_id" else (n, t, nn) for n, t, nn in expected
         ]
+        # The result a reading got from the input that stored it is kept in its row
+        # (migration 8): the input's number and the result's own columns, NULL otherwise.
+        expected += [("input_ref", "INTEGER", 0)] + [
+            (kept, _declared(n), 0) for n, kept in RESULT_KEPT_WITH_READING.items()
+        ]
         view = [r[1] for r in migrated.execute("PRAGMA table_info(readings)")]
         assert view == ["seq", *table.names]
     assert _info(migrated, name) == expected
     # and the declared order is the codec's row order
     assert [c for c, _, _ in _info(migrated, table.name)] == list(table.names)
+
+
+def _declared(name: str) -> str:
+    """The declared type of result column ``name`` in a table made from RESULTS."""
+    derived = sqlite3.connect(":memory:")
+    derived.execute("CREATE TABLE inputs (ref INTEGER PRIMARY KEY, input_id TEXT)")
+    derived.execute(RESULTS.ddl())
+    (declared,) = [r[2] for r in derived.execute("PRAGMA table_info(results)") if r[1] == name]
+    return str(declared)
 
 
 def test_a_new_column_flows_through_ddl_insert_select_and_header(tmp_path: Path):

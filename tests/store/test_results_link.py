@@ -1,16 +1,20 @@
-"""SQLite's results table (migration 5): linked to the readings' rows.
+"""SQLite's results (migrations 5, 6 and 8): kept with the readings' rows.
 
-* the result of a stored reading names the reading's row instead of repeating its identity,
-  and reads back whole (the store's queries, the ``results_full`` view, the results file);
+* the result a stored reading got from the input that stored it is kept in the reading's row
+  (migration 8; before, a row of ``results`` linked to it), and reads back whole (the store's
+  queries, the ``results_full`` view, the results file);
 * one result per input row still holds: a unit whose results repeat rows already committed
   writes nothing;
-* a file written before migration 5 keeps its results.
+* a replay copies out the results it would otherwise change;
+* a file written before migration 5, 6 or 8 keeps its results.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -20,10 +24,15 @@ from weightstream.config import Config
 from weightstream.errors import ConflictError, StorageError
 from weightstream.ingest import file_digest
 from weightstream.model import Result, Verdict
-from weightstream.pipeline import process_file
+from weightstream.pipeline import process_file, write_results
 from weightstream.store import schema, sqlite
 from weightstream.store.base import UnitOfWork
-from weightstream.store.columns import READINGS, RESULT_FROM_READING, RESULTS
+from weightstream.store.columns import (
+    READINGS,
+    RESULT_DECIDED_IN_READING,
+    RESULT_FROM_READING,
+    RESULTS,
+)
 from weightstream.store.memory import MemoryStore
 from weightstream.store.sqlite import SQLiteStore
 
@@ -46,8 +55,8 @@ def _export(tmp_path: Path, users: int = 30, per_user: int = 20) -> Path:
     return src
 
 
-def test_a_readings_result_is_linked_and_reads_back_whole(tmp_path: Path) -> None:
-    """Linked results carry no identity of their own, and read as a memory store keeps them."""
+def test_a_readings_result_is_kept_in_its_row_and_reads_back_whole(tmp_path: Path) -> None:
+    """Results kept in their readings' rows read back as a memory store keeps them."""
     src = _export(tmp_path)
     config = Config(processing={"commit_group_size": 100})
     memory = MemoryStore()
@@ -56,22 +65,23 @@ def test_a_readings_result_is_linked_and_reads_back_whole(tmp_path: Path) -> Non
         process_file(src, store, config, out=tmp_path / "s.csv")
         input_id = file_digest(src)
         assert list(store.results_for_input(input_id)) == list(memory.results_for_input(input_id))
+        write_results(store, input_id, tmp_path / "stored.csv")  # the file from the store
     assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
+    assert (tmp_path / "stored.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
     conn = sqlite3.connect(tmp_path / "w.db")
-    linked, bare, readings = conn.execute(
-        "SELECT count(reading_seq), sum(reading_seq IS NOT NULL AND user_id IS NULL "
-        "AND reading_id IS NULL AND ts IS NULL AND source IS NULL AND weight_kg IS NULL), "
-        "(SELECT count(*) FROM readings) FROM results"
+    kept, readings, own_rows = conn.execute(
+        "SELECT count(input_ref), count(*), (SELECT count(*) FROM results) FROM reading_rows"
     ).fetchone()
-    # Most stored readings were decided by the compiled loop, whose results are linked.
-    assert linked == bare and linked > 0.8 * readings
-    # Every link names the reading the result is about.
-    mismatched = conn.execute(
-        "SELECT count(*) FROM results r JOIN readings g ON g.seq = r.reading_seq "
-        "JOIN results_full f ON f.id = r.id "
-        "WHERE f.reading_id != g.key OR f.user_id != g.user_id OR f.ts != g.ts"
-    ).fetchone()[0]
-    assert mismatched == 0
+    # Most stored readings were decided by the compiled loop: their results are in their rows
+    # (and only those readings' results: the rest are rows of ``results``).
+    assert kept > 0.8 * readings
+    total = conn.execute("SELECT count(*) FROM results_full").fetchone()[0]
+    assert total == kept + own_rows == len(list(store_rows(tmp_path / "w.db", input_id)))
+
+
+def store_rows(path: Path, input_id: str) -> list[tuple[object, ...]]:
+    with SQLiteStore(path) as store:
+        return list(store.iter_result_rows(input_id))
 
 
 def _result(row: int) -> Result:
@@ -131,9 +141,10 @@ def _names(path: Path) -> set[str]:
         conn.close()
 
 
-def test_linked_results_take_the_seqs_their_readings_were_given(tmp_path: Path) -> None:
-    """Reading rows inserted by one statement get consecutive seqs, which the store hands to
-    their results; the check behind that refuses rows whose first did not get the first."""
+def test_a_units_readings_take_consecutive_seqs(tmp_path: Path) -> None:
+    """Reading rows inserted by one statement get consecutive seqs, which the store records as
+    the input's span (where its results kept in those rows are found); the check behind that
+    refuses rows whose first did not get the first."""
     src = _export(tmp_path, users=5, per_user=12)
     with SQLiteStore(tmp_path / "w.db") as store:
         # A reading row already there (another file's): the group's seqs start after it.
@@ -150,6 +161,9 @@ def test_linked_results_take_the_seqs_their_readings_were_given(tmp_path: Path) 
                 store._first_seq(again[::-1])
         finally:
             conn.execute("ROLLBACK")
+
+
+LinkedWriter = Callable[[list[str]], Callable[[SQLiteStore, UnitOfWork], list[tuple[Any, ...]]]]
 
 
 def _csv(path: Path, rows: list[tuple[str, str, float]]) -> Path:
@@ -170,6 +184,7 @@ def test_a_replay_leaves_an_earlier_inputs_results_as_decided(tmp_path: Path) ->
     with SQLiteStore(tmp_path / "w.db") as store:
         process_file(first, store, Config(), out=tmp_path / "a1.csv")
         before = list(store.results_for_input(file_digest(first)))
+        (initial_rows,) = store.connection.execute("SELECT count(*) FROM results").fetchone()
         history = {row.measurement.reading_id: row.result for row in store.history("u1")}
         process_file(late, store, Config(), out=tmp_path / "b.csv.out")
         after = list(store.results_for_input(file_digest(first)))
@@ -181,10 +196,15 @@ def test_a_replay_leaves_an_earlier_inputs_results_as_decided(tmp_path: Path) ->
         assert after == before
         assert all(r.verdict is not None for r in after)
     conn = sqlite3.connect(tmp_path / "w.db")
+    # each changed reading's first result moved out of its row into ``results``, whole
     copied = conn.execute(
-        "SELECT count(*) FROM results WHERE reading_seq IS NOT NULL AND verdict IS NOT NULL"
+        "SELECT count(*) FROM results r JOIN inputs i ON i.ref = r.input_ref "
+        "WHERE i.input_id = ? AND r.reading_id IS NOT NULL",
+        (file_digest(first),),
     ).fetchone()[0]
-    assert copied == len(changed)
+    still_kept = conn.execute("SELECT count(*) FROM reading_rows WHERE input_ref = 1").fetchone()
+    assert copied - initial_rows == len(changed)
+    assert still_kept == (len(days) - copied,)
     write_again = tmp_path / "a2.csv"
     with SQLiteStore(tmp_path / "w.db") as store:
         process_file(first, store, Config(), out=write_again)  # a finished input: rewritten
@@ -192,7 +212,7 @@ def test_a_replay_leaves_an_earlier_inputs_results_as_decided(tmp_path: Path) ->
 
 
 def test_results_written_before_migration_6_are_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked_writer: LinkedWriter
 ) -> None:
     """Linked results that still repeat their reading's decision read back the same after
     migration 6, and new ones are written without it."""
@@ -201,12 +221,7 @@ def test_results_written_before_migration_6_are_kept(
     monkeypatch.setattr(sqlite, "MIGRATIONS", schema.MIGRATIONS[:5])
     # the linked insert of version 5: the decision repeated in the result's row
     kept = [n for n in RESULTS.names[1:] if n not in RESULT_FROM_READING]
-    marks = ", ".join(f"?{RESULTS.index(n) + 1}" for n in kept)
-    monkeypatch.setattr(
-        sqlite,
-        "_LINKED_INSERT",
-        sqlite._LINKED.format(", ".join(kept), marks, len(RESULTS.names) + 1),
-    )
+    monkeypatch.setattr(SQLiteStore, "_insert_staged", linked_writer(kept))
     # and version 5's readings table (the user's id in each row, no users table)
     monkeypatch.setattr(sqlite, "_READING_INSERT", READINGS.insert())
     monkeypatch.setattr(sqlite, "_USER_INSERT", "INSERT INTO inputs (input_id) SELECT ?1 WHERE 0")
@@ -222,3 +237,40 @@ def test_results_written_before_migration_6_are_kept(
     assert conn.execute("SELECT count(*) FROM results WHERE verdict IS NULL").fetchone() == (0,)
     versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
     assert versions == sorted(versions) and versions[-1] == schema.MIGRATIONS[-1][0]
+
+
+def test_results_written_before_migration_8_are_kept_and_copied_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked_writer: LinkedWriter
+) -> None:
+    """Results written as linked rows of ``results`` (versions 6 and 7) read back the same
+    after migration 8, and a replay still copies out those it would change."""
+    days = [f"2024-03-{d:02d}T07:00:00" for d in range(1, 13)]
+    first = _csv(tmp_path / "a.csv", [(f"r{k}", day, 80.0 - 0.1 * k) for k, day in enumerate(days)])
+    late = _csv(tmp_path / "b.csv", [("late", "2024-03-04T19:00:00", 81.5)])
+    path = tmp_path / "w.db"
+    monkeypatch.setattr(sqlite, "MIGRATIONS", schema.MIGRATIONS[:7])
+    kept = [
+        n
+        for n in RESULTS.names[1:]
+        if n not in RESULT_FROM_READING and n not in RESULT_DECIDED_IN_READING
+    ]
+    monkeypatch.setattr(SQLiteStore, "_insert_staged", linked_writer(kept))
+    with SQLiteStore(path) as old:
+        process_file(first, old, Config(), out=tmp_path / "a1.csv")
+        before = list(old.results_for_input(file_digest(first)))
+    conn = sqlite3.connect(path)
+    linked = conn.execute("SELECT count(*) FROM results WHERE verdict IS NULL").fetchone()[0]
+    assert linked >= 8  # the readings the loop decided: results linked to them
+    conn.close()
+    monkeypatch.undo()
+    with SQLiteStore(path) as store:
+        assert list(store.results_for_input(file_digest(first))) == before
+        process_file(late, store, Config(), out=tmp_path / "b.out")  # replays the others
+        assert list(store.results_for_input(file_digest(first))) == before
+        process_file(first, store, Config(), out=tmp_path / "a2.csv")
+    assert (tmp_path / "a2.csv").read_bytes() == (tmp_path / "a1.csv").read_bytes()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (8,)
+    # the replay gave the linked results it changed their own copy of what they were given
+    still_linked = conn.execute("SELECT count(*) FROM results WHERE verdict IS NULL").fetchone()[0]
+    assert 0 < linked - still_linked < linked

@@ -132,8 +132,17 @@ def test_first_openers_racing_on_the_migration_all_succeed(tmp_path: Path) -> No
         db, go = tmp_path / f"r{round_}.db", tmp_path / f"go{round_}"
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _OPENER, str(db), str(go), str(tmp_path / f"ready{round_}-{i}")],
-                stderr=subprocess.PIPE, text=True, env=env,
+                [
+                    sys.executable,
+                    "-c",
+                    _OPENER,
+                    str(db),
+                    str(go),
+                    str(tmp_path / f"ready{round_}-{i}"),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             for i in range(OPENERS)
         ]
@@ -150,7 +159,10 @@ def test_first_openers_racing_on_the_migration_all_succeed(tmp_path: Path) -> No
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
         conn.close()
         assert sorted(versions) == [m[0] for m in MIGRATIONS], (round_, versions)
-    assert not failures, (len(failures), sorted({(f[1], f[2].rsplit(": ", 1)[-1]) for f in failures}))
+    assert not failures, (
+        len(failures),
+        sorted({(f[1], f[2].rsplit(": ", 1)[-1]) for f in failures}),
+    )
 
 
 def test_an_opener_kept_from_the_migration_lock_is_busy_not_unusable(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +18,12 @@ from weightstream.cli import app
 from weightstream.config import Config
 from weightstream.pipeline import process_file
 from weightstream.store import schema, sqlite
-from weightstream.store.columns import READINGS
+from weightstream.store.columns import (
+    READINGS,
+    RESULT_DECIDED_IN_READING,
+    RESULT_FROM_READING,
+    RESULTS,
+)
 from weightstream.store.sqlite import SQLiteStore
 
 
@@ -84,11 +90,18 @@ def test_the_readings_view_is_written_as_the_table_was(tmp_path: Path) -> None:
 
 
 def test_a_history_written_before_migration_7_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked_writer: Any
 ) -> None:
     src = _export(tmp_path)
     path = tmp_path / "w.db"
     monkeypatch.setattr(sqlite, "MIGRATIONS", schema.MIGRATIONS[:6])
+    # version 6 wrote each result of a staged reading as a row of ``results`` linked to it
+    kept = [
+        n
+        for n in RESULTS.names[1:]
+        if n not in RESULT_FROM_READING and n not in RESULT_DECIDED_IN_READING
+    ]
+    monkeypatch.setattr(SQLiteStore, "_insert_staged", linked_writer(kept))
     monkeypatch.setattr(sqlite, "_READING_INSERT", READINGS.insert())
     monkeypatch.setattr(sqlite, "_USER_INSERT", "INSERT INTO inputs (input_id) SELECT ?1 WHERE 0")
     with SQLiteStore(path) as old:

@@ -300,6 +300,20 @@ RESULT_DECIDED_IN_READING = (
     "quality",
 )
 
+#: The result columns a store may keep in a stored reading's row besides the reading's own,
+#: for the result the reading got from the input that stored it (result column -> row column):
+#: with :data:`RESULT_FROM_READING` and :data:`RESULT_DECIDED_IN_READING`, the whole result.
+#: SQLite does (migration 8, with ``input_ref``), so nearly every result of a file is no row
+#: of its own.
+RESULT_KEPT_WITH_READING = {
+    "row": "row",
+    "q_innovation": "q_innovation",
+    "q_rate": "q_rate",
+    "q_source": "q_source",
+    "quality_components": "quality_components",
+    "offset_kg": "result_offset_kg",
+}
+
 #: What replaying a late reading may change in a stored reading: its result, from the verdict on.
 READING_DECIDED = READINGS.names[READINGS.index("verdict") :]
 #: The results file's cells as SQL selects them from ``results``: absent texts as ``''``; a

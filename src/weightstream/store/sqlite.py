@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from weightstream.store.columns import (
     READINGS,
     RECOVERIES,
     RESULT_DECIDED_IN_READING,
-    RESULT_FROM_READING,
+    RESULT_KEPT_WITH_READING,
     RESULTS,
     STATES,
 )
@@ -101,13 +102,6 @@ _ARG = {name: f"?{k + 1}" for k, name in enumerate(RESULTS.names)}
 _RESULT_INSERT = "INSERT INTO results ({}) VALUES ({{ref}}, {})".format(
     RESULTS.column_list(), ", ".join(_ARG[n] for n in RESULTS.names[1:])
 )
-# A linked result keeps neither its reading's identity (migration 5) nor its decision
-# (migration 6): both are in the reading's row.
-_KEPT = tuple(
-    n
-    for n in RESULTS.names[1:]
-    if n not in RESULT_FROM_READING and n not in RESULT_DECIDED_IN_READING
-)
 # Before a replay changes a stored reading's decision, the results linked to it take their
 # copy of the decision they were given (once: a result that has one keeps it).
 _LINKED_KEEP = (
@@ -116,10 +110,32 @@ _LINKED_KEEP = (
     "WHERE verdict IS NULL AND reading_seq = "
     "(SELECT seq FROM readings WHERE user_id = ? AND key = ?)"
 ).format(", ".join(RESULT_DECIDED_IN_READING), ", ".join(RESULT_DECIDED_IN_READING))
-# A linked result's row is its staged row with its reading's seq after it (one more number).
-_LINKED = "INSERT INTO results (input_ref, {}, reading_seq) VALUES ({{ref}}, {}, ?{})"
-_LINKED_INSERT = _LINKED.format(
-    ", ".join(_KEPT), ", ".join(_ARG[n] for n in _KEPT), len(RESULTS.names) + 1
+_FIRST_DECIDED = READINGS.index(READING_DECIDED[0])
+# A staged reading's result lives in the reading's row (migration 8): the result's own
+# columns (result column -> reading_rows column), after the reading's, the input's number
+# first. input_ref 0: a result given with no input (the service's); it has no span.
+_MERGED = RESULT_KEPT_WITH_READING
+_merged_cells = itemgetter(*(RESULTS.index(n) for n in _MERGED))
+_MERGED_INSERT = "INSERT INTO reading_rows ({}, input_ref, {}) VALUES ({}, {{ref}}, {})".format(
+    _READING_INSERT.split("(", 1)[1].split(")", 1)[0],
+    ", ".join(_MERGED.values()),
+    _READING_INSERT.split("VALUES (", 1)[1].rsplit(")", 1)[0],
+    ", ".join(f"?{len(READINGS.names) + k + 1}" for k in range(len(_MERGED))),
+)
+# Before a replay changes a reading's decision, the result kept in its row moves, whole and
+# as decided, into ``results``; the row keeps only the reading.
+_MERGED_KEEP = (
+    "INSERT INTO results (input_ref, reading_id, user_id, verdict, reason, message, ts, "
+    "source, weight_kg, filtered_weight, trend_kg_week, std_kg, reset_type, reset_outcome, "
+    f"quality, {', '.join(_MERGED)}) "
+    "SELECT nullif(g.input_ref, 0), g.key, u.user_id, g.verdict, g.reason, g.message, g.ts, "
+    "g.source, g.weight_kg, g.filtered_weight, g.trend_kg_week, g.std_kg, g.reset_type, "
+    f"g.reset_outcome, g.quality, {', '.join('g.' + c for c in _MERGED.values())} "
+    "FROM reading_rows g JOIN users u ON u.uid = g.uid "
+    "WHERE u.user_id = ?1 AND g.key = ?2 AND g.input_ref IS NOT NULL"
+)
+_MERGED_CLEAR = "UPDATE reading_rows SET input_ref = NULL, {} WHERE uid = {} AND key = ?2".format(
+    ", ".join(f"{c} = NULL" for c in _MERGED.values()), _UID.format(1)
 )
 _READING_USER = READINGS.index("user_id")
 _READING_KEY = READINGS.index("key")
@@ -246,27 +262,21 @@ class SQLiteStore:
             c.executemany(_USER_INSERT, [(u,) for u in users])
         if new_rows:
             c.executemany(_READING_INSERT, new_rows)
-        first_seq = 0
+        results = [codec.result_to_row(i, r) for i, r in unit.results]
         if unit.reading_rows:
-            c.executemany(_READING_INSERT, unit.reading_rows)
-            first_seq = self._first_seq(unit.reading_rows)
-        first = READINGS.index(READING_DECIDED[0])
+            results += self._insert_staged(unit)
+        else:
+            results += unit.result_rows
         for m, r in unit.replaced_readings:
             row = codec.reading_to_row(m, r)
             c.execute(_LINKED_KEEP, (m.user_id, m.reading_id))
-            cur = c.execute(_READING_UPDATE, (*row[first:], m.user_id, m.reading_id))
+            c.execute(_MERGED_KEEP, (m.user_id, m.reading_id))
+            c.execute(_MERGED_CLEAR, (m.user_id, m.reading_id))
+            cur = c.execute(_READING_UPDATE, (*row[_FIRST_DECIDED:], m.user_id, m.reading_id))
             if cur.rowcount != 1:
                 raise ConflictError("replaced reading is not stored", reading_id=m.reading_id)
         self.faults.crash_point("store.after_results")
-        results = [codec.result_to_row(i, r) for i, r in unit.results]
-        linked: list[tuple[Any, ...]] = []
-        if unit.result_of_reading:
-            rows, paired = unit.result_rows, set(unit.result_of_reading)
-            linked = [(*rows[k], first_seq + j) for j, k in enumerate(unit.result_of_reading)]
-            results += [row for k, row in enumerate(rows) if k not in paired]
-        else:
-            results += unit.result_rows
-        self._insert_results(results, linked)
+        self._insert_results(results)
         if unit.states:
             fresh, known, corrupt = [], [], []
             for uid, state in unit.states.items():
@@ -327,6 +337,34 @@ class SQLiteStore:
                 raise ConflictError(f"input position of {input_id} moved past this unit")
             self.faults.crash_point("store.after_position")
 
+    def _insert_staged(self, unit: UnitOfWork) -> list[tuple[Any, ...]]:
+        """Insert the staged reading rows, each with its result when the unit pairs them.
+
+        Returns the staged result rows still to insert into ``results``: the unpaired ones, or
+        all of them when the paired results come from more than one input (then the readings
+        are inserted alone).
+        """
+        c = self._conn
+        rows, paired = unit.result_rows, unit.result_of_reading
+        inputs = {rows[k][0] for k in paired}
+        if not paired or len(inputs) > 1:
+            c.executemany(_READING_INSERT, unit.reading_rows)
+            return rows
+        (input_id,) = inputs
+        ref = 0 if input_id is None else self._input_ref(input_id)
+        cells = _merged_cells
+        staged = zip(unit.reading_rows, paired, strict=True)
+        c.executemany(
+            _MERGED_INSERT.format(ref=ref), [(*reading, *cells(rows[k])) for reading, k in staged]
+        )
+        if ref:
+            first = self._first_seq(unit.reading_rows)
+            c.execute(
+                "INSERT INTO input_spans VALUES (?, ?, ?)", (ref, first, first + len(paired) - 1)
+            )
+        taken = set(paired)
+        return [row for k, row in enumerate(rows) if k not in taken]
+
     def _first_seq(self, rows: list[tuple[Any, ...]]) -> int:
         """The seq of the first of ``rows``, the reading rows just inserted by one statement.
 
@@ -345,28 +383,29 @@ class SQLiteStore:
             raise StorageError("inserted readings did not get consecutive row numbers")
         return first
 
-    def _insert_results(self, rows: list[tuple[Any, ...]], linked: list[tuple[Any, ...]]) -> None:
-        """Insert result rows (codec order), each input's text stored once, as a number.
-
-        ``linked``: results of readings inserted in this unit, each with its reading's seq
-        after it, stored linked to their rows.
-        """
+    def _input_ref(self, input_id: str) -> int:
+        """The number of input ``input_id``, which is given one if it has none yet."""
         c = self._conn
-        ids = {row[0] for row in rows} | {row[0] for row in linked}
-        for input_id in ids:
-            if input_id is not None:
-                c.execute("INSERT OR IGNORE INTO inputs (input_id) VALUES (?)", (input_id,))
+        c.execute("INSERT OR IGNORE INTO inputs (input_id) VALUES (?)", (input_id,))
+        (ref,) = c.execute("SELECT ref FROM inputs WHERE input_id = ?", (input_id,)).fetchone()
+        return int(ref)
+
+    def _insert_results(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert result rows (codec order), each input's text stored once, as a number."""
+        if not rows:
+            return
+        ids = {row[0] for row in rows}
         # One input (a file's group; the service's readings have none): its number is written
         # into the statement; otherwise looked up per row.
         ref = _INPUT_REF.replace("?", "?1")
         if len(ids) == 1:
             (only,) = ids
-            found = c.execute("SELECT ref FROM inputs WHERE input_id = ?", (only,)).fetchone()
-            ref = "NULL" if found is None else str(int(found[0]))
-        if rows:
-            c.executemany(_RESULT_INSERT.format(ref=ref), rows)
-        if linked:
-            c.executemany(_LINKED_INSERT.format(ref=ref), linked)
+            ref = "NULL" if only is None else str(self._input_ref(only))
+        else:
+            for input_id in ids:
+                if input_id is not None:
+                    self._input_ref(input_id)
+        self._conn.executemany(_RESULT_INSERT.format(ref=ref), rows)
 
     # -- queries ------------------------------------------------------------------------
 
