@@ -33,7 +33,8 @@ def _linked_writer(kept: list[str]) -> Callable[[SQLiteStore, UnitOfWork], list[
     def insert_staged(store: SQLiteStore, unit: UnitOfWork) -> list[tuple[Any, ...]]:
         c = store.connection
         c.executemany(sqlite._READING_INSERT, unit.reading_rows)
-        first = store._first_seq(unit.reading_rows)
+        (last,) = c.execute("SELECT last_insert_rowid()").fetchone()
+        first = last - len(unit.reading_rows) + 1
         rows, paired = unit.result_rows, unit.result_of_reading
         for input_id in {rows[k][0] for k in paired} - {None}:
             c.execute("INSERT OR IGNORE INTO inputs (input_id) VALUES (?)", (input_id,))

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from weightstream.cli import app
 from weightstream.config import Config
-from weightstream.errors import ConflictError, StorageError
+from weightstream.errors import ConflictError
 from weightstream.ingest import file_digest
 from weightstream.model import Result, Verdict
 from weightstream.pipeline import process_file, write_results
@@ -141,26 +141,45 @@ def _names(path: Path) -> set[str]:
         conn.close()
 
 
-def test_a_units_readings_take_consecutive_seqs(tmp_path: Path) -> None:
-    """Reading rows inserted by one statement get consecutive seqs, which the store records as
-    the input's span (where its results kept in those rows are found); the check behind that
-    refuses rows whose first did not get the first."""
-    src = _export(tmp_path, users=5, per_user=12)
-    with SQLiteStore(tmp_path / "w.db") as store:
-        # A reading row already there (another file's): the group's seqs start after it.
-        process_file(src, store, Config(processing={"commit_group_size": 7}))
+def test_a_units_readings_take_seqs_in_order_and_spans_cover_them(tmp_path: Path) -> None:
+    """A unit's staged readings are inserted by two statements (rows whose often-NULL columns
+    are all NULL, and the others); they still take consecutive seqs in the order they were
+    decided, and the input's spans cover exactly its rows."""
+    src = _export(tmp_path, users=8, per_user=40)
+    units: list[UnitOfWork] = []
+
+    class Keeping(SQLiteStore):
+        def commit(self, unit: UnitOfWork) -> None:
+            units.append(unit)
+            super().commit(unit)
+
+    with Keeping(tmp_path / "w.db") as store:
+        process_file(src, store, Config(processing={"commit_group_size": 50}))
         conn = store.connection
-        rows = conn.execute(f"SELECT {sqlite._READING_COLS} FROM readings ORDER BY seq").fetchall()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM readings WHERE seq > 3")
-            again = [tuple(r) for r in rows[3:6]]
-            conn.executemany(sqlite._READING_INSERT, again)
-            assert store._first_seq(again) == 4
-            with pytest.raises(StorageError):
-                store._first_seq(again[::-1])
-        finally:
-            conn.execute("ROLLBACK")
+        rows = conn.execute(
+            "SELECT uid, ts, seq FROM reading_rows WHERE input_ref IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        spans = conn.execute("SELECT first_seq, last_seq FROM input_spans ORDER BY 1").fetchall()
+    # the spans do not overlap and hold every row kept with its result, and nothing else
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
+    covered = {seq for first, last in spans for seq in range(first, last + 1)}
+    assert covered == {seq for _, _, seq in rows}
+    # A unit whose every third staged reading has a reset (a row for the longer statement),
+    # committed to a new file: the rows' seqs still follow the staged order.
+    unit = next(u for u in units if len(u.reading_rows) >= 30)
+    at = READINGS.index("reset_type")
+    unit.reading_rows = [
+        (*r[:at], "soft", "committed", *r[at + 2 :]) if k % 3 == 0 else r
+        for k, r in enumerate(unit.reading_rows)
+    ]
+    unit.states, unit.expected_versions, unit.last_good, unit.position = {}, {}, {}, None
+    with SQLiteStore(tmp_path / "x.db") as store:
+        store.commit(unit)
+        stored = store.connection.execute(
+            "SELECT key, reset_type FROM readings ORDER BY seq"
+        ).fetchall()
+    staged = [(r[READINGS.index("key")], r[at]) for r in unit.reading_rows]
+    assert stored[-len(staged) :] == staged
 
 
 LinkedWriter = Callable[[list[str]], Callable[[SQLiteStore, UnitOfWork], list[tuple[Any, ...]]]]
