@@ -128,7 +128,16 @@ _reading_head = itemgetter(*(READINGS.index(n) for n in _READING_HEAD))
 _result_head = itemgetter(*(RESULTS.index(n) for n in _RESULT_HEAD))
 _reading_tail = itemgetter(*(READINGS.index(n) for n in _OFTEN_NULL_READING))
 _result_tail = itemgetter(*(RESULTS.index(n) for n in _OFTEN_NULL_RESULT))
-_NULL_TAIL = (None,) * (len(_OFTEN_NULL_READING) + len(_OFTEN_NULL_RESULT))
+#: Where the often-NULL columns stand: reset type and outcome in a reading's staged row,
+#: quality components and offset in its result's.
+_OFTEN_NULL_AT = (
+    *(READINGS.index(n) for n in _OFTEN_NULL_READING),
+    *(RESULTS.index(n) for n in _OFTEN_NULL_RESULT),
+)
+
+
+def _tail(reading: tuple[Any, ...], result: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*_reading_tail(reading), *_result_tail(result))
 
 
 def _merged_insert(tail: bool) -> str:
@@ -382,17 +391,21 @@ class SQLiteStore:
         ref = 0 if input_id is None else self._input_ref(input_id)
         # The rows take the seqs after the largest (as SQLite would number them), in order.
         (first,) = c.execute("SELECT coalesce(max(seq), 0) + 1 FROM reading_rows").fetchone()
-        short: list[tuple[Any, ...]] = []
+        readings = unit.reading_rows
+        results = [rows[k] for k in paired]
+        rt, ro, qc, off = _OFTEN_NULL_AT
+        bare = [
+            r[rt] is None and r[ro] is None and s[qc] is None and s[off] is None
+            for r, s in zip(readings, results, strict=True)
+        ]
+        rh, sh = _reading_head, _result_head
+        seqs = range(first, first + len(readings))
+        staged = zip(seqs, readings, results, bare, strict=True)
+        short = [(seq, *rh(r), *sh(s)) for seq, r, s, b in staged if b]
         long: list[tuple[Any, ...]] = []
-        reading_head, result_head = _reading_head, _result_head
-        reading_tail, result_tail, null_tail = _reading_tail, _result_tail, _NULL_TAIL
-        for seq, (reading, k) in enumerate(zip(unit.reading_rows, paired, strict=True), first):
-            result = rows[k]
-            tail = (*reading_tail(reading), *result_tail(result))
-            if tail == null_tail:
-                short.append((seq, *reading_head(reading), *result_head(result)))
-            else:
-                long.append((seq, *reading_head(reading), *result_head(result), *tail))
+        if len(short) < len(readings):
+            staged = zip(seqs, readings, results, bare, strict=True)
+            long = [(seq, *rh(r), *sh(s), *_tail(r, s)) for seq, r, s, b in staged if not b]
         if short:
             c.executemany(_MERGED_SHORT.format(ref=ref), short)
         if long:
