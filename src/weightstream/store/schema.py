@@ -410,7 +410,8 @@ FROM results r LEFT JOIN reading_rows g ON g.seq = r.reading_seq
             # a file) was a row of its own in ``results``: a link to the reading, its input
             # row and its quality components, and an entry in two indexes, one of them keyed
             # by input row and so written out of order. That result now lives in the
-            # reading's row: the columns below, NULL for a reading whose result is elsewhere.
+            # reading's row: the columns below, NULL for a reading whose result is elsewhere
+            # (input_ref 0: a result given with no input, as the service's are).
             # ``input_spans`` records, once a unit, the rows a unit inserted for an input,
             # so an input's results are found by ranges of the reading table's own key.
             # Processing a 200,000-row synthetic file (with the store's insert binding fewer
