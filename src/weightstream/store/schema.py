@@ -432,7 +432,7 @@ CREATE TABLE input_spans (
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL CHECK (last_seq >= first_seq),
     PRIMARY KEY (input_ref, first_seq)
-) WITHOUT ROWID""",
+)""",
             "DROP VIEW results_full",
             """
 CREATE VIEW results_full AS
