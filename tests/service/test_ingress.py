@@ -147,11 +147,15 @@ _BATCHES = [
     {"readings": [{"user_id": "\u00e9\u6f22", "timestamp": "2025-01-01", "weight": 1e308}]},
     {"readings": [_reading(0, unit=None, source=None)]},
 ]
-#: Batches that orjson does not read and pydantic does: validated the whole way, as before.
+#: Single readings the fast parse reads as the union's ``one`` member.
+_ONES = [r["readings"][0] for r in _BATCHES] + [_reading(7, id=None)]
+#: Bodies that orjson does not read and pydantic does: validated the whole way, as before.
 _NOT_ORJSON = [
     b'{"readings": [{"user_id": "u", "timestamp": 99999999999999999999999, "weight": 1}]}',
     b'{"readings": [{"user_id": "u", "timestamp": "x", "weight": NaN}]}',
     b'{"readings": [{"user_id": "u", "timestamp": 1, "weight": -18446744073709551617}]}',
+    b'{"user_id": "u", "timestamp": 99999999999999999999999, "weight": 1}',
+    b'{"user_id": "u", "timestamp": "x", "weight": Infinity}',
 ]
 _REFUSED = [
     b'{"readings": []}',
@@ -161,6 +165,12 @@ _REFUSED = [
     b'{"readings": [{"user_id": "u", "timestamp": "x", "weight": 1}], "more": 1}',
     b'{"readings": {"user_id": "u"}}',
     b'{"readings": [1]',
+    b'{"user_id": "u"}',
+    b'{"user_id": "u", "timestamp": [], "weight": 1}',
+    b'{"user_id": "u", "timestamp": "x", "weight": 1, "readingz": []}',
+    b'{"id": 5, "user_id": "u", "timestamp": "x", "weight": 1}',
+    b'[{"user_id": "u", "timestamp": "x", "weight": 1}]',
+    b'{"user_id": "u", "timestamp": "x", "weight": 1',
 ]
 
 
@@ -171,17 +181,19 @@ def _typed(model: Any) -> Any:
     return [(k, type(v), repr(v)) for k, v in model.model_dump().items()]
 
 
-@pytest.mark.parametrize("raw", [json.dumps(b).encode() for b in _BATCHES] + _NOT_ORJSON)
-def test_a_batch_parsed_by_orjson_equals_the_union_from_json(raw: bytes) -> None:
-    """A valid batch read by the fast parse is the batch pydantic's JSON validation gives."""
+@pytest.mark.parametrize("raw", [json.dumps(b).encode() for b in [*_BATCHES, *_ONES]] + _NOT_ORJSON)
+def test_a_body_parsed_by_orjson_equals_the_union_from_json(raw: bytes) -> None:
+    """A valid batch or reading read by the fast parse is the body pydantic's JSON validation
+    gives."""
     from weightstream.service.routes_v1 import _BODY, parse_body
 
     assert _typed(parse_body(raw, "application/json")) == _typed(_BODY.validate_json(raw))
 
 
 @pytest.mark.parametrize("raw", _REFUSED)
-def test_a_refused_batch_has_the_union_errors(raw: bytes) -> None:
-    """A batch the fast parse refuses gets the errors of the union validated from JSON."""
+def test_a_refused_body_has_the_union_errors(raw: bytes) -> None:
+    """A batch or reading the fast parse refuses gets the errors of the union validated from
+    JSON."""
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 

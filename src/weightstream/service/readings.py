@@ -29,7 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from weightstream.config import Config
 from weightstream.engine.results import RESULT_FIELDS
 from weightstream.ingest import RawRow, RowProblem, to_measurement
-from weightstream.model import Measurement, Result, Verdict, from_micros
+from weightstream.ingest.rows import parse_row
+from weightstream.model import (
+    Measurement,
+    Result,
+    Verdict,
+    content_keys,
+    from_micros,
+    to_micros,
+)
 from weightstream.store.columns import RESULTS, Kind
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "ResultOut",
     "ResultsOut",
     "to_reading",
+    "to_readings",
     "invalid_answer",
     "result_json",
     "results_body",
@@ -126,6 +135,71 @@ def to_reading(reading: ReadingIn, *, config: Config, now: datetime) -> Measurem
     if isinstance(item, RowProblem):
         return invalid_answer(reading.id, reading.user_id, item)
     return item
+
+
+def to_readings(
+    readings: Sequence[ReadingIn], *, config: Config, now: datetime
+) -> list[Measurement | Result]:
+    """:func:`to_reading` of each of ``readings``, column-wise: the same verdicts and the same
+    :class:`Measurement` values, for less CPU per reading in a batch.
+
+    Each reading goes through the CSV rules one by one
+    (:func:`weightstream.ingest.rows.parse_row`, the checks of
+    :func:`~weightstream.ingest.to_measurement`), and the content keys of the valid ones are
+    computed in one call (:func:`weightstream.model.content_keys`, the one definition of a
+    key) instead of one call per reading; each Measurement is then built as
+    :func:`weightstream.ingest.rows.measurement_of` builds it. ``tests/service/test_readings.py``
+    holds the two functions together.
+    """
+    if len(readings) == 1:
+        return [to_reading(readings[0], config=config, now=now)]
+    out: list[Measurement | Result] = []
+    valid: list[int] = []
+    fields: list[tuple[str | None, str, datetime, float, str, float, str]] = []
+    for reading in readings:
+        raw = RawRow(
+            0,
+            reading.user_id,
+            _text(reading.timestamp) or "",
+            _text(reading.weight) or "",
+            reading.unit,
+            reading.source,
+            reading.id,
+        )
+        parsed = parse_row(raw, config=config, now=now)
+        if isinstance(parsed, RowProblem):
+            out.append(invalid_answer(reading.id, reading.user_id, parsed))
+        else:
+            valid.append(len(out))
+            out.append(_PENDING)
+            fields.append(parsed)
+    if not fields:
+        return out
+    keys = content_keys(
+        [f[1] for f in fields],
+        [to_micros(f[2]) for f in fields],
+        [f[3] for f in fields],
+        [f[4] for f in fields],
+        [f[6] for f in fields],
+    )
+    for at, (ident, user, when, value, unit, weight_kg, source), key in zip(
+        valid, fields, keys, strict=True
+    ):
+        out[at] = Measurement(
+            reading_id=ident or key,
+            user_id=user,
+            timestamp=when,
+            value=value,
+            unit=unit,
+            weight_kg=weight_kg,
+            source=source,
+            content_key=key,
+        )
+    return out
+
+
+#: A place held in :func:`to_readings`' answer until the reading's Measurement is built.
+_PENDING = Result(reading_id=None, user_id=None, verdict=Verdict.INVALID)
 
 
 def invalid_answer(reading_id: str | None, user_id: str | None, problem: RowProblem) -> Result:

@@ -41,7 +41,7 @@ from weightstream.service.readings import (
     ReadingIn,
     ResultsOut,
     results_body,
-    to_reading,
+    to_readings,
 )
 from weightstream.service.state import Service, service_of
 from weightstream.smooth import SmoothedReading, smooth_rows
@@ -110,43 +110,48 @@ def parse_body(raw: bytes, content_type: str | None) -> ReadingIn | BatchIn:
     (errors located under ``body``); a non-JSON content type is validated as raw bytes (and
     refused), as FastAPI does.
 
-    A batch is parsed by orjson and its objects validated by :class:`BatchIn` (a quarter of
-    what validating the union from JSON costs per reading, whose callable discriminator makes
-    pydantic build every object twice); any body that this refuses is validated the whole way
-    again, so the errors are the union's (``tests/service/test_ingress.py`` holds the two
-    together).
+    A body is parsed by orjson and validated by the union's member that the discriminator
+    picks (:class:`BatchIn` or :class:`ReadingIn`): for a batch a quarter of what validating
+    the union from JSON costs per reading, whose callable discriminator makes pydantic build
+    every object twice; for one reading about 3 us less than the union from JSON, and the JSON
+    is read once, not twice. Any body that this refuses is validated the whole way again, so
+    the errors are the union's (``tests/service/test_ingress.py`` holds the two together).
     """
     try:
         if not raw:
             return _BODY.validate_python(None)
         if _is_json(content_type):
-            batch = _batch_of(raw)
-            return batch if batch is not None else _BODY.validate_json(raw)
+            body = _fast_body(raw)
+            return body if body is not None else _BODY.validate_json(raw)
         return _BODY.validate_python(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
-def _batch_of(raw: bytes) -> BatchIn | None:
-    """``raw`` as a valid batch; None for anything else (not JSON, not a batch, invalid)."""
+def _fast_body(raw: bytes) -> ReadingIn | BatchIn | None:
+    """``raw`` as a valid batch or reading; None for anything else (not JSON, invalid)."""
     if not raw.lstrip().startswith(b"{"):
         return None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if _kind(data) != "batch":
-        return None
     try:
-        batch = BatchIn.model_validate(data)
+        if _kind(data) == "batch":
+            batch = BatchIn.model_validate(data)
+            readings = batch.readings
+            body: ReadingIn | BatchIn = batch
+        else:
+            reading = ReadingIn.model_validate(data)
+            readings, body = [reading], reading
     except ValidationError:
         return None
-    for r in batch.readings:
+    for r in readings:
         # orjson reads an integer past 64 bits as a float; pydantic keeps it an int.
         if _huge(r.timestamp) or _huge(r.weight):
             return None
-    return batch
+    return body
 
 
 def _huge(value: object) -> bool:
@@ -189,7 +194,7 @@ async def measurements_answer(service: Service, body: ReadingIn | BatchIn) -> by
             f"at most {service.settings.max_batch} readings per request",
         )
     now = service.clock.now()
-    readings = [to_reading(r, config=service.config, now=now) for r in items]
+    readings = to_readings(items, config=service.config, now=now)
     return results_body(await decide(service, readings))
 
 
