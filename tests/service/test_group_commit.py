@@ -397,3 +397,27 @@ def test_a_conflict_on_the_loops_thread_is_retried_on_the_store_thread() -> None
     assert as_result(answers[0][0]).verdict == "accepted"
     assert threads == [threading.main_thread().name, "ws-store_0"]
     assert threading.main_thread().name not in slept and inner.users() == ["a"]
+
+
+def test_a_request_whose_waiter_is_cancelled_is_stored_all_the_same() -> None:
+    """A request whose task is cancelled while it waits (its client went away) still has its
+    readings decided and committed with the group, and the other requests are answered."""
+    store = MemoryStore()
+    committer = GroupCommitter(Processor(store, Config(), clock=FakeClock()), linger_s=0.01)
+
+    async def run() -> list[object]:
+        committer.start()
+        try:
+            gone = asyncio.ensure_future(committer.submit([m("gone", 0)]))
+            kept = asyncio.ensure_future(committer.submit([m("kept", 0)]))
+            await asyncio.sleep(0)  # both queued; the writer lingers for more
+            gone.cancel()
+            return list(await asyncio.gather(gone, kept, return_exceptions=True))
+        finally:
+            await committer.close()
+
+    gone, kept = asyncio.run(run())
+    assert isinstance(gone, asyncio.CancelledError)
+    assert isinstance(kept, list) and kept[0].verdict == "accepted"
+    assert set(store.users()) == {"gone", "kept"}
+    assert committer.stats.groups == 1

@@ -229,9 +229,12 @@ class GroupCommitter:
             return []
         future: asyncio.Future[list[Answer]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Submission(readings, future))
-        # A client that goes away does not cancel its readings: they are decided and stored
-        # all the same (a retry then gets the stored answers).
-        return await asyncio.shield(future)
+        # A client that goes away does not cancel its readings: cancelling this await cancels
+        # the future only, the submission stays queued, and its readings are decided and
+        # stored all the same (the writer skips a future that is done; a retry then gets the
+        # stored answers). No asyncio.shield: it cost a request ~8 us (a second future, its
+        # callbacks and one more turn of the loop).
+        return await future
 
     async def read(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the store thread, between groups."""
