@@ -26,6 +26,7 @@ mounted under a prefix) is served by the same functions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -103,26 +104,40 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         scope["route"] = self.route
-        sent: list[int] = []
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                sent.append(int(message["status"]))
-            await send(message)
-
         try:
-            await self._serve(scope, receive, tracking_send)
+            answer = await self._answer(scope, receive)
         except _Gone:
-            pass  # nobody to answer
+            self.count(METHOD, 0, time.perf_counter() - started)  # nobody to answer
+            return
         except Exception as exc:  # noqa: BLE001 - every failure gets its handler's answer
-            if not sent:
-                try:
-                    await self._fail(scope, tracking_send, exc)
-                except Exception as again:  # noqa: BLE001 - the edge: one line, no trace
-                    _log.error("%s %s failed: %s", METHOD, PATH, type(again).__name__)
-        self.count(METHOD, sent[0] if sent else 0, time.perf_counter() - started)
+            sent: list[int] = []
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+            async def tracking_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    sent.append(int(message["status"]))
+                await send(message)
+
+            try:
+                await self._fail(scope, tracking_send, exc)
+            except Exception as again:  # noqa: BLE001 - the edge: one line, no trace
+                _log.error("%s %s failed: %s", METHOD, PATH, type(again).__name__)
+            self.count(METHOD, sent[0] if sent else 0, time.perf_counter() - started)
+            return
+        # The answer's status is sent first: a failure while sending it (the client went
+        # away) leaves nothing else to answer.
+        with contextlib.suppress(Exception):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(len(answer)).encode()), *_JSON_HEADERS],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer})
+        self.count(METHOD, 200, time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> bytes:
+        """The body of the 200 answer; anything else raises (the answer is :meth:`_fail`'s)."""
         # Every Content-Length is held to the cap, as the edge holds them; of the others the
         # first is read, as Starlette's headers give it.
         content_type: str | None = None
@@ -143,15 +158,7 @@ class Ingress:
         scheme, _, token = (authorization or "").partition(" ")
         admit(self.keys, token.strip() if scheme.lower() == "bearer" else None, KeyScope.WRITE)
         body = parse_body(await self._body(receive), content_type)
-        answer = await measurements_answer(self.service, body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(answer)).encode()), *_JSON_HEADERS],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        return await measurements_answer(self.service, body)
 
     async def _body(self, receive: Receive) -> bytes:
         """The whole body, refused past the cap."""
