@@ -28,6 +28,7 @@ reader of the field; the per-line path stays the reference.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +70,16 @@ _TS_PLAIN: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3}|\.[0-9]{6})?$"
 )
 _WEIGHT_PLAIN: Final = r"^[0-9]{1,15}(\.[0-9]{1,15})?$"
-_NULLS: Final = sorted(NULL_TOKENS)
+#: Every spelling of a null word (:data:`NULL_TOKENS`) in any case: ``text.lower() in
+#: NULL_TOKENS`` as one lookup, with no lower-casing of the column. Only ASCII letters lower
+#: to the letters of these words, so no other text is one of them.
+_NULL_SPELLINGS: Final = sorted(
+    {
+        "".join(chars)
+        for token in NULL_TOKENS
+        for chars in itertools.product(*({c, c.upper()} for c in token))
+    }
+)
 
 
 @dataclass
@@ -147,7 +157,7 @@ def read_blocks(
             frame = reader.by_lines(data, first_line, invalid)
         else:
             rows_by_polars = frame.height
-            frame = reader.interpret(frame, invalid)
+            frame = reader.interpret(frame, invalid, padded=reader.padded)
         if reader.odd_valid:
             odd = pl.DataFrame(reader.odd_valid, schema=VALID_SCHEMA, orient="row")
             reader.odd_valid.clear()
@@ -177,9 +187,44 @@ def _blocks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
                 continue
             block, carry = data[:cut], data[cut:]
             yield line, block
-            line += len(block.splitlines())
+            line += _line_count(block)
         if carry:
             yield line, carry
+
+
+def _line_count(block: bytes) -> int:
+    """``len(block.splitlines())`` for a block that ends with ``\\n``, without the list.
+
+    >>> blocks = (b"a\\n", b"a\\r\\n\\rb\\n", b"\\r\\r\\n")
+    >>> all(_line_count(b) == len(b.splitlines()) for b in blocks)
+    True
+    """
+    lines = int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A))
+    if b"\r" in block:  # a CR ends a line too, except the CR of a CRLF
+        lines += block.count(b"\r") - block.count(b"\r\n")
+    return lines
+
+
+def _padded(block: bytes) -> bool:
+    """Whether a field of a block of plain lines may begin or end with ASCII white space.
+
+    False when the block has no tab, vertical tab or form feed, and no space next to a comma
+    or a line's start or end (a space inside a field, as in ``2025-01-01 08:00:00``, is
+    fine). A CR is no longer in a block read by polars (:meth:`_Reader.fast`).
+
+    >>> _padded(b"a,2025-01-01 08:00:00\\n"), _padded(b"a ,b\\n"), _padded(b"a,b\\n c,d\\n")
+    (False, True, True)
+    """
+    if b"\t" in block or b"\x0b" in block or b"\x0c" in block or b"\r" in block:
+        return True
+    data = np.frombuffer(block, dtype=np.uint8)
+    spaces = np.flatnonzero(data == 0x20)
+    if not len(spaces):
+        return False
+    if spaces[0] == 0 or spaces[-1] == len(data) - 1:
+        return True
+    near = np.concatenate((data[spaces - 1], data[spaces + 1]))
+    return bool(np.any((near == 0x2C) | (near == 0x0A)))
 
 
 _EMPTY_TEXTS: Final = pl.DataFrame(
@@ -191,34 +236,55 @@ _EMPTY_TEXTS: Final = pl.DataFrame(
 
 
 def _plain_lines(
-    block: bytes, first_line: int, width: int
-) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes]:
+    block: bytes, first_line: int, width: int, *, count: bool = False
+) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes, bool]:
     """Split a block (LF line ends, ending with one) into its plain lines and the others.
 
-    Returns the numbers of the plain lines, the other lines with their numbers, and the plain
-    lines as one block. A line is plain if it has ``width - 1`` commas and no quote or NUL.
+    Returns the numbers of the plain lines, the other lines with their numbers, the plain
+    lines as one block, and whether their fields were counted line by line. A line is plain
+    if it has ``width - 1`` commas and no quote or NUL, and is not blank.
+
+    Lines with a quote or NUL byte (rare) are found from those bytes. Commas are counted
+    line by line only with ``count`` or if the other lines' total is not ``width - 1`` a
+    line: with the right total, a line with too few commas means another with too many,
+    which polars refuses (:meth:`_Reader._texts`); the caller then asks again with ``count``.
     """
     data = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(data == 0x0A)
     starts = np.concatenate(([0], ends[:-1] + 1))
-    commas = np.add.reduceat(data == 0x2C, starts, dtype=np.int32)
-    odd_bytes = (data == 0x22) | (data == 0x00)
-    strange = np.add.reduceat(odd_bytes, starts, dtype=np.int32)
-    # reduceat over an empty line (start == its end) reads the terminator: counts are 0 there
-    plain = (commas == width - 1) & (strange == 0) & (ends > starts)
     numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
+    odd_lines = np.flatnonzero(ends == starts)  # blank lines
+    if b'"' in block or b"\x00" in block:
+        strange = np.flatnonzero((data == 0x22) | (data == 0x00))
+        odd_lines = np.union1d(odd_lines, np.searchsorted(ends, strange))
+    counted = count
+    if not count:
+        commas = int(np.count_nonzero(data == 0x2C))
+        for i in odd_lines:
+            commas -= block.count(b",", int(starts[i]), int(ends[i]))
+        counted = commas != (len(ends) - len(odd_lines)) * (width - 1)
+    if counted:
+        per_line = np.add.reduceat(data == 0x2C, starts, dtype=np.int32)
+        # reduceat over an empty line (start == its end) reads the terminator: 0 there
+        plain = per_line == width - 1
+        plain[odd_lines] = False
+    elif not len(odd_lines):
+        return numbers, [], block, False
+    else:
+        plain = np.ones(len(ends), dtype=bool)
+        plain[odd_lines] = False
     if plain.all():
-        return numbers, [], block
+        return numbers, [], block, counted
     odd = [(int(numbers[i]), block[starts[i] : ends[i] + 1]) for i in np.flatnonzero(~plain)]
     keep = np.flatnonzero(plain)
-    parts = [block[starts[i] : ends[i] + 1] for i in keep] if len(keep) < 64 else None
-    if parts is None:
-        # Contiguous runs of plain lines, copied run by run.
-        breaks = np.flatnonzero(np.diff(keep) != 1)
-        run_first = np.concatenate(([keep[0]], keep[breaks + 1]))
-        run_last = np.concatenate((keep[breaks], [keep[-1]]))
-        parts = [block[starts[a] : ends[b] + 1] for a, b in zip(run_first, run_last, strict=True)]
-    return numbers[plain], odd, b"".join(parts)
+    if not len(keep):
+        return numbers[plain], odd, b"", counted
+    # Contiguous runs of plain lines, copied run by run.
+    breaks = np.flatnonzero(np.diff(keep) != 1)
+    run_first = np.concatenate(([keep[0]], keep[breaks + 1]))
+    run_last = np.concatenate((keep[breaks], [keep[-1]]))
+    parts = [block[starts[a] : ends[b] + 1] for a, b in zip(run_first, run_last, strict=True)]
+    return numbers[plain], odd, b"".join(parts), counted
 
 
 class _Reader:
@@ -237,6 +303,9 @@ class _Reader:
         self._units: dict[str, tuple[str, str, float] | None] = {}
         self.odd_valid: list[tuple[object, ...]] = []
         self._sources: dict[str, str] = {}
+        #: Whether a field of the last block read by :meth:`fast` may begin or end with white
+        #: space (:func:`_padded`).
+        self.padded = True
 
     # -- a block ---------------------------------------------------------------------------
 
@@ -256,37 +325,22 @@ class _Reader:
             block = block.replace(b"\r\n", b"\n")
         if not block.endswith(b"\n"):
             block += b"\n"
-        numbers, odd, block = _plain_lines(block, first_line, self.width)
+        numbers, odd, plain, counted = _plain_lines(block, first_line, self.width)
+        frame = self._texts(plain, len(numbers)) if len(numbers) else None
+        if frame is None and len(numbers) and not counted:
+            # Polars refused lines whose fields were only counted in total: count them line
+            # by line, then polars reads the plain ones (or refuses them too).
+            numbers, odd, plain, counted = _plain_lines(block, first_line, self.width, count=True)
+            frame = self._texts(plain, len(numbers)) if len(numbers) else None
+        if frame is None and len(numbers):
+            return None
         lines = len(numbers)
-        frame = None
-        if lines:
-            try:
-                frame = pl.read_csv(
-                    io.BytesIO(block),
-                    has_header=False,
-                    infer_schema=False,
-                    quote_char=None,
-                    empty_string_is_null=False,
-                    encoding="utf8",
-                    raise_if_empty=True,
-                )
-            except Exception:  # noqa: BLE001 - polars refuses the block: the line reader decides
-                return None
-            if frame.width != self.width or frame.height != lines:
-                return None
-            names = frame.columns
-            longest = frame.select(pl.all().str.len_chars().max()).row(0)
-            if max(longest) > MAX_FIELD_CHARS:
-                return None
-            user, weight = names[self.idx["user_id"]], names[self.idx["weight"]]
-            if frame.filter(
-                (pl.col(user) == self.header_user) & (pl.col(weight) == self.header_weight)
-            ).height:
-                return None
+        self.padded = _padded(plain)
         for number, line in odd:
             self._line(line, number, invalid)
         if frame is None:
             return _EMPTY_TEXTS
+        names = frame.columns
         columns: dict[str, pl.Series] = {"line": pl.Series("line", numbers)}
         for field in ("user_id", "timestamp", "weight", "unit", "source", "id"):
             i = self.idx.get(field)
@@ -296,6 +350,43 @@ class _Reader:
                 else pl.Series(field, [None] * lines, dtype=pl.String)
             )
         return pl.DataFrame(columns)
+
+    def _texts(self, block: bytes, lines: int) -> pl.DataFrame | None:
+        """Plain lines as texts, one column per field; None if polars refuses them.
+
+        Polars refuses a line with more fields than the first (``truncate_ragged_lines``
+        off), which :func:`_plain_lines` counts on when it counted fields only in total.
+        """
+        try:
+            frame = pl.read_csv(
+                io.BytesIO(block),
+                has_header=False,
+                infer_schema=False,
+                quote_char=None,
+                empty_string_is_null=False,
+                encoding="utf8",
+                raise_if_empty=True,
+                truncate_ragged_lines=False,
+            )
+        except Exception:  # noqa: BLE001 - polars refuses the block: the line reader decides
+            return None
+        if frame.width != self.width or frame.height != lines:
+            return None
+        if len(block) > MAX_FIELD_CHARS:
+            # A text's bytes bound its characters: most blocks need no count of characters.
+            widest = frame.select(pl.all().str.len_bytes().max()).row(0)
+            long = [c for c, n in zip(frame.columns, widest, strict=True) if n > MAX_FIELD_CHARS]
+            chars = frame.select(pl.col(long).str.len_chars().max()).row(0) if long else (0,)
+            if max(chars) > MAX_FIELD_CHARS:
+                return None
+        if self.header_user.encode() in block:
+            user = frame.columns[self.idx["user_id"]]
+            weight = frame.columns[self.idx["weight"]]
+            if frame.filter(
+                (pl.col(user) == self.header_user) & (pl.col(weight) == self.header_weight)
+            ).height:
+                return None
+        return frame
 
     def _line(self, line: bytes, number: int, invalid: list[tuple[int, RowProblem]]) -> None:
         """One odd line through the line reader; a valid one joins the block's odd rows."""
@@ -324,13 +415,22 @@ class _Reader:
 
     # -- rows ------------------------------------------------------------------------------
 
-    def interpret(self, frame: pl.DataFrame, invalid: list[tuple[int, RowProblem]]) -> pl.DataFrame:
-        """Valid rows of a plain block as typed columns; other rows through ``parse_row``."""
+    def interpret(
+        self, frame: pl.DataFrame, invalid: list[tuple[int, RowProblem]], *, padded: bool = True
+    ) -> pl.DataFrame:
+        """Valid rows of a plain block as typed columns; other rows through ``parse_row``.
+
+        One lazy plan types every column and decides every row (a pass of polars over the
+        block, not one per column). Units and sources are judged once per distinct text by
+        the per-line functions, then looked up by their code in the block (an enum).
+        ``padded=False`` says no field of the block begins or ends with white space
+        (:func:`_padded`): trimming is then skipped.
+        """
         ws = ASCII_WHITESPACE
         user = pl.col("user_id")
-        user_ok = (user.str.strip_chars(ws) == user) & ~(
-            (user.str.len_chars() <= 4) & user.str.to_lowercase().is_in(_NULLS)
-        )
+        user_ok = ~user.is_in(_NULL_SPELLINGS)
+        if padded:
+            user_ok &= user.str.strip_chars(ws) == user
         ts_text = pl.col("timestamp")
         # Seconds and the fraction apart: polars' fixed-format parser is several times faster
         # than its fractional one, and the regex below has fixed the shape already.
@@ -349,77 +449,60 @@ class _Reader:
             .dt.epoch("us")
             + fraction
         )
-        ts_ok = (
-            ts_text.str.contains(_TS_PLAIN)
-            & ts.is_not_null()
-            & (ts >= self.min_ts)
-            & (ts <= self.max_ts)
-        )
-        value = pl.col("weight").cast(pl.Float64, strict=False)
-        value_ok = pl.col("weight").str.contains(_WEIGHT_PLAIN) & (value > 0.0) & value.is_finite()
-        typed = frame.with_columns(ts=ts, value=value, ok=user_ok & ts_ok & value_ok)
-        units = typed.get_column("unit").unique().to_list()
-        unit_rows = [(u, *self._unit(u)) for u in units]
-        unit_map = pl.DataFrame(
-            unit_rows,
-            schema={
-                "unit": pl.String,
-                "unit_out": pl.String,
-                "op": pl.String,
-                "factor": pl.Float64,
-            },
-            orient="row",
-        )
-        sources = typed.get_column("source").unique().to_list()
-        source_map = pl.DataFrame(
-            [(s, self._source(s)) for s in sources],
-            schema={"source": pl.String, "source_out": pl.String},
-            orient="row",
-        )
-        typed = typed.join(unit_map, on="unit", how="left", nulls_equal=True).join(
-            source_map, on="source", how="left", nulls_equal=True
-        )
-        weight_kg = (
-            pl.when(pl.col("op") == "*")
-            .then(pl.col("value") * pl.col("factor"))
-            .otherwise(pl.col("value") / pl.col("factor"))
-        )
+        weight = pl.col("weight")
+        value = weight.cast(pl.Float64, strict=False)
+        unit_out, factor, divide = self._unit_columns(frame.get_column("unit"))
+        source_out = self._source_column(frame.get_column("source"))
+        ident = pl.col("id") if not padded else pl.col("id").str.strip_chars(ws)
+        ident = pl.when(ident.is_in(_NULL_SPELLINGS)).then(None).otherwise(ident)
         limits = self.config.validation
-        typed = typed.with_columns(weight_kg=weight_kg).with_columns(
-            ok=pl.col("ok")
-            & pl.col("op").is_not_null()
-            & (pl.col("weight_kg") >= limits.min_weight_kg)
-            & (pl.col("weight_kg") <= limits.max_weight_kg)
-        )
-        ident = pl.col("id").str.strip_chars(ws)
-        ident = (
-            pl.when(
-                ident.is_null()
-                | ((ident.str.len_chars() <= 4) & ident.str.to_lowercase().is_in(_NULLS))
+        kg = pl.col("weight_kg")
+        typed = (
+            frame.lazy()
+            .with_columns(ts=ts, value=value, factor=factor, divide=divide)
+            .with_columns(
+                weight_kg=pl.when(pl.col("divide"))
+                .then(pl.col("value") / pl.col("factor"))
+                .otherwise(pl.col("value") * pl.col("factor"))
             )
-            .then(None)
-            .otherwise(ident)
+            .select(
+                "line",
+                ident.alias("id"),
+                user.alias("user"),
+                "ts",
+                "value",
+                unit_out.alias("unit"),
+                "weight_kg",
+                source_out.alias("source"),
+                (
+                    user_ok
+                    & ts_text.str.contains(_TS_PLAIN)
+                    & pl.col("ts").is_between(self.min_ts, self.max_ts)
+                    & weight.str.contains(_WEIGHT_PLAIN)
+                    & (pl.col("value") > 0.0)
+                    & pl.col("value").is_finite()
+                    & kg.is_between(limits.min_weight_kg, limits.max_weight_kg)
+                )
+                .fill_null(False)
+                .alias("_ok"),
+            )
+            .collect()
         )
-        good = typed.filter(pl.col("ok")).select(
-            "line",
-            ident.alias("id"),
-            pl.col("user_id").alias("user"),
-            "ts",
-            "value",
-            pl.col("unit_out").alias("unit"),
-            "weight_kg",
-            pl.col("source_out").alias("source"),
-        )
-        rest = typed.filter(~pl.col("ok"))
-        if not rest.height:
+        ok = typed.get_column("_ok")
+        good = typed.drop("_ok")
+        if ok.all():
             return good
+        good = good.filter(ok)
         from weightstream.ingest.csv_reader import RawRow
 
         extra: list[tuple[object, ...]] = []
-        for line, u, t, w, unit, src, i in rest.select(
+        rest = frame.filter(~ok).select(
             "line", "user_id", "timestamp", "weight", "unit", "source", "id"
-        ).iter_rows():
-            item = parse_row(RawRow(line, u, t, w, unit, src, i), config=self.config, now=self.now)
+        )
+        for line, u, t, w, unit_text, src, i in rest.iter_rows():
+            item = parse_row(
+                RawRow(line, u, t, w, unit_text, src, i), config=self.config, now=self.now
+            )
             if isinstance(item, RowProblem):
                 invalid.append((line, item))
             else:
@@ -427,6 +510,29 @@ class _Reader:
         if not extra:
             return good
         return pl.concat([good, pl.DataFrame(extra, schema=VALID_SCHEMA, orient="row")])
+
+    def _unit_columns(self, units: pl.Series) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+        """The unit as passed on, its factor and whether it divides (null: not a mass unit)."""
+        if units.null_count() == units.len():  # no unit column: kg (``_unit(None)``)
+            return pl.lit(""), pl.lit(1.0), pl.lit(False)
+        texts = units.unique().drop_nulls().to_list()
+        judged = [self._unit(u) for u in texts]
+        code = pl.col("unit").cast(pl.Enum(texts)).to_physical()
+        out = pl.Series([j[0] for j in judged], dtype=pl.String)
+        factor = pl.Series([j[2] for j in judged], dtype=pl.Float64)
+        divide = pl.Series([j[1] == "/" for j in judged], dtype=pl.Boolean)
+        return (
+            pl.lit(out).gather(code),
+            pl.lit(factor).gather(code),
+            pl.lit(divide).gather(code),
+        )
+
+    def _source_column(self, sources: pl.Series) -> pl.Expr:
+        if sources.null_count() == sources.len():  # no source column
+            return pl.lit(UNKNOWN_SOURCE)
+        texts = sources.unique().drop_nulls().to_list()
+        code = pl.col("source").cast(pl.Enum(texts)).to_physical()
+        return pl.lit(pl.Series([self._source(s) for s in texts], dtype=pl.String)).gather(code)
 
     def _unit(self, unit: str | None) -> tuple[str | None, str | None, float | None]:
         """(the unit as passed on, the operation, the factor), or Nones to send the row on."""
