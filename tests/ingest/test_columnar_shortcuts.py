@@ -163,3 +163,31 @@ def test_the_order_does_not_depend_on_how_many_readings_are_split_at_once(
     assert len(one) == len(many) == 16
     for a, b in zip(one, many, strict=True):
         assert a.equals(b)
+
+
+@pytest.mark.parametrize("few", [0, 2, 4096])
+def test_lines_with_quotes_or_nuls_anywhere_in_a_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """Quoted and NUL lines first, last, side by side and with both bytes, found one by one
+    or (past ``_FEW_STRANGE`` of them) all at once: each is judged by the line reader, the
+    others are read by polars."""
+    monkeypatch.setattr("weightstream.ingest.columnar._FEW_STRANGE", few)
+    quoted = 'q{},u1,2025-02-01 08:00:00,"patient, device",80.5,kg'
+    nul = "z{},u1,2025-02-01 08:00:00,patient-device,8\x000.5,kg"
+    both = 'b{},"u1",2025-02-01 08:00:00,patient-device,8\x000.5,kg'
+    body = [
+        quoted.format(1),
+        *_plain(1),
+        nul.format(2),
+        quoted.format(3),
+        both.format(4),
+        *_plain(2),
+        quoted.format(5),
+    ]
+    path = tmp_path / "quoted.csv"
+    path.write_text("\n".join([HEADER, *body]) + "\n", encoding="utf-8")
+    _check(path, 1 << 20)
+    cols = read_columns(path, CFG, now=NOW)
+    assert cols.rows_by_polars == 40
+    assert sorted(line for line, _ in cols.invalid) == [23, 25]  # the NUL lines

@@ -246,45 +246,81 @@ def _plain_lines(
 
     Lines with a quote or NUL byte (rare) are found from those bytes. Commas are counted
     line by line only with ``count`` or if the other lines' total is not ``width - 1`` a
-    line: with the right total, a line with too few commas means another with too many,
-    which polars refuses (:meth:`_Reader._texts`); the caller then asks again with ``count``.
+    line: with the right total, a line with too few commas (a blank line too) means another
+    with too many, which polars refuses (:meth:`_Reader._texts`); the caller then asks again
+    with ``count``. (The first line sets polars' field count: checked by ``_texts``.)
     """
     data = np.frombuffer(block, dtype=np.uint8)
+    if not count:
+        spans = _strange_lines(block, data)
+        lines = int(np.count_nonzero(data == 0x0A))
+        commas = int(np.count_nonzero(data == 0x2C))
+        commas -= sum(block.count(b",", start, end) for start, end in spans)
+        if commas == (lines - len(spans)) * (width - 1):
+            if not spans:
+                return np.arange(first_line, first_line + lines, dtype=np.int64), [], block, False
+            return _cut(block, data, first_line, lines, spans)
     ends = np.flatnonzero(data == 0x0A)
     starts = np.concatenate(([0], ends[:-1] + 1))
     numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
-    odd_lines = np.flatnonzero(ends == starts)  # blank lines
-    if b'"' in block or b"\x00" in block:
-        strange = np.flatnonzero((data == 0x22) | (data == 0x00))
-        odd_lines = np.union1d(odd_lines, np.searchsorted(ends, strange))
-    counted = count
-    if not count:
-        commas = int(np.count_nonzero(data == 0x2C))
-        for i in odd_lines:
-            commas -= block.count(b",", int(starts[i]), int(ends[i]))
-        counted = commas != (len(ends) - len(odd_lines)) * (width - 1)
-    if counted:
-        per_line = np.add.reduceat(data == 0x2C, starts, dtype=np.int32)
-        # reduceat over an empty line (start == its end) reads the terminator: 0 there
-        plain = per_line == width - 1
-        plain[odd_lines] = False
-    elif not len(odd_lines):
-        return numbers, [], block, False
-    else:
-        plain = np.ones(len(ends), dtype=bool)
-        plain[odd_lines] = False
+    per_line = np.add.reduceat(data == 0x2C, starts, dtype=np.int32)
+    strange = np.add.reduceat((data == 0x22) | (data == 0x00), starts, dtype=np.int32)
+    # reduceat over an empty line (start == its end) reads the terminator: counts are 0 there
+    plain = (per_line == width - 1) & (strange == 0) & (ends > starts)
     if plain.all():
-        return numbers, [], block, counted
+        return numbers, [], block, True
     odd = [(int(numbers[i]), block[starts[i] : ends[i] + 1]) for i in np.flatnonzero(~plain)]
     keep = np.flatnonzero(plain)
     if not len(keep):
-        return numbers[plain], odd, b"", counted
+        return numbers[plain], odd, b"", True
     # Contiguous runs of plain lines, copied run by run.
     breaks = np.flatnonzero(np.diff(keep) != 1)
     run_first = np.concatenate(([keep[0]], keep[breaks + 1]))
     run_last = np.concatenate((keep[breaks], [keep[-1]]))
     parts = [block[starts[a] : ends[b] + 1] for a, b in zip(run_first, run_last, strict=True)]
-    return numbers[plain], odd, b"".join(parts), counted
+    return numbers[plain], odd, b"".join(parts), True
+
+
+#: Quotes and NULs found one by one up to this many in a block (else by numpy).
+_FEW_STRANGE: Final = 4096
+
+
+def _strange_lines(block: bytes, data: np.ndarray) -> list[tuple[int, int]]:
+    """The (start, end) of each line with a quote or NUL byte, in order (end: at its LF)."""
+    hits: list[int] = []
+    for byte in (b'"', b"\x00"):
+        at = block.find(byte)
+        while at >= 0 and len(hits) <= _FEW_STRANGE:
+            hits.append(at)
+            at = block.find(byte, block.find(b"\n", at) + 1)  # one hit a line is enough
+    if len(hits) > _FEW_STRANGE:
+        hits = np.flatnonzero((data == 0x22) | (data == 0x00)).tolist()
+    spans: list[tuple[int, int]] = []
+    for at in sorted(hits):
+        if spans and at <= spans[-1][1]:
+            continue
+        spans.append((block.rfind(b"\n", 0, at) + 1, block.find(b"\n", at)))
+    return spans
+
+
+def _cut(
+    block: bytes, data: np.ndarray, first_line: int, lines: int, spans: list[tuple[int, int]]
+) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes, bool]:
+    """The block without the lines at ``spans`` (see :func:`_plain_lines`)."""
+    odd: list[tuple[int, bytes]] = []
+    parts: list[bytes] = []
+    index, done = [], 0
+    line = 0
+    for start, end in spans:
+        line += int(np.count_nonzero(data[done:start] == 0x0A))
+        parts.append(block[done:start])
+        odd.append((first_line + line, block[start : end + 1]))
+        index.append(line)
+        line += 1
+        done = end + 1
+    parts.append(block[done:])
+    numbers = np.delete(np.arange(first_line, first_line + lines, dtype=np.int64), index)
+    return numbers, odd, b"".join(parts), False
 
 
 class _Reader:
