@@ -21,8 +21,9 @@ import pytest
 
 from weightstream.config import Config
 from weightstream.ingest import open_csv, partitions
+from weightstream.ingest._lines import padded
 from weightstream.ingest._problem import NULL_TOKENS
-from weightstream.ingest.columnar import _NULL_SPELLINGS, _padded, read_blocks, read_columns
+from weightstream.ingest.columnar import _NULL_SPELLINGS, read_blocks, read_columns
 from weightstream.ingest.partitions import read_order
 from weightstream.ingest.rows import parse_row
 from weightstream.model import to_micros
@@ -115,7 +116,7 @@ def test_null_spellings_are_the_null_words_in_any_case() -> None:
 
 
 @pytest.mark.parametrize(
-    ("block", "padded"),
+    ("block", "expected"),
     [
         (b"a,2025-01-01 08:00:00,b\n", False),
         (b"a,b\nc,d\n", False),
@@ -130,9 +131,9 @@ def test_null_spellings_are_the_null_words_in_any_case() -> None:
         (b"a,\x0bb\n", True),
     ],
 )
-def test_padding_is_seen_at_every_field_end(block: bytes, padded: bool) -> None:
+def test_padding_is_seen_at_every_field_end(block: bytes, expected: bool) -> None:
     """White space at the start or end of any field of any line marks the block padded."""
-    assert _padded(block) is padded
+    assert padded(block) is expected
 
 
 def test_the_order_does_not_depend_on_how_many_readings_are_split_at_once(
@@ -172,7 +173,7 @@ def test_lines_with_quotes_or_nuls_anywhere_in_a_block(
     """Quoted and NUL lines first, last, side by side and with both bytes, found one by one
     or (past ``_FEW_STRANGE`` of them) all at once: each is judged by the line reader, the
     others are read by polars."""
-    monkeypatch.setattr("weightstream.ingest.columnar._FEW_STRANGE", few)
+    monkeypatch.setattr("weightstream.ingest._lines._FEW_STRANGE", few)
     quoted = 'q{},u1,2025-02-01 08:00:00,"patient, device",80.5,kg'
     nul = "z{},u1,2025-02-01 08:00:00,patient-device,8\x000.5,kg"
     both = 'b{},"u1",2025-02-01 08:00:00,patient-device,8\x000.5,kg'

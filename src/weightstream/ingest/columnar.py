@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-import numpy as np
 import polars as pl
 
 from weightstream.config import Config
+from weightstream.ingest._lines import blocks, padded, plain_lines
 from weightstream.ingest._problem import ASCII_WHITESPACE, NULL_TOKENS, RowProblem
 from weightstream.ingest.csv_reader import MAX_FIELD_CHARS, CsvInput, open_csv, physical_lines
 from weightstream.ingest.rows import UNKNOWN_SOURCE, parse_row
@@ -148,7 +148,7 @@ def read_blocks(
     """
     source = open_csv(path, column_map)
     reader = _Reader(source, config, now)
-    for first_line, data in _blocks(Path(path), source.data_offset, block_bytes):
+    for first_line, data in blocks(Path(path), source.data_offset, block_bytes):
         invalid: list[tuple[int, RowProblem]] = []
         frame = reader.fast(data, first_line, invalid)
         by_polars = frame is not None
@@ -166,161 +166,12 @@ def read_blocks(
         yield Block(frame, invalid, by_polars, rows_by_polars)
 
 
-def _blocks(path: Path, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
-    """The data bytes in blocks that end at a line end, each with the number of its first line.
-
-    A block is cut after its last ``\\n``; a ``\\r`` at the cut stays with the next block.
-    """
-    with path.open("rb") as fh:
-        # Lines before the data (blank lines, the header) end with a terminator each.
-        head = fh.read(offset)
-        line = 1 + len(head.splitlines())
-        carry = b""
-        while True:
-            chunk = fh.read(size)
-            if not chunk:
-                break
-            data = carry + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep reading
-                carry = data
-                continue
-            block, carry = data[:cut], data[cut:]
-            yield line, block
-            line += _line_count(block)
-        if carry:
-            yield line, carry
-
-
-def _line_count(block: bytes) -> int:
-    """``len(block.splitlines())`` for a block that ends with ``\\n``, without the list.
-
-    >>> blocks = (b"a\\n", b"a\\r\\n\\rb\\n", b"\\r\\r\\n")
-    >>> all(_line_count(b) == len(b.splitlines()) for b in blocks)
-    True
-    """
-    lines = int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A))
-    if b"\r" in block:  # a CR ends a line too, except the CR of a CRLF
-        lines += block.count(b"\r") - block.count(b"\r\n")
-    return lines
-
-
-def _padded(block: bytes) -> bool:
-    """Whether a field of a block of plain lines may begin or end with ASCII white space.
-
-    False when the block has no tab, vertical tab or form feed, and no space next to a comma
-    or a line's start or end (a space inside a field, as in ``2025-01-01 08:00:00``, is
-    fine). A CR is no longer in a block read by polars (:meth:`_Reader.fast`).
-
-    >>> _padded(b"a,2025-01-01 08:00:00\\n"), _padded(b"a ,b\\n"), _padded(b"a,b\\n c,d\\n")
-    (False, True, True)
-    """
-    if b"\t" in block or b"\x0b" in block or b"\x0c" in block or b"\r" in block:
-        return True
-    data = np.frombuffer(block, dtype=np.uint8)
-    spaces = np.flatnonzero(data == 0x20)
-    if not len(spaces):
-        return False
-    if spaces[0] == 0 or spaces[-1] == len(data) - 1:
-        return True
-    near = np.concatenate((data[spaces - 1], data[spaces + 1]))
-    return bool(np.any((near == 0x2C) | (near == 0x0A)))
-
-
 _EMPTY_TEXTS: Final = pl.DataFrame(
     schema={
         "line": pl.Int64,
         **dict.fromkeys(("user_id", "timestamp", "weight", "unit", "source", "id"), pl.String),
     }
 )
-
-
-def _plain_lines(
-    block: bytes, first_line: int, width: int, *, count: bool = False
-) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes, bool]:
-    """Split a block (LF line ends, ending with one) into its plain lines and the others.
-
-    Returns the numbers of the plain lines, the other lines with their numbers, the plain
-    lines as one block, and whether their fields were counted line by line. A line is plain
-    if it has ``width - 1`` commas and no quote or NUL, and is not blank.
-
-    Lines with a quote or NUL byte (rare) are found from those bytes. Commas are counted
-    line by line only with ``count`` or if the other lines' total is not ``width - 1`` a
-    line: with the right total, a line with too few commas (a blank line too) means another
-    with too many, which polars refuses (:meth:`_Reader._texts`); the caller then asks again
-    with ``count``. (The first line sets polars' field count: checked by ``_texts``.)
-    """
-    data = np.frombuffer(block, dtype=np.uint8)
-    if not count:
-        spans = _strange_lines(block, data)
-        lines = int(np.count_nonzero(data == 0x0A))
-        commas = int(np.count_nonzero(data == 0x2C))
-        commas -= sum(block.count(b",", start, end) for start, end in spans)
-        if commas == (lines - len(spans)) * (width - 1):
-            if not spans:
-                return np.arange(first_line, first_line + lines, dtype=np.int64), [], block, False
-            return _cut(block, data, first_line, lines, spans)
-    ends = np.flatnonzero(data == 0x0A)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
-    per_line = np.add.reduceat(data == 0x2C, starts, dtype=np.int32)
-    strange = np.add.reduceat((data == 0x22) | (data == 0x00), starts, dtype=np.int32)
-    # reduceat over an empty line (start == its end) reads the terminator: counts are 0 there
-    plain = (per_line == width - 1) & (strange == 0) & (ends > starts)
-    if plain.all():
-        return numbers, [], block, True
-    odd = [(int(numbers[i]), block[starts[i] : ends[i] + 1]) for i in np.flatnonzero(~plain)]
-    keep = np.flatnonzero(plain)
-    if not len(keep):
-        return numbers[plain], odd, b"", True
-    # Contiguous runs of plain lines, copied run by run.
-    breaks = np.flatnonzero(np.diff(keep) != 1)
-    run_first = np.concatenate(([keep[0]], keep[breaks + 1]))
-    run_last = np.concatenate((keep[breaks], [keep[-1]]))
-    parts = [block[starts[a] : ends[b] + 1] for a, b in zip(run_first, run_last, strict=True)]
-    return numbers[plain], odd, b"".join(parts), True
-
-
-#: Quotes and NULs found one by one up to this many in a block (else by numpy).
-_FEW_STRANGE: Final = 4096
-
-
-def _strange_lines(block: bytes, data: np.ndarray) -> list[tuple[int, int]]:
-    """The (start, end) of each line with a quote or NUL byte, in order (end: at its LF)."""
-    hits: list[int] = []
-    for byte in (b'"', b"\x00"):
-        at = block.find(byte)
-        while at >= 0 and len(hits) <= _FEW_STRANGE:
-            hits.append(at)
-            at = block.find(byte, block.find(b"\n", at) + 1)  # one hit a line is enough
-    if len(hits) > _FEW_STRANGE:
-        hits = np.flatnonzero((data == 0x22) | (data == 0x00)).tolist()
-    spans: list[tuple[int, int]] = []
-    for at in sorted(hits):
-        if spans and at <= spans[-1][1]:
-            continue
-        spans.append((block.rfind(b"\n", 0, at) + 1, block.find(b"\n", at)))
-    return spans
-
-
-def _cut(
-    block: bytes, data: np.ndarray, first_line: int, lines: int, spans: list[tuple[int, int]]
-) -> tuple[np.ndarray, list[tuple[int, bytes]], bytes, bool]:
-    """The block without the lines at ``spans`` (see :func:`_plain_lines`)."""
-    odd: list[tuple[int, bytes]] = []
-    parts: list[bytes] = []
-    index, done = [], 0
-    line = 0
-    for start, end in spans:
-        line += int(np.count_nonzero(data[done:start] == 0x0A))
-        parts.append(block[done:start])
-        odd.append((first_line + line, block[start : end + 1]))
-        index.append(line)
-        line += 1
-        done = end + 1
-    parts.append(block[done:])
-    numbers = np.delete(np.arange(first_line, first_line + lines, dtype=np.int64), index)
-    return numbers, odd, b"".join(parts), False
 
 
 class _Reader:
@@ -340,7 +191,7 @@ class _Reader:
         self.odd_valid: list[tuple[object, ...]] = []
         self._sources: dict[str, str] = {}
         #: Whether a field of the last block read by :meth:`fast` may begin or end with white
-        #: space (:func:`_padded`).
+        #: space (:func:`~weightstream.ingest._lines.padded`).
         self.padded = True
 
     # -- a block ---------------------------------------------------------------------------
@@ -361,17 +212,17 @@ class _Reader:
             block = block.replace(b"\r\n", b"\n")
         if not block.endswith(b"\n"):
             block += b"\n"
-        numbers, odd, plain, counted = _plain_lines(block, first_line, self.width)
+        numbers, odd, plain, counted = plain_lines(block, first_line, self.width)
         frame = self._texts(plain, len(numbers)) if len(numbers) else None
         if frame is None and len(numbers) and not counted:
             # Polars refused lines whose fields were only counted in total: count them line
             # by line, then polars reads the plain ones (or refuses them too).
-            numbers, odd, plain, counted = _plain_lines(block, first_line, self.width, count=True)
+            numbers, odd, plain, counted = plain_lines(block, first_line, self.width, count=True)
             frame = self._texts(plain, len(numbers)) if len(numbers) else None
         if frame is None and len(numbers):
             return None
         lines = len(numbers)
-        self.padded = _padded(plain)
+        self.padded = padded(plain)
         for number, line in odd:
             self._line(line, number, invalid)
         if frame is None:
@@ -391,7 +242,8 @@ class _Reader:
         """Plain lines as texts, one column per field; None if polars refuses them.
 
         Polars refuses a line with more fields than the first (``truncate_ragged_lines``
-        off), which :func:`_plain_lines` counts on when it counted fields only in total.
+        off), which :func:`~weightstream.ingest._lines.plain_lines` counts on when it
+        counted fields only in total.
         """
         try:
             frame = pl.read_csv(
@@ -460,7 +312,7 @@ class _Reader:
         block, not one per column). Units and sources are judged once per distinct text by
         the per-line functions, then looked up by their code in the block (an enum).
         ``padded=False`` says no field of the block begins or ends with white space
-        (:func:`_padded`): trimming is then skipped.
+        (:func:`~weightstream.ingest._lines.padded`): trimming is then skipped.
         """
         ws = ASCII_WHITESPACE
         user = pl.col("user_id")
