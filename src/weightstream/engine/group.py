@@ -19,9 +19,10 @@ synthetic scenario both ways, with chaos on, and compares every result and state
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import ne
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +253,10 @@ class _Group:
         self.dup: list[str | None] = []
         #: The spans of readings the loop decided (their rows are staged by _flush).
         self.stretches: list[tuple[int, int]] = []
-        self.shared = _shared_readings(g.user, g.source, g.weight_kg, self.ts, self.off)
+        #: Where the readings a copy rule could pair within the group are (ascending).
+        self.shared_at: list[int] = np.flatnonzero(
+            _shared_readings(g.user, g.source, g.weight_kg, self.ts, self.off)
+        ).tolist()
 
     def run(self, keys_known: bool = False) -> None:
         started = time.perf_counter()
@@ -275,17 +279,11 @@ class _Group:
             own = {self.offset + k: self.ids[k] for k, i in enumerate(g.ident) if i is None}
             if own:
                 batch.after_commit(self.table.content_ids.update, own)
-        n = len(g)
-        start = 0
-        while start < n:
-            end = start
-            while end < n and g.user[end] == g.user[start]:
-                end += 1
+        for start, end in _runs(g.user):
             self._user(start, end)
-            start = end
         self._flush()
         if self.events:
-            per_row = (time.perf_counter() - started) / n
+            per_row = (time.perf_counter() - started) / len(g)
             observer = self.p.observer
             batch.after_commit(lambda rows: observer.readings_processed(rows, per_row), self.events)
 
@@ -366,15 +364,16 @@ class _Group:
         readings are indexed and asked, in order: two dict lookups each.
         """
         remembered = (*state.buffer, *state.rejected)
+        g = self.g
         near = i
         if remembered:
             newest = to_micros(max(e.timestamp for e in remembered))
-            near = i + int(np.searchsorted(self.ts[i:limit], newest + _SHIFT_US, side="right"))
-        shared = (np.flatnonzero(self.shared[near:limit]) + near).tolist()
+            near = bisect_right(g.ts, newest + _SHIFT_US, i, limit)  # a user's times ascend
+        shared_at = self.shared_at
+        shared = shared_at[bisect_left(shared_at, near) : bisect_left(shared_at, limit)]
         asked: list[int] = [*range(i, near), *shared]
         if not asked:
             return limit
-        g = self.g
         instants: dict[int, list[tuple[float, float | None]]] = {}
         values: dict[tuple[str, float], list[int]] = {}
         # Readings as given (the copy rules' weights): a remembered one's given_kg, and an
@@ -463,11 +462,11 @@ class _Group:
         g, batch, out = self.g, self.batch, self.out
         spans = self.stretches
         at = np.concatenate([np.arange(a, b) for a, b in spans])
-        index = at.tolist()
-        n = len(index)
+        n = len(at)
 
         def pick(column: list[Any]) -> list[Any]:
-            return list(map(column.__getitem__, index))
+            # Slices of the stretches (copied in C), not an index per reading.
+            return list(chain.from_iterable(column[a:b] for a, b in spans))
 
         msgs = out.msg[at]
         verdicts = _VERDICT_TEXT[msgs].tolist()
@@ -591,6 +590,13 @@ def _fill(
         done += b - a
 
 
+def _runs(users: list[str]) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each user's run of readings (the group is in user order)."""
+    names = np.array(users, dtype=object)
+    edges = (np.flatnonzero(names[1:] != names[:-1]) + 1).tolist()
+    return zip([0, *edges], [*edges, len(users)], strict=True)
+
+
 def _shared_readings(
     users: list[str], sources: list[str], weights: list[float], ts: Any, off: Any
 ) -> Any:
@@ -654,21 +660,22 @@ def _duplicates(
 
     Only a reading with a key that another reading of the group, or a stored or staged one,
     also has can be a duplicate, or make one: those are found column-wise (equal keys have
-    equal hashes; a hash collision only adds a reading to look at) and judged one by one, in
-    order, by :func:`_judge`; every other reading is new.
+    equal hashes; a hash collision, or the same key for two users, only adds a reading to
+    look at) and judged one by one, in order, by :func:`_judge`; every other reading is new.
     """
     n = len(users)
-    keys = list(zip(users, ids, strict=True))
-    # A reading's content key counts apart only when it has an id of its own.
+    # A reading's content key counts apart only when it has an id of its own. The tokens are
+    # the keys without their user: equal (user, key) pairs have equal keys, and a key shared
+    # across users only adds readings to look at (_judge compares the pairs).
     has_id = np.fromiter(map(ne, ids, contents), dtype=np.bool_, count=n)
-    tokens = keys + list(zip(compress(users, has_id), compress(contents, has_id), strict=True))
+    tokens = ids + list(compress(contents, has_id))
     hashes = np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens))
     order = np.argsort(hashes, kind="stable")
     shared = np.zeros(len(tokens), dtype=np.bool_)
     same = hashes[order[1:]] == hashes[order[:-1]]
     shared[order[1:][same]] = True
     shared[order[:-1][same]] = True
-    outside = batch.known_keys | batch.staged_keys
+    outside = {key for _, key in batch.known_keys} | {key for _, key in batch.staged_keys}
     if outside:
         shared |= np.fromiter(map(outside.__contains__, tokens), dtype=np.bool_, count=len(tokens))
     asked = shared[:n]

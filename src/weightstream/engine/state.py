@@ -42,31 +42,40 @@ def to_arrays(
     if len(state.rejected) > K.REJECTED_KEPT:
         return None
     k = state.kalman
-    sf = np.empty(K.F_SLOTS)
-    sf[K.F_X0], sf[K.F_X1] = k.x
-    (sf[K.F_P00], sf[K.F_P01]), (sf[K.F_P10], sf[K.F_P11]) = k.P
-    sf[K.F_FACTOR] = a.adaptation_factor
-    si = np.empty(K.I_SLOTS, dtype=np.int64)
-    si[K.I_K_TS] = to_micros(k.timestamp)
-    si[K.I_ADAPTING] = 1 if a.is_adapting else 0
-    si[K.I_ADAPT_START] = K.NONE if a.adaptation_start is None else to_micros(a.adaptation_start)
-    si[K.I_ADAPT_N] = a.measurements_since_reset
+    x0, x1 = k.x  # a state of another shape fails here, as it did slot by slot
+    (p00, p01), (p10, p11) = k.P
     last = state.buffer[-1] if state.buffer else None
-    si[K.I_HAS_LAST] = 1 if last is not None else 0
-    si[K.I_LAST_TS] = to_micros(last.timestamp) if last is not None else K.NONE
-    sf[K.F_LAST_W] = last.weight_kg if last is not None else 0.0
-    si[K.I_LAST_ACCEPTED] = to_micros(state.last_accepted_at)
-    si[K.I_LAST_RESET] = K.NONE if state.last_reset_at is None else to_micros(state.last_reset_at)
-    si[K.I_LAST_EVENT] = K.NONE if state.last_event_at is None else to_micros(state.last_event_at)
-    si[K.I_ACCEPTED] = state.accepted_count
-    si[K.I_VERSION] = state.version
+    # Built as Python lists and converted once: a numpy item assignment per slot costs more
+    # than the whole conversion. The slots in kernel's order (tests/engine/test_state_arrays).
+    sf = np.array(
+        [x0, x1, p00, p01, p10, p11, a.adaptation_factor, 0.0 if last is None else last.weight_kg],
+        dtype=np.float64,
+    )
+    none = K.NONE
+    si = np.array(
+        [
+            to_micros(k.timestamp),  # I_K_TS
+            1 if a.is_adapting else 0,  # I_ADAPTING
+            none if a.adaptation_start is None else to_micros(a.adaptation_start),
+            a.measurements_since_reset,  # I_ADAPT_N
+            0 if last is None else 1,  # I_HAS_LAST
+            none if last is None else to_micros(last.timestamp),  # I_LAST_TS
+            to_micros(state.last_accepted_at),  # I_LAST_ACCEPTED
+            none if state.last_reset_at is None else to_micros(state.last_reset_at),
+            none if state.last_event_at is None else to_micros(state.last_event_at),
+            state.accepted_count,  # I_ACCEPTED
+            state.version,  # I_VERSION
+            len(state.rejected),  # I_REJ_COUNT
+            0,  # I_REJ_START
+        ],
+        dtype=np.int64,
+    )
+    rejected = state.rejected
     rej_w = np.zeros(K.REJECTED_KEPT)
     rej_t = np.zeros(K.REJECTED_KEPT, dtype=np.int64)
-    for j, b in enumerate(state.rejected):
-        rej_w[j] = b.weight_kg
-        rej_t[j] = to_micros(b.timestamp)
-    si[K.I_REJ_COUNT] = len(state.rejected)
-    si[K.I_REJ_START] = 0
+    if rejected:
+        rej_w[: len(rejected)] = [b.weight_kg for b in rejected]
+        rej_t[: len(rejected)] = [to_micros(b.timestamp) for b in rejected]
     c = by_type[str(a.reset_type)] if a.is_adapting else base
     return sf, si, rej_w, rej_t, c
 
@@ -79,7 +88,9 @@ def from_arrays(
     rejected: Sequence[BufferedReading],
 ) -> UserState:
     """The user's state after a stretch of the loop, from its arrays."""
-    if int(si[K.I_ACCEPTED]) == base.accepted_count:  # rejections only: the filter as it was
+    f: list[float] = sf.tolist()  # Python floats and ints: one conversion, not one a slot
+    n: list[int] = si.tolist()
+    if n[K.I_ACCEPTED] == base.accepted_count:  # rejections only: the filter as it was
         return UserState(
             user_id=base.user_id,
             kalman=base.kalman,
@@ -87,14 +98,14 @@ def from_arrays(
             buffer=base.buffer,
             rejected=tuple(rejected[-K.REJECTED_KEPT :]),
             last_accepted_at=base.last_accepted_at,
-            last_event_at=from_micros(int(si[K.I_LAST_EVENT])),
+            last_event_at=from_micros(n[K.I_LAST_EVENT]),
             last_reset_at=base.last_reset_at,
             last_reset_type=base.last_reset_type,
             accepted_count=base.accepted_count,
-            version=int(si[K.I_VERSION]),
+            version=n[K.I_VERSION],
         )
-    x0, x1, p00, p01, p10, p11 = (float(v) for v in sf[: K.F_FACTOR])
-    k_ts = from_micros(int(si[K.I_K_TS]))
+    x0, x1, p00, p01, p10, p11 = f[: K.F_FACTOR]
+    k_ts = from_micros(n[K.I_K_TS])
     kalman = base.kalman
     assert kalman is not None
     if (
@@ -103,21 +114,21 @@ def from_arrays(
         or (p00, p01, p10, p11) != (kalman.P[0][0], kalman.P[0][1], kalman.P[1][0], kalman.P[1][1])
     ):
         kalman = KalmanState(x=(x0, x1), P=((p00, p01), (p10, p11)), timestamp=k_ts)
-    if si[K.I_ADAPTING]:
+    if n[K.I_ADAPTING]:
         a = base.adaptation
         adaptation = AdaptationState(
             is_adapting=True,
             adaptation_start=a.adaptation_start,
-            adaptation_factor=float(sf[K.F_FACTOR]),
-            measurements_since_reset=int(si[K.I_ADAPT_N]),
+            adaptation_factor=f[K.F_FACTOR],
+            measurements_since_reset=n[K.I_ADAPT_N],
             reset_type=a.reset_type,
         )
         if adaptation == a:
             adaptation = a
     else:
         adaptation = AdaptationState()
-    last_accepted = int(si[K.I_LAST_ACCEPTED])
-    last_event = int(si[K.I_LAST_EVENT])
+    last_accepted = n[K.I_LAST_ACCEPTED]
+    last_event = n[K.I_LAST_EVENT]
     return UserState(
         user_id=base.user_id,
         kalman=kalman,
@@ -128,6 +139,6 @@ def from_arrays(
         last_event_at=from_micros(last_event) if last_event != K.NONE else None,
         last_reset_at=base.last_reset_at,
         last_reset_type=base.last_reset_type,
-        accepted_count=int(si[K.I_ACCEPTED]),
-        version=int(si[K.I_VERSION]),
+        accepted_count=n[K.I_ACCEPTED],
+        version=n[K.I_VERSION],
     )
