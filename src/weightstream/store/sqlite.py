@@ -175,7 +175,6 @@ _MERGED_CLEAR = "UPDATE reading_rows SET input_ref = NULL, {} WHERE uid = {} AND
     ", ".join(f"{c} = NULL" for c in _MERGED.values()), _UID.format(1)
 )
 _READING_USER = READINGS.index("user_id")
-_READING_KEY = READINGS.index("key")
 _AUDIT_COLS = AUDITS.column_list()
 _AUDIT_INSERT = AUDITS.insert()
 _RECOVERY_COLS = RECOVERIES.column_list()
