@@ -5,6 +5,7 @@ Run by hand (not a timed test)::
     .venv/bin/python benchmarks/throughput.py --users 20000 --per-user 50              # 1 M rows
     .venv/bin/python benchmarks/throughput.py --users 20000 --per-user 50 --scale 10   # + 10 M
     .venv/bin/python benchmarks/throughput.py --users 20000 --per-user 50 --cohort clinical
+    .venv/bin/python benchmarks/throughput.py --users 20000 --per-user 50 --workers 2
 
 Prints one JSON object:
 
@@ -23,6 +24,10 @@ Prints one JSON object:
   end-to-end rate divided by it.
 - ``resets`` and ``reset_share``: resets by type and the share of rows that triggered one.
 - ``synth_seconds``: how long ``weightstream synth`` took to write the export.
+- ``workers`` and ``workers_peak_rss_mb`` (with ``--workers N``): the end-to-end job ran as
+  ``process --engine processes`` on N worker processes (:mod:`weightstream.parallel`);
+  ``peak_rss_mb`` is then the driver's, and ``workers_peak_rss_mb`` the largest worker's.
+  Its ``timings`` add up the workers' filter and store seconds (worker-seconds).
 - ``scaled`` (with ``--scale K``): the end-to-end job again on K times the users (10 M rows
   from the 1 M command above), with its own export, peak RSS and time split.
 
@@ -72,10 +77,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any]:
+def end_to_end_job(export: Path, work: Path, group: int | None, workers: int = 0) -> dict[str, Any]:
     """``process`` the export into a fresh durable SQLite file, results CSV out; its figures.
 
-    With the allocator settings the ``weightstream`` command sets for itself.
+    With the allocator settings the ``weightstream`` command sets for itself. ``workers``:
+    run ``--engine processes`` with that many worker processes (0: one process).
     """
     from weightstream.cli import ALLOCATOR_ENV
 
@@ -92,7 +98,14 @@ def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any
     load_before = os.getloadavg()[0]
     try:
         started = time.perf_counter()
-        summary = process_file(export, store, config, out=work / "results.csv")
+        if workers:
+            from weightstream.parallel import process_parallel
+
+            summary = process_parallel(
+                export, store, config, workers=workers, out=work / "results.csv"
+            )
+        else:
+            summary = process_file(export, store, config, out=work / "results.csv")
         seconds = time.perf_counter() - started
     finally:
         store.close()
@@ -113,6 +126,13 @@ def end_to_end_job(export: Path, work: Path, group: int | None) -> dict[str, Any
         "resets": resets,
         "reset_share": round(sum(resets.values()) / summary.rows, 4) if summary.rows else 0.0,
         "group_size": config.processing.commit_group_size,
+        "workers": workers,
+        # With workers: the largest worker's peak (each is a process of its own).
+        "workers_peak_rss_mb": (
+            round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+            if workers
+            else None
+        ),
     }
 
 
@@ -242,6 +262,8 @@ def _end_to_end(work: Path, args: argparse.Namespace, users: int) -> dict[str, A
     job = ["--job", "end-to-end", "--export", str(export), "--work", str(work)]
     if args.group is not None:
         job += ["--group", str(args.group)]
+    if args.workers:
+        job += ["--workers", str(args.workers)]
     result = _child(*job)
     result["synth_seconds"] = synth_seconds
     return result
@@ -296,6 +318,12 @@ def main() -> None:
         metavar="K",
         help="also run end to end on K times the users (peak RSS at 10 M rows: --scale 10)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="end to end with --engine processes on this many worker processes (0: one process)",
+    )
     parser.add_argument("--tmp", type=Path, default=None, help="where the files go")
     # The child processes' entry points.
     parser.add_argument("--job", choices=("end-to-end", "kernel"), help=argparse.SUPPRESS)
@@ -303,12 +331,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job == "end-to-end":
-        print(json.dumps(end_to_end_job(args.export, args.work, args.group)))
+        print(json.dumps(end_to_end_job(args.export, args.work, args.group, args.workers)))
     elif args.job == "kernel":
         print(json.dumps(kernel_job(args.export)))
     else:
-        if args.users <= 0 or args.per_user <= 0 or args.scale < 0:
-            parser.error("--users and --per-user must be positive, --scale non-negative")
+        if args.users <= 0 or args.per_user <= 0 or args.scale < 0 or args.workers < 0:
+            parser.error(
+                "--users and --per-user must be positive, --scale and --workers non-negative"
+            )
         print(json.dumps(run(args), indent=1))
 
 

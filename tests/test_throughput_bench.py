@@ -71,6 +71,27 @@ def test_one_run_prints_every_figure(tmp_path: Path, cohort: str) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_workers_run_the_job_on_the_process_engine(tmp_path: Path) -> None:
+    """``--workers 2``: the end-to-end job on two worker processes, the same rows and resets
+    as one process, with the driver's and the largest worker's peak RSS."""
+    runs = {}
+    for workers in (0, 2):
+        done = subprocess.run(
+            [sys.executable, str(_PATH), "--users", "20", "--per-user", "10", "--workers",
+             str(workers), "--tmp", str(tmp_path)],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs[workers] = json.loads(done.stdout)
+    one, two = runs[0], runs[2]
+    assert one["workers"] == 0 and one["workers_peak_rss_mb"] is None
+    assert two["workers"] == 2 and two["workers_peak_rss_mb"] > 10
+    assert (two["rows"], two["accepted"], two["resets"]) == (
+        one["rows"], one["accepted"], one["resets"]
+    )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_kernel_restarts_the_filter_for_each_user() -> None:
     """The kernel loop is predict + update per reading, started afresh at each user's first
     reading: the last user's state does not depend on the users before it."""

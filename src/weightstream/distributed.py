@@ -42,8 +42,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,8 @@ from weightstream.pipeline import (
     write_results,
 )
 from weightstream.results_file import write_atomic
-from weightstream.store.base import UnitOfWork
+from weightstream.store.base import ResultRows, StateStore, UnitOfWork
 from weightstream.store.columns import RESULTS, Kind
-from weightstream.store.postgres import PostgresStore
 
 __all__ = [
     "BUCKETS",
@@ -79,6 +78,9 @@ __all__ = [
     "split_buckets",
     "run_partition",
     "process_distributed",
+    "process_partitions",
+    "Runner",
+    "Target",
     "write_parquet",
 ]
 
@@ -123,11 +125,16 @@ class Partition:
 
     index: int
     input_id: str
+    #: The PostgreSQL URL, or with ``backend`` ``"sqlite"`` the SQLite file's path.
     dsn: str
     config: Config
     buckets: tuple[Bucket, ...]
     #: ``WEIGHTSTREAM_FAULT`` / ``WEIGHTSTREAM_CHAOS(_SEED)`` of the driver (crash tests).
     fault_env: Mapping[str, str] = field(default_factory=dict)
+    backend: str = "postgres"
+    #: SQLite: the run's write gate (:mod:`weightstream.store.gate`), a file every worker
+    #: of the run locks around its commits.
+    gate: str | None = None
 
     @property
     def rows(self) -> int:
@@ -194,7 +201,7 @@ def run_partition(partition: Partition) -> PartitionReport:
     faults = FaultPoints.from_environ(partition.fault_env)
     config = partition.config
     report = PartitionReport(partition.index, worker_pid=os.getpid())
-    store = PostgresStore.from_config(config.store, partition.dsn, faults=faults)
+    store = _open_store(partition, faults)
     try:
         processor = Processor(store, config, faults=faults)
         engine = EngineConfig(processor)
@@ -239,6 +246,20 @@ def run_partition(partition: Partition) -> PartitionReport:
         return report
     finally:
         store.close()
+
+
+def _open_store(partition: Partition, faults: FaultPoints) -> StateStore:
+    """The worker's own connection to the run's store."""
+    config = partition.config.store
+    if partition.backend == "sqlite":
+        from weightstream.store.gate import WriteGate
+        from weightstream.store.sqlite import SQLiteStore
+
+        gate = None if partition.gate is None else WriteGate(partition.gate)
+        return SQLiteStore.from_config(config, partition.dsn, faults=faults, gate=gate)
+    from weightstream.store.postgres import PostgresStore
+
+    return PostgresStore.from_config(config, partition.dsn, faults=faults)
 
 
 @contextmanager
@@ -321,7 +342,7 @@ def _dispatch(client: Any, partitions: list[Partition]) -> tuple[list[PartitionR
 
 def process_distributed(
     path: str | Path,
-    store: PostgresStore,
+    store: StateStore,
     dsn: str,
     config: Config,
     *,
@@ -343,26 +364,103 @@ def process_distributed(
     worker's share is small and the others stay busy). ``out``: the results CSV, or a Parquet
     dataset when its name ends in ``.parquet``. ``store`` is the driver's own store.
     """
+
+    @contextmanager
+    def on_dask() -> Iterator[Runner]:
+        with _client_for(client, scheduler, workers) as cli:
+            count = len(cli.scheduler_info().get("workers", {})) or 1
+            yield Runner(lambda tasks: _dispatch(cli, tasks), count)
+
+    return process_partitions(
+        path,
+        store,
+        Target(dsn, "postgres"),
+        config,
+        on_dask,
+        partitions=partitions,
+        out=out,
+        raw=raw,
+        column_map=column_map,
+        clock=clock,
+        fault_env=fault_env,
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the workers commit: a PostgreSQL URL, or a SQLite file and the run's gate."""
+
+    dsn: str
+    backend: str
+    gate: str | None = None
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How partitions run: ``dispatch`` runs them all (their reports by partition and how
+    many were submitted again), on ``workers`` workers."""
+
+    dispatch: Callable[[list[Partition]], tuple[list[PartitionReport], int]]
+    workers: int
+
+
+def process_partitions(
+    path: str | Path,
+    store: StateStore,
+    target: Target,
+    config: Config,
+    runner: Callable[[], AbstractContextManager[Runner]],
+    *,
+    partitions: int | None = None,
+    out: str | Path | None = None,
+    raw: bool = False,
+    column_map: Mapping[str, str] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    fault_env: Mapping[str, str] | None = None,
+) -> RunSummary:
+    """Process ``path`` in bucket partitions run by ``runner`` (entered only when there is
+    work, before the file is parsed, so workers start while it is). Resumable.
+
+    The shared part of :func:`process_distributed` and
+    :func:`weightstream.parallel.process_parallel`.
+    """
     started = time.perf_counter()
     path = Path(path)
     input_id = file_digest(path)
     done = store.position(input_id)
     summary = RunSummary(input_id=input_id)
-    entries = _load(path, config, column_map, clock, summary.timings)
-    total = len(entries)
-    if 0 < done < total:
-        # A single-process run stopped part-way: it resumes by the input's own position.
-        return process_file(path, store, config, out=out, column_map=column_map, raw=raw)
-    summary.resumed_from = done
-    if done < total:
-        buckets = split_buckets(entries)
-        with _client_for(client, scheduler, workers) as cli:
-            n = partitions or 4 * max(1, len(cli.scheduler_info().get("workers", {})) or 1)
+    frames: list[pl.DataFrame | None] = [None]
+    empty = pl.DataFrame()
+    if done:
+        entries = _load(path, config, column_map, clock, summary.timings)
+        if done < len(entries):
+            # A single-process run stopped part-way: it resumes by the input's own position.
+            return process_file(path, store, config, out=out, column_map=column_map, raw=raw)
+        summary.resumed_from = done
+    else:
+        with runner() as run:
+            entries = _load(path, config, column_map, clock, summary.timings)
+            buckets = split_buckets(entries)
+            # The buckets hold the rows now: only the file's size and columns are kept.
+            total, empty = len(entries), entries.valid.clear()
+            del entries
+            n = partitions or 4 * max(1, run.workers)
             tasks = [
-                Partition(k, input_id, dsn, config, tuple(group), dict(fault_env or {}))
+                Partition(
+                    k,
+                    input_id,
+                    target.dsn,
+                    config,
+                    tuple(group),
+                    dict(fault_env or {}),
+                    target.backend,
+                    target.gate,
+                )
                 for k, group in enumerate(partitions_of(buckets, n))
             ]
-            reports, resubmitted = _dispatch(cli, tasks)
+            del buckets
+            reports, resubmitted = run.dispatch(tasks) if tasks else ([], 0)
+            del tasks
         summary.resumed_from = sum(r.resumed_from for r in reports)
         summary.processed_now = sum(r.processed_now for r in reports)
         # A partition resubmitted after its worker was lost counts as a retry, as a redone
@@ -371,17 +469,16 @@ def process_distributed(
         for r in reports:
             for name, seconds in r.timings.items():
                 summary.timings[name] = summary.timings.get(name, 0.0) + seconds
-        store.commit(UnitOfWork(position=(input_id, total)))
+        if total:
+            store.commit(UnitOfWork(position=(input_id, total)))
         frames = [r.frame for r in reports]
-    else:
-        frames = [None]
     written = time.perf_counter()
     parquet = out is not None and str(out).endswith(".parquet")
     if not parquet and frames and all(f is not None for f in frames):
         # Every row decided in this run: the results file from the engine's own tables, as
         # one process writes it (the same bytes the store gives, tests/engine).
         frame = pl.concat([f for f in frames if f is not None], how="vertical").sort("row")
-        table = ResultsTable([], entries.valid.clear())
+        table = ResultsTable([], empty)
         summary.count_table(table, frame)
         if out is not None:
             write_atomic(Path(out), lambda handle: table.write_csv(handle, frame, raw=raw))
@@ -390,11 +487,17 @@ def process_distributed(
     elif out is not None:
         write_results(store, input_id, Path(out), summary=summary, raw=raw)
     else:
-        for row in store.iter_result_rows(input_id):
+        for row in _stored_rows(store, input_id):
             summary.count_row(row)
     summary.timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _stored_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...]]:
+    if not isinstance(store, ResultRows):
+        raise StorageError(f"{type(store).__name__} cannot hand out result rows")
+    return store.iter_result_rows(input_id)
 
 
 @contextmanager
@@ -418,7 +521,7 @@ _PARQUET_ROWS = 1_000_000
 
 
 def write_parquet(
-    store: PostgresStore, input_id: str, out: Path, *, summary: RunSummary | None = None
+    store: StateStore, input_id: str, out: Path, *, summary: RunSummary | None = None
 ) -> int:
     """The input's results as a Parquet dataset (``part-NNNNN.parquet`` files, input order).
 
@@ -442,7 +545,7 @@ def write_parquet(
             part += 1
             chunk.clear()
 
-        for row in store.iter_result_rows(input_id):
+        for row in _stored_rows(store, input_id):
             if summary is not None:
                 summary.count_row(row)
             chunk.append(row)

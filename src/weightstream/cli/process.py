@@ -71,8 +71,10 @@ def process(
         str,
         typer.Option(
             "--engine",
-            help="single: this process. dask: users shuffled over a Dask cluster's workers "
-            "(needs --db postgresql://...; --out DIR.parquet writes a Parquet dataset).",
+            help="single: this process. processes: users shuffled over worker processes of "
+            "this machine (--workers; SQLite or PostgreSQL). dask: users shuffled over a Dask "
+            "cluster's workers (needs --db postgresql://...; --out DIR.parquet writes a "
+            "Parquet dataset).",
         ),
     ] = "single",
     scheduler: Annotated[
@@ -85,11 +87,18 @@ def process(
     ] = "local",
     workers: Annotated[
         int | None,
-        typer.Option("--workers", help="With --scheduler local: worker processes (default: CPUs)."),
+        typer.Option(
+            "--workers",
+            help="With --engine processes, or dask with --scheduler local: worker processes "
+            "(default: CPUs).",
+        ),
     ] = None,
     partitions: Annotated[
         int | None,
-        typer.Option("--partitions", help="With --engine dask: tasks (default: 4 per worker)."),
+        typer.Option(
+            "--partitions",
+            help="With --engine processes or dask: tasks (default: 4 per worker).",
+        ),
     ] = None,
 ) -> None:
     """Process an export: one result per input row; resumable; nothing counted twice.
@@ -133,7 +142,14 @@ def process(
     try:
         store = open_store(ctx, db, cfg, create=True, observer=observer)
         try:
-            if dask_dsn is not None:
+            if engine == "processes":
+                summary = guard(
+                    lambda: _run_parallel(
+                        input, store, ctx, db, cfg, out, raw, mapping, workers, partitions
+                    )
+                )
+                raw = False  # the file is already written as asked
+            elif dask_dsn is not None:
                 summary = guard(
                     lambda: _run_distributed(
                         input, store, dask_dsn, cfg, out, raw, mapping, scheduler, workers,
@@ -187,8 +203,14 @@ def _dask_target(
     """The PostgreSQL URL of a ``--engine dask`` run (None for one process); bad usage exits."""
     from weightstream.cli._common import database_url
 
-    if engine not in ("single", "dask"):
-        fail(f"--engine takes single or dask, got {engine!r}", ExitCode.USAGE)
+    if engine not in ("single", "processes", "dask"):
+        fail(f"--engine takes single, processes or dask, got {engine!r}", ExitCode.USAGE)
+    if engine == "processes":
+        if workers is not None and workers < 1:
+            fail(f"--workers takes a number of at least 1, got {workers}", ExitCode.USAGE)
+        if partitions is not None and partitions < 1:
+            fail(f"--partitions takes a number of at least 1, got {partitions}", ExitCode.USAGE)
+        return None
     if engine == "single":
         return None
     dsn = database_url(ctx, db, cfg)
@@ -204,6 +226,44 @@ def _dask_target(
     return dsn
 
 
+def _fault_env() -> dict[str, str]:
+    """Crash points and chaos as this process was given them, for worker processes."""
+    import os
+
+    names = ("WEIGHTSTREAM_FAULT", "WEIGHTSTREAM_CHAOS", "WEIGHTSTREAM_CHAOS_SEED")
+    return {k: v for k, v in os.environ.items() if k in names}
+
+
+def _run_parallel(
+    input: Path,
+    store: Any,
+    ctx: typer.Context,
+    db: Path,
+    cfg: Any,
+    out: Path | None,
+    raw: bool,
+    mapping: dict[str, str],
+    workers: int | None,
+    partitions: int | None,
+) -> Any:
+    """``process --engine processes``: worker processes of this machine, one store."""
+    from weightstream.cli._common import database_url
+    from weightstream.parallel import process_parallel
+
+    return process_parallel(
+        input,
+        store,
+        cfg,
+        dsn=database_url(ctx, db, cfg),
+        workers=workers,
+        partitions=partitions,
+        out=out,
+        raw=raw,
+        column_map=mapping or None,
+        fault_env=_fault_env(),
+    )
+
+
 def _run_distributed(
     input: Path,
     store: Any,
@@ -217,16 +277,10 @@ def _run_distributed(
     partitions: int | None,
 ) -> Any:
     """``process --engine dask``: the run on the cluster, the results written from the store."""
-    import os
-
     from weightstream.distributed import process_distributed
 
     # Crash points and chaos reach the workers as the driver was given them.
-    fault_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k in ("WEIGHTSTREAM_FAULT", "WEIGHTSTREAM_CHAOS", "WEIGHTSTREAM_CHAOS_SEED")
-    }
+    fault_env = _fault_env()
     return process_distributed(
         input,
         store,

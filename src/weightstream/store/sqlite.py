@@ -14,7 +14,9 @@ Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` owned by :meth:`SQLiteStor
 (a deferred transaction that later upgrades to a write lock fails at once with "database is
 locked", ignoring the busy timeout). Any error inside the transaction rolls the whole unit
 back and surfaces as a typed :class:`StorageError`; the store never carries on after one.
-A connection is never used across ``fork``.
+A connection is never used across ``fork``. Worker processes of one run that share the file
+take turns through a :class:`~weightstream.store.gate.WriteGate` (``gate``) held around each
+transaction.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from weightstream.store.columns import (
     RESULTS,
     STATES,
 )
+from weightstream.store.gate import WriteGate
 from weightstream.store.schema import MIGRATIONS
 from weightstream.store.sqlite_open import check_file, configure, migrate, typed
 
@@ -186,7 +189,8 @@ class SQLiteStore:
 
     ``clock`` gives the stored times (migrations, input positions) and the waits while the
     file is switched to WAL; ``faults`` marks the write path with crash points
-    (:mod:`weightstream.faults`, inert by default).
+    (:mod:`weightstream.faults`, inert by default); ``gate``, held around each write
+    transaction, orders the worker processes of one run (:mod:`weightstream.store.gate`).
     """
 
     def __init__(
@@ -201,10 +205,12 @@ class SQLiteStore:
         observer: Observer | None = None,
         clock: Clock = SYSTEM_CLOCK,
         faults: FaultPoints = NO_FAULTS,
+        gate: WriteGate | None = None,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
         self.faults = faults
+        self._gate = gate
         self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
         self._observer = observer or Observer()
         self._pid = os.getpid()
@@ -246,6 +252,7 @@ class SQLiteStore:
         observer: Observer | None = None,
         clock: Clock = SYSTEM_CLOCK,
         faults: FaultPoints = NO_FAULTS,
+        gate: WriteGate | None = None,
     ) -> SQLiteStore:
         """A store with the configured settings (``path`` overrides ``config.path``)."""
         return cls(
@@ -258,6 +265,7 @@ class SQLiteStore:
             observer=observer,
             clock=clock,
             faults=faults,
+            gate=gate,
         )
 
     # -- the one write path ---------------------------------------------------------------
@@ -267,6 +275,13 @@ class SQLiteStore:
             raise StorageError("SQLite connection used across fork; open a new store")
         if unit.empty:
             return
+        if self._gate is None:
+            self._transaction(unit)
+        else:
+            with self._gate:  # the run's other processes wait in the kernel, not in sleeps
+                self._transaction(unit)
+
+    def _transaction(self, unit: UnitOfWork) -> None:
         started = time.perf_counter()
         c = self._conn
         try:
@@ -627,6 +642,8 @@ class SQLiteStore:
     def close(self) -> None:
         with suppress(sqlite3.Error):
             self._conn.close()
+        if self._gate is not None:
+            self._gate.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
