@@ -214,3 +214,23 @@ def test_cli_engine_processes_writes_the_single_process_results_file(
                "--workers", "0")  # fmt: skip
     assert bad.returncode != 0 and "--workers takes a number of at least 1" in bad.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_one_process_refuses_an_input_the_workers_started(
+    export: Path, reference: dict[str, Any], tmp_path: Path
+):
+    """After a crashed run on workers, a single-process run refuses the input (it would judge
+    the committed readings duplicates) and stores nothing; the workers then finish it."""
+    db = tmp_path / "mixed.db"
+    with SQLiteStore(db) as store:
+        with pytest.raises(StorageError):
+            process_parallel(
+                export, store, CONFIG, workers=2,
+                fault_env={"WEIGHTSTREAM_FAULT": "pipeline.group_committed:3"},
+            )  # fmt: skip
+        before = _sqlite_records(db)
+        with pytest.raises(StorageError, match="resume it with the same engine"):
+            process_file(export, store, CONFIG, out=tmp_path / "single.csv")
+        assert _sqlite_records(db) == before and not (tmp_path / "single.csv").exists()
+        process_parallel(export, store, CONFIG, workers=2, out=tmp_path / "done.csv")
+    assert (tmp_path / "done.csv").read_bytes() == reference["csv"]

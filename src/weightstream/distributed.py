@@ -52,7 +52,7 @@ import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
-from weightstream.engine.results import ResultsTable
+from weightstream.engine.results import ResultsSpill, results_lines
 from weightstream.errors import ConflictError, StorageError, WeightstreamError
 from weightstream.faults import FaultPoints
 from weightstream.ingest import RowProblem, file_digest
@@ -135,6 +135,8 @@ class Partition:
     #: SQLite: the run's write gate (:mod:`weightstream.store.gate`), a file every worker
     #: of the run locks around its commits.
     gate: str | None = None
+    #: The results file's cells exactly as stored (``--raw``).
+    raw: bool = False
 
     @property
     def rows(self) -> int:
@@ -151,9 +153,12 @@ class PartitionReport:
     retries: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     worker_pid: int = 0
-    #: Every row's result as the engine decided it (the results table's frame, by row), or
-    #: None when a bucket resumed (its earlier rows' results are only in the store).
-    frame: pl.DataFrame | None = None
+    #: Every row's results-file line as the engine decided it (columns ``row`` and ``line``,
+    #: formatted on the worker), or None when a bucket resumed (its earlier rows' results are
+    #: only in the store).
+    lines: pl.DataFrame | None = None
+    #: Those rows counted (verdicts, reasons, resets, users), with ``lines``.
+    counted: RunSummary | None = None
 
 
 def split_buckets(entries: Loaded) -> list[Bucket]:
@@ -242,7 +247,12 @@ def run_partition(partition: Partition) -> PartitionReport:
         report.retries = summary.retries
         report.timings = dict(summary.timings)
         if frames:
-            report.frame = pl.concat(frames, how="vertical")
+            # The results file's lines and counts are made here, on the workers, in parallel;
+            # the driver only merges them.
+            frame = pl.concat(frames, how="vertical")
+            report.lines = results_lines(frame, partition.raw)
+            report.counted = RunSummary(input_id=partition.input_id)
+            report.counted.count_results(frame)
         return report
     finally:
         store.close()
@@ -429,8 +439,7 @@ def process_partitions(
     input_id = file_digest(path)
     done = store.position(input_id)
     summary = RunSummary(input_id=input_id)
-    frames: list[pl.DataFrame | None] = [None]
-    empty = pl.DataFrame()
+    decided: list[PartitionReport] | None = None
     if done:
         entries = _load(path, config, column_map, clock, summary.timings)
         if done < len(entries):
@@ -441,8 +450,8 @@ def process_partitions(
         with runner() as run:
             entries = _load(path, config, column_map, clock, summary.timings)
             buckets = split_buckets(entries)
-            # The buckets hold the rows now: only the file's size and columns are kept.
-            total, empty = len(entries), entries.valid.clear()
+            # The buckets hold the rows now: only the file's size is kept.
+            total = len(entries)
             del entries
             n = partitions or 4 * max(1, run.workers)
             tasks = [
@@ -455,6 +464,7 @@ def process_partitions(
                     dict(fault_env or {}),
                     target.backend,
                     target.gate,
+                    raw,
                 )
                 for k, group in enumerate(partitions_of(buckets, n))
             ]
@@ -471,17 +481,21 @@ def process_partitions(
                 summary.timings[name] = summary.timings.get(name, 0.0) + seconds
         if total:
             store.commit(UnitOfWork(position=(input_id, total)))
-        frames = [r.frame for r in reports]
+        decided = reports if all(r.lines is not None for r in reports) else None
     written = time.perf_counter()
     parquet = out is not None and str(out).endswith(".parquet")
-    if not parquet and frames and all(f is not None for f in frames):
-        # Every row decided in this run: the results file from the engine's own tables, as
-        # one process writes it (the same bytes the store gives, tests/engine).
-        frame = pl.concat([f for f in frames if f is not None], how="vertical").sort("row")
-        table = ResultsTable([], empty)
-        summary.count_table(table, frame)
-        if out is not None:
-            write_atomic(Path(out), lambda handle: table.write_csv(handle, frame, raw=raw))
+    if not parquet and decided is not None:
+        # Every row decided in this run: the results file from the lines the workers made of
+        # their engine's own tables, as one process writes it (the same bytes the store gives,
+        # tests/engine), put in row order.
+        with ResultsSpill(config.processing.in_memory_rows, raw=raw) as spill:
+            for r in decided:
+                assert r.lines is not None and r.counted is not None
+                summary.add_counts(r.counted)
+                spill.add_lines(r.lines)
+                r.lines = None
+            if out is not None:
+                write_atomic(Path(out), spill.write)
     elif parquet and out is not None:
         write_parquet(store, input_id, Path(out), summary=summary)
     elif out is not None:

@@ -44,7 +44,7 @@ from weightstream.engine.results import (
     invalid_message,
     result_counts,
 )
-from weightstream.errors import ConflictError, StoreBusyError
+from weightstream.errors import ConflictError, StorageError, StoreBusyError
 from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.columnar import read_columns
@@ -132,6 +132,17 @@ class RunSummary:
         if self.user_count is None:
             self.user_ids.update(frame.get_column("user_id").drop_nulls().unique().to_list())
             self.user_ids.discard("")
+
+    def add_counts(self, other: RunSummary) -> None:
+        """Add the rows another summary counted (of other users: a bucket's) to this one."""
+        self.rows += other.rows
+        self.verdicts.update(other.verdicts)
+        self.rejected.update(other.rejected)
+        self.invalid.update(other.invalid)
+        self.resets.update(other.resets)
+        self.reset_outcomes.update(other.reset_outcomes)
+        if self.user_count is None:
+            self.user_ids.update(other.user_ids)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -242,6 +253,8 @@ def process_file(
         faults = faults or processor.faults
         engine = EngineConfig(processor)
         position = store.position(input_id)
+        if not position:
+            _refuse_bucket_run(store, input_id)
         summary.resumed_from = position
         total = len(order)
         for group in order.groups(position, config.processing.commit_group_size):
@@ -275,6 +288,19 @@ def process_file(
     timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _refuse_bucket_run(store: StateStore, input_id: str) -> None:
+    """Refuse to start an input that a bucket engine (``--engine processes`` or ``dask``)
+    has started: this process does not know its buckets' positions, and would judge their
+    committed readings duplicates."""
+    from weightstream.distributed import BUCKETS, bucket_position_id
+
+    if any(store.position(bucket_position_id(input_id, b)) for b in range(BUCKETS)):
+        raise StorageError(
+            "this input was started by --engine processes or --engine dask and is not "
+            "finished: resume it with the same engine"
+        )
 
 
 class _Results:
