@@ -43,6 +43,7 @@ from weightstream.engine.results import (
     ResultsTable,
     invalid_message,
     result_counts,
+    results_lines,
 )
 from weightstream.errors import ConflictError, StorageError, StoreBusyError
 from weightstream.faults import NO_FAULTS, FaultPoints
@@ -53,7 +54,7 @@ from weightstream.model import Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
 from weightstream.results_file import csv_lines, write_atomic
-from weightstream.store.base import ResultRows, StateStore
+from weightstream.store.base import ResultFrames, ResultRows, StateStore
 from weightstream.store.columns import RESULTS, Kind
 
 __all__ = ["RunSummary", "process_file", "write_results", "RESULT_FIELDS"]
@@ -459,6 +460,16 @@ def write_results(
     no ``out``, they are only counted. Returns the number of rows.
     """
     rows = 0
+    if isinstance(store, ResultFrames):
+        # Column-wise: counted and formatted with polars, as a first run's results are.
+        with ResultsSpill(memory_rows, raw=raw) as spill:
+            for frame in store.result_frames(input_id, _SLICE_ROWS):
+                rows += frame.height
+                if summary is not None:
+                    summary.count_results(frame)
+                if out is not None:
+                    spill.add_lines(results_lines(frame, raw))
+            return rows if out is None else write_atomic(Path(out), spill.write)
     with ResultsSpill(memory_rows, raw=raw) as spill:
         batch: list[tuple[object, ...]] = []
         for row in _result_rows(store, input_id):

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from weightstream.model import Measurement, RecoveryAttempt, ResetAudit, Result, UserState
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["UnitOfWork", "HistoryRow", "StateStore", "ResultRows"]
 
@@ -205,4 +208,20 @@ class ResultRows(Protocol):
 
     def iter_result_rows(self, input_id: str) -> Iterator[tuple[Any, ...]]:
         """The input's results as results-file rows, by row number."""
+        ...
+
+
+@runtime_checkable
+class ResultFrames(Protocol):
+    """Optional faster path of a store: an input's results as polars frames, to be counted
+    and formatted column-wise (:func:`weightstream.engine.results.results_lines`) instead of
+    row by row with ``csv.writer``.
+
+    Each frame has the results file's columns under the store's names (``ts``, the time as
+    UTC microseconds, for ``timestamp``), typed, absent values null, at most ``rows`` rows;
+    together the frames hold every result of the input, by row number.
+    """
+
+    def result_frames(self, input_id: str, rows: int) -> Iterator[pl.DataFrame]:
+        """The input's results, ``rows`` at a time, by row number."""
         ...

@@ -29,7 +29,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import StoreConfig
@@ -63,10 +63,14 @@ from weightstream.store.columns import (
     RESULT_KEPT_WITH_READING,
     RESULTS,
     STATES,
+    Kind,
 )
 from weightstream.store.gate import WriteGate
 from weightstream.store.schema import MIGRATIONS
 from weightstream.store.sqlite_open import check_file, configure, migrate, typed
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["SQLiteStore"]
 
@@ -96,6 +100,14 @@ _READING_UPDATE = (
 )
 # A result is stored with its input's number where the record holds the input's id text.
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
+#: The polars type of each kind of results-file column (a time: UTC microseconds).
+_FRAME_TYPES = {
+    Kind.TEXT: "String",
+    Kind.TIME: "Int64",
+    Kind.INTEGER: "Int64",
+    Kind.REAL: "Float64",
+    Kind.REF: "Int64",
+}
 # A result is read through the view ``results_full`` (migration 5): a linked result's
 # identity comes from its reading's row.
 _RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
@@ -576,13 +588,28 @@ class SQLiteStore:
         rows = self._query("SELECT position FROM input_positions WHERE input_id = ?", (input_id,))
         return int(rows[0][0]) if rows else 0
 
+    def _results_of(self, columns: str, input_id: str, *head: Any) -> sqlite3.Cursor:
+        """``columns`` of the input's results (``results_full``), by row; ``head``: values
+        bound before the input's (``?`` among the columns).
+
+        The input's number is looked up first and bound as a number. With the look-up as a
+        subquery in the WHERE clause, SQLite does not push the condition into the view's two
+        arms: it read every stored result and, for each reading row, every earlier span (an
+        input of a million rows took 92 s to count, and the cost grew with the square of the
+        input). Bound, each arm searches its index: the input's results, and the input's
+        spans, each a range of reading rows by seq.
+        """
+        found = self._conn.execute(
+            "SELECT ref FROM inputs WHERE input_id = ?", (input_id,)
+        ).fetchone()
+        ref = None if found is None else found[0]  # no such input: no rows
+        return self._conn.execute(
+            f"SELECT {columns} FROM results_full WHERE input_ref = ? ORDER BY row", (*head, ref)
+        )
+
     def results_for_input(self, input_id: str) -> Iterator[Result]:
         try:
-            cur = self._conn.execute(
-                f"SELECT ?, {_RESULT_STORED} FROM results_full WHERE input_ref = {_INPUT_REF} "
-                "ORDER BY row",
-                (input_id, input_id),
-            )
+            cur = self._results_of(f"?, {_RESULT_STORED}", input_id, input_id)
             for row in cur:
                 yield codec.row_to_result(row)
         except sqlite3.Error as exc:
@@ -596,11 +623,7 @@ class SQLiteStore:
         """
         iso = codec.iso
         try:
-            cur = self._conn.execute(
-                f"SELECT {FILE_CELLS} FROM results_full WHERE input_ref = {_INPUT_REF} "
-                "ORDER BY row",
-                (input_id,),
-            )
+            cur = self._results_of(FILE_CELLS, input_id)
             if FILE_TIMES == (6,):  # the usual shape, without a per-row loop over columns
                 for row in cur:
                     yield (*row[:6], iso(row[6]), *row[7:])
@@ -610,6 +633,22 @@ class SQLiteStore:
                     for k in FILE_TIMES:
                         row[k] = iso(row[k])
                     yield tuple(row)
+        except sqlite3.Error as exc:
+            raise typed(exc) from None
+
+    def result_frames(self, input_id: str, rows: int) -> Iterator[pl.DataFrame]:
+        """The input's results as frames of ``rows`` rows, by row (the ``ResultFrames`` path).
+
+        A resumed run's results file is formatted from these column-wise: fetching the rows
+        is what is left of its cost per row.
+        """
+        import polars as pl
+
+        schema = {c.name: getattr(pl, _FRAME_TYPES[c.kind]) for c in RESULTS.file_columns}
+        try:
+            cur = self._results_of(", ".join(schema), input_id)
+            while chunk := cur.fetchmany(rows):
+                yield pl.DataFrame(chunk, schema=schema, orient="row")
         except sqlite3.Error as exc:
             raise typed(exc) from None
 
