@@ -61,11 +61,12 @@ from weightstream.pipeline import (
     RunSummary,
     _commit_group,
     _load,
+    _result_rows,
     process_file,
     write_results,
 )
 from weightstream.results_file import write_atomic
-from weightstream.store.base import ResultRows, StateStore, UnitOfWork
+from weightstream.store.base import StateStore, UnitOfWork
 from weightstream.store.columns import RESULTS, Kind
 
 __all__ = [
@@ -120,21 +121,27 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where the workers commit: a PostgreSQL URL (``backend`` ``"postgres"``), or a SQLite
+    file's path (``"sqlite"``) and the run's write gate (:mod:`weightstream.store.gate`), a
+    file every worker of the run locks around its commits."""
+
+    dsn: str
+    backend: str
+    gate: str | None = None
+
+
+@dataclass(frozen=True)
 class Partition:
     """What one task runs: some buckets of one input, and how to reach the store."""
 
     index: int
     input_id: str
-    #: The PostgreSQL URL, or with ``backend`` ``"sqlite"`` the SQLite file's path.
-    dsn: str
+    target: Target
     config: Config
     buckets: tuple[Bucket, ...]
     #: ``WEIGHTSTREAM_FAULT`` / ``WEIGHTSTREAM_CHAOS(_SEED)`` of the driver (crash tests).
     fault_env: Mapping[str, str] = field(default_factory=dict)
-    backend: str = "postgres"
-    #: SQLite: the run's write gate (:mod:`weightstream.store.gate`), a file every worker
-    #: of the run locks around its commits.
-    gate: str | None = None
     #: The results file's cells exactly as stored (``--raw``).
     raw: bool = False
 
@@ -260,16 +267,16 @@ def run_partition(partition: Partition) -> PartitionReport:
 
 def _open_store(partition: Partition, faults: FaultPoints) -> StateStore:
     """The worker's own connection to the run's store."""
-    config = partition.config.store
-    if partition.backend == "sqlite":
+    config, target = partition.config.store, partition.target
+    if target.backend == "sqlite":
         from weightstream.store.gate import WriteGate
         from weightstream.store.sqlite import SQLiteStore
 
-        gate = None if partition.gate is None else WriteGate(partition.gate)
-        return SQLiteStore.from_config(config, partition.dsn, faults=faults, gate=gate)
+        gate = None if target.gate is None else WriteGate(target.gate)
+        return SQLiteStore.from_config(config, target.dsn, faults=faults, gate=gate)
     from weightstream.store.postgres import PostgresStore
 
-    return PostgresStore.from_config(config, partition.dsn, faults=faults)
+    return PostgresStore.from_config(config, target.dsn, faults=faults)
 
 
 @contextmanager
@@ -397,15 +404,6 @@ def process_distributed(
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where the workers commit: a PostgreSQL URL, or a SQLite file and the run's gate."""
-
-    dsn: str
-    backend: str
-    gate: str | None = None
-
-
-@dataclass(frozen=True)
 class Runner:
     """How partitions run: ``dispatch`` runs them all (their reports by partition and how
     many were submitted again), on ``workers`` workers."""
@@ -455,17 +453,7 @@ def process_partitions(
             del entries
             n = partitions or 4 * max(1, run.workers)
             tasks = [
-                Partition(
-                    k,
-                    input_id,
-                    target.dsn,
-                    config,
-                    tuple(group),
-                    dict(fault_env or {}),
-                    target.backend,
-                    target.gate,
-                    raw,
-                )
+                Partition(k, input_id, target, config, tuple(group), dict(fault_env or {}), raw)
                 for k, group in enumerate(partitions_of(buckets, n))
             ]
             del buckets
@@ -498,20 +486,11 @@ def process_partitions(
                 write_atomic(Path(out), spill.write)
     elif parquet and out is not None:
         write_parquet(store, input_id, Path(out), summary=summary)
-    elif out is not None:
-        write_results(store, input_id, Path(out), summary=summary, raw=raw)
-    else:
-        for row in _stored_rows(store, input_id):
-            summary.count_row(row)
+    else:  # counted, and written when asked, from the store
+        write_results(store, input_id, None if out is None else Path(out), summary=summary, raw=raw)
     summary.timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _stored_rows(store: StateStore, input_id: str) -> Iterator[tuple[object, ...]]:
-    if not isinstance(store, ResultRows):
-        raise StorageError(f"{type(store).__name__} cannot hand out result rows")
-    return store.iter_result_rows(input_id)
 
 
 @contextmanager
@@ -559,7 +538,7 @@ def write_parquet(
             part += 1
             chunk.clear()
 
-        for row in _stored_rows(store, input_id):
+        for row in _result_rows(store, input_id):
             if summary is not None:
                 summary.count_row(row)
             chunk.append(row)

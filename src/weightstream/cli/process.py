@@ -200,18 +200,18 @@ def _dask_target(
     workers: int | None,
     partitions: int | None,
 ) -> str | None:
-    """The PostgreSQL URL of a ``--engine dask`` run (None for one process); bad usage exits."""
+    """The PostgreSQL URL of a ``--engine dask`` run (None for the other engines); bad usage
+    exits."""
     from weightstream.cli._common import database_url
 
     if engine not in ("single", "processes", "dask"):
         fail(f"--engine takes single, processes or dask, got {engine!r}", ExitCode.USAGE)
-    if engine == "processes":
-        if workers is not None and workers < 1:
-            fail(f"--workers takes a number of at least 1, got {workers}", ExitCode.USAGE)
-        if partitions is not None and partitions < 1:
-            fail(f"--partitions takes a number of at least 1, got {partitions}", ExitCode.USAGE)
-        return None
     if engine == "single":
+        return None
+    for option, value in (("--workers", workers), ("--partitions", partitions)):
+        if value is not None and value < 1:
+            fail(f"{option} takes a number of at least 1, got {value}", ExitCode.USAGE)
+    if engine == "processes":
         return None
     dsn = database_url(ctx, db, cfg)
     if dsn is None:
@@ -220,9 +220,6 @@ def _dask_target(
             "(or store.dsn in the configuration)",
             ExitCode.USAGE,
         )
-    for option, value in (("--workers", workers), ("--partitions", partitions)):
-        if value is not None and value < 1:
-            fail(f"{option} takes a number of at least 1, got {value}", ExitCode.USAGE)
     return dsn
 
 

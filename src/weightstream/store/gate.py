@@ -36,35 +36,26 @@ __all__ = ["WriteGate"]
 class WriteGate:
     """An exclusive ``flock`` on ``path``, held with ``with gate:`` around one transaction.
 
-    The file is opened on first use in each process (a gate built before ``fork`` or sent to
-    another process opens its own descriptor there).
+    The file is opened on first use, by the process that uses it (the store that holds the
+    gate is never used across ``fork``).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     gate = WriteGate(Path(d) / "gate")
     ...     with gate:
-    ...         held = gate.held
+    ...         pass
     ...     gate.close()
-    >>> held, gate.held
-    (True, False)
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
-        self._pid = 0
-        self.held = False
-
-    def _descriptor(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        return self._fd
 
     def __enter__(self) -> WriteGate:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl is not None:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
-        self.held = True
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(
@@ -73,14 +64,10 @@ class WriteGate:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.held = False
-        if fcntl is not None and self._fd is not None and self._pid == os.getpid():
+        if fcntl is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             os.close(self._fd)
         self._fd = None
-
-    def __reduce__(self) -> tuple[type[WriteGate], tuple[Path]]:
-        return (WriteGate, (self.path,))

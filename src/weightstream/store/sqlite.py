@@ -25,7 +25,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -100,14 +100,7 @@ _READING_UPDATE = (
 )
 # A result is stored with its input's number where the record holds the input's id text.
 _INPUT_REF = "(SELECT ref FROM inputs WHERE input_id = ?)"
-#: The polars type of each kind of results-file column (a time: UTC microseconds).
-_FRAME_TYPES = {
-    Kind.TEXT: "String",
-    Kind.TIME: "Int64",
-    Kind.INTEGER: "Int64",
-    Kind.REAL: "Float64",
-    Kind.REF: "Int64",
-}
+
 # A result is read through the view ``results_full`` (migration 5): a linked result's
 # identity comes from its reading's row.
 _RESULT_STORED = RESULTS.column_list(RESULTS.names[1:])
@@ -287,11 +280,8 @@ class SQLiteStore:
             raise StorageError("SQLite connection used across fork; open a new store")
         if unit.empty:
             return
-        if self._gate is None:
+        with self._gate or nullcontext():  # the run's other processes wait in the kernel
             self._transaction(unit)
-        else:
-            with self._gate:  # the run's other processes wait in the kernel, not in sleeps
-                self._transaction(unit)
 
     def _transaction(self, unit: UnitOfWork) -> None:
         started = time.perf_counter()
@@ -644,7 +634,9 @@ class SQLiteStore:
         """
         import polars as pl
 
-        schema = {c.name: getattr(pl, _FRAME_TYPES[c.kind]) for c in RESULTS.file_columns}
+        # Each column as the results table holds it (a time: UTC microseconds).
+        kinds = {Kind.TEXT: pl.String, Kind.REAL: pl.Float64}
+        schema = {c.name: kinds.get(c.kind, pl.Int64) for c in RESULTS.file_columns}
         try:
             cur = self._results_of(", ".join(schema), input_id)
             while chunk := cur.fetchmany(rows):
