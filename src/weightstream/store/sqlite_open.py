@@ -26,8 +26,6 @@ from weightstream.store.schema import APPLICATION_ID, MIGRATIONS
 
 __all__ = ["check_file", "configure", "migrate", "typed"]
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
 
 def check_file(path: Path, *, create: bool) -> None:
     """Refuse a foreign, missing or special file before SQLite can touch it.
@@ -51,10 +49,24 @@ def check_file(path: Path, *, create: bool) -> None:
             f"{path} is not a regular file (a device, fifo or socket); "
             "refusing to use it as a database"
         )
-    with path.open("rb") as handle:
-        head = handle.read(len(_SQLITE_MAGIC))
-    if head and head != _SQLITE_MAGIC:
-        raise StoreOpenError(f"{path} is not a SQLite database; refusing to overwrite it")
+    # The header is read by SQLite, never by an open() and close() of our own: closing any
+    # descriptor of the file drops every POSIX lock this process holds on it, those of a
+    # connection already open here included, and another process could then take itself for
+    # the last connection and delete the WAL under it. SQLite keeps its own descriptors open
+    # while this process has locks on the file (tests/store/test_sqlite_locks.py).
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc).lower():
+            raise StoreOpenError(
+                f"{path} is not a SQLite database; refusing to overwrite it"
+            ) from None
+        # Anything else (a lock, a hot journal a reader cannot roll back) is the main
+        # connection's to meet and report.
 
 
 def typed(exc: sqlite3.Error) -> StorageError:
