@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
+import tempfile
 import threading
+from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import psycopg
 import pytest
 
+from weightstream import distributed
 from weightstream.config import Config
 from weightstream.distributed import BUCKETS
 from weightstream.errors import StorageError
+from weightstream.ingest import columnar
+from weightstream.ingest.columnar import read_blocks, read_columns
+from weightstream.ingest.partitions import sort_readings
+from weightstream.ingest.spill import Spill
 from weightstream.parallel import process_parallel
 from weightstream.pipeline import process_file
 from weightstream.store import codec
@@ -234,3 +245,113 @@ def test_one_process_refuses_an_input_the_workers_started(
         assert _sqlite_records(db) == before and not (tmp_path / "single.csv").exists()
         process_parallel(export, store, CONFIG, workers=2, out=tmp_path / "done.csv")
     assert (tmp_path / "done.csv").read_bytes() == reference["csv"]
+
+
+def test_buckets_split_on_disk_hold_each_bucket_s_rows_in_processing_order(
+    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The driver splits the file block by block into bucket files, and the worker that
+    loads a bucket sorts it: every bucket gets exactly the invalid rows (in line order) and
+    the readings (in processing order) of its users and lines, as cut from the whole file
+    read and sorted at once. Small blocks and splits, so that a bucket's rows come from many
+    of each."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(distributed, "_SPLIT_ROWS", 700)
+    whole = read_columns(export, CONFIG, now=now)
+    ordered = sort_readings(whole.valid)
+    blocks = read_blocks(export, CONFIG, now=now, block_bytes=64 * 1024)
+    with Spill(0, tmp_path) as spill:
+        on_disk = distributed.split_to_files(blocks, spill)
+        assert sum(len(b) for b in on_disk) == len(whole.invalid) + whole.valid.height
+        for files in on_disk:
+            loaded = files.load()
+            n = files.number
+            assert len(files) == len(loaded.invalid) + loaded.valid.height
+            assert loaded.invalid == [(line, p) for line, p in whole.invalid if line % BUCKETS == n]
+            mine = ordered.filter(
+                pl.col("user").map_elements(distributed.bucket_of, return_dtype=pl.Int64) == n
+            )
+            assert loaded.valid.equals(mine)
+    assert whole.invalid and len(on_disk) > 1  # the export has invalid rows and many buckets
+
+
+def test_the_local_engine_never_holds_the_whole_file(
+    export: Path, reference: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The driver of ``--engine processes`` reads the file block by block: reading it whole
+    fails the run here; the results are still the reference."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the local engine's driver read the whole file at once")
+
+    monkeypatch.setattr(columnar, "read_columns", refuse)
+    with SQLiteStore(tmp_path / "bounded.db") as store:
+        process_parallel(export, store, CONFIG, workers=1, out=tmp_path / "b.csv")
+    assert (tmp_path / "b.csv").read_bytes() == reference["csv"]
+
+
+def test_a_killed_run_s_scratch_is_removed_by_the_next_run(
+    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The scratch of a run whose driver was killed (buckets and lines, about twice the file)
+    is removed by the next run of the engine; a live run's scratch is left alone, and the
+    run removes its own."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = scratch / f"weightstream-run-{int(done.stdout)}-abc"
+    (dead / "weightstream-spill-1-x").mkdir(parents=True)
+    (dead / "weightstream-spill-1-x" / "0.arrows").write_bytes(b"x")
+    live = scratch / f"weightstream-run-{os.getpid()}-def"
+    live.mkdir()
+    with SQLiteStore(tmp_path / "s.db") as store:
+        process_parallel(export, store, CONFIG, workers=1)
+    assert sorted(p.name for p in scratch.iterdir()) == [live.name]
+
+
+def test_a_bucket_decided_chunk_by_chunk_gives_the_single_process_results(
+    export: Path, reference: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A worker decides a bucket a chunk of rows at a time (each with its own results
+    table, so its memory does not grow with the bucket); chunks of two commit groups here,
+    partitions run in this process: the results file and every record are the reference's."""
+    monkeypatch.setattr(distributed, "_CHUNK_ROWS", 60)  # 2 groups of 25 a chunk
+
+    def in_this_process(
+        tasks: list[distributed.Partition], sink: distributed.Sink
+    ) -> tuple[list[distributed.PartitionReport], int]:
+        reports = [distributed.run_partition(task) for task in tasks]
+        for report in reports:
+            sink(report)
+        return reports, 0
+
+    db = tmp_path / "chunks.db"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    def run(store: SQLiteStore, out: Path) -> Any:
+        return distributed.process_partitions(
+            export,
+            store,
+            distributed.Target(str(db), "sqlite"),
+            CONFIG,
+            lambda: nullcontext(distributed.Runner(in_this_process, 1)),
+            scratch=scratch,
+            workers_read_scratch=True,
+            out=out,
+        )
+
+    with SQLiteStore(db) as store:
+        summary = run(store, tmp_path / "chunks.csv")
+        # Every bucket's position is its whole: the buckets, run again, decide nothing.
+        store.connection.execute(
+            "DELETE FROM input_positions WHERE input_id NOT LIKE '%#dask-bucket-%'"
+        )
+        again = run(store, tmp_path / "again.csv")
+    assert again.processed_now == 0 and again.resumed_from == summary.rows
+    assert (tmp_path / "chunks.csv").read_bytes() == reference["csv"]
+    assert (tmp_path / "again.csv").read_bytes() == reference["csv"]
+    _same_summary(summary.as_dict(), reference["summary"])
+    assert _sqlite_records(db) == reference["records"]

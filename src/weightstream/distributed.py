@@ -1,12 +1,16 @@
 """The batch engine on a Dask cluster: ``weightstream process INPUT --engine dask``.
 
-The file is read once, by the driver, with the same reader and order as one process
-(:func:`weightstream.pipeline._load`). Its readings are then shuffled on the user id: each
-user goes to one of :data:`BUCKETS` buckets by a stable hash of its id (BLAKE2b, the same on
-every machine and Python version), invalid rows by their line number. The buckets are grouped
-into partitions, and each partition runs on a worker through the *same* batch engine as one
-process (:func:`weightstream.pipeline._commit_group`, so
-:func:`weightstream.engine.group.run_group`), committing to the shared PostgreSQL store.
+The file is read once, by the driver, block by block with the same reader as one process
+(:func:`weightstream.ingest.columnar.read_blocks`), and its rows are shuffled on the user id
+as they are read (:func:`split_to_files`): each user goes to one of :data:`BUCKETS` buckets by
+a stable hash of its id (BLAKE2b, the same on every machine and Python version), invalid rows
+by their line number, into files of the driver's scratch directory. A bucket is sorted into
+the processing order of one process (:data:`~weightstream.ingest.partitions.ORDER_KEY`) when
+it is loaded. The buckets are grouped into partitions, and each partition runs on a worker
+through the *same* batch engine as one process (:func:`weightstream.pipeline._commit_group`,
+so :func:`weightstream.engine.group.run_group`), committing to the shared PostgreSQL store.
+The driver reads a partition's buckets from its disk just before shipping it, and merges the
+results lines of each report as it arrives, so it never holds the file.
 
 Why this holds the single-process rules:
 
@@ -25,9 +29,10 @@ Why this holds the single-process rules:
   later run, on one process or on a cluster, sees the input as processed. A single-process run
   stopped part-way is finished by the single-process path (it resumes by that position).
 
-Results go to the store; the results file (or a Parquet dataset, ``--out DIR.parquet``) is
-written afterwards from the store in input order, as :func:`~weightstream.pipeline.process_file`
-does when it resumes.
+Results go to the store. The results file is written from the lines the workers made (or,
+when a bucket resumed, from the store in input order, as
+:func:`~weightstream.pipeline.process_file` does when it resumes); a Parquet dataset (``--out
+DIR.parquet``) is written from the store.
 
 A lost worker: the scheduler reports the partition's future as failed (``KilledWorker``, lost
 data); the driver scatters the partition again and resubmits it, up to
@@ -41,10 +46,11 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +62,18 @@ from weightstream.engine.results import ResultsSpill, results_lines
 from weightstream.errors import ConflictError, StorageError, WeightstreamError
 from weightstream.faults import FaultPoints
 from weightstream.ingest import RowProblem, file_digest
+from weightstream.ingest.columnar import VALID_SCHEMA, Block, read_blocks
+from weightstream.ingest.partitions import (
+    invalid_frame,
+    invalid_problems,
+    read_order,
+    sort_readings,
+)
+from weightstream.ingest.spill import Spill, read_key_file, remove_stale
 from weightstream.pipeline import (
     Loaded,
     RunSummary,
     _commit_group,
-    _load,
     _result_rows,
     process_file,
     write_results,
@@ -76,7 +89,8 @@ __all__ = [
     "PartitionReport",
     "bucket_of",
     "bucket_position_id",
-    "split_buckets",
+    "split_to_files",
+    "BucketFiles",
     "run_partition",
     "process_distributed",
     "process_partitions",
@@ -89,6 +103,10 @@ __all__ = [
 #: cluster finds the same buckets. 64 keeps every bucket's last, partial commit group cheap
 #: and still lets up to 64 workers share one file.
 BUCKETS = 64
+#: Rows of a file split into buckets at a time (:func:`split_to_files`).
+_SPLIT_ROWS = 50_000
+#: Rows of a bucket a worker decides with one results table (rounded to commit groups).
+_CHUNK_ROWS = 50_000
 #: How many times a partition is submitted before the run fails (a worker lost each time).
 MAX_ATTEMPTS = 4
 
@@ -119,6 +137,33 @@ class Bucket:
     def __len__(self) -> int:
         return len(self.invalid) + self.valid.height
 
+    def load(self) -> Bucket:
+        return self
+
+
+@dataclass(frozen=True)
+class BucketFiles:
+    """One bucket of a file kept on this machine's disk (:func:`split_to_files`): its rows'
+    count and the spill files of its invalid rows and its readings, read by the worker
+    that runs it (:meth:`load`), so the driver never holds the file."""
+
+    number: int
+    rows: int
+    invalid_file: str | None
+    valid_file: str | None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def load(self) -> Bucket:
+        """The bucket's rows, its readings sorted into processing order."""
+        invalid = (
+            [] if self.invalid_file is None else invalid_problems(read_key_file(self.invalid_file))
+        )
+        frames = [] if self.valid_file is None else list(read_key_file(self.valid_file))
+        valid = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=VALID_SCHEMA)
+        return Bucket(self.number, invalid, sort_readings(valid))
+
 
 @dataclass(frozen=True)
 class Target:
@@ -139,15 +184,23 @@ class Partition:
     input_id: str
     target: Target
     config: Config
-    buckets: tuple[Bucket, ...]
+    buckets: tuple[Bucket | BucketFiles, ...]
     #: ``WEIGHTSTREAM_FAULT`` / ``WEIGHTSTREAM_CHAOS(_SEED)`` of the driver (crash tests).
     fault_env: Mapping[str, str] = field(default_factory=dict)
     #: The results file's cells exactly as stored (``--raw``).
     raw: bool = False
+    #: A directory of this machine where the worker writes each bucket's results-file lines
+    #: (``lines-NN.arrows``) instead of returning them (None: returned in the report).
+    lines_dir: str | None = None
 
     @property
     def rows(self) -> int:
         return sum(len(b) for b in self.buckets)
+
+    def loaded(self) -> Partition:
+        """This partition with its buckets' rows in it (to ship to a machine that cannot
+        read this one's disk)."""
+        return replace(self, buckets=tuple(b.load() for b in self.buckets))
 
 
 @dataclass
@@ -164,40 +217,87 @@ class PartitionReport:
     #: formatted on the worker), or None when a bucket resumed (its earlier rows' results are
     #: only in the store).
     lines: pl.DataFrame | None = None
+    #: With :attr:`Partition.lines_dir`: the files those lines were written to instead, one
+    #: per bucket (spill files, :func:`~weightstream.ingest.spill.read_key_file`).
+    line_files: list[str] = field(default_factory=list)
     #: Those rows counted (verdicts, reasons, resets, users), with ``lines``.
     counted: RunSummary | None = None
 
+    def line_frames(self) -> Iterator[pl.DataFrame]:
+        """The lines, one frame at a time (from the report, or from its files)."""
+        if self.lines is not None:
+            yield self.lines
+        for path in self.line_files:
+            yield from read_key_file(path)
 
-def split_buckets(entries: Loaded) -> list[Bucket]:
-    """The file's rows by bucket (non-empty buckets only), each in processing order."""
-    users = entries.valid.get_column("user").unique().to_list()
-    by_user = pl.DataFrame(
-        {"user": users, "bucket": [bucket_of(u) for u in users]},
-        schema={"user": entries.valid.schema["user"], "bucket": pl.Int64},
-    )
-    # A left join keeps the left frame's order: each bucket's readings stay sorted.
-    valid = entries.valid.join(by_user, on="user", how="left", maintain_order="left")
-    parts = {
-        int(key[0]): frame.drop("bucket")
-        for key, frame in valid.partition_by("bucket", as_dict=True, maintain_order=True).items()
-    }
-    invalid: dict[int, list[tuple[int, RowProblem]]] = {}
-    for line, problem in entries.invalid:
-        invalid.setdefault(line % BUCKETS, []).append((line, problem))
-    empty = entries.valid.clear()
+
+def split_to_files(blocks: Iterable[Block], spill: Spill) -> list[BucketFiles]:
+    """A file's rows, read block by block, by bucket into ``spill`` (which writes every frame
+    to disk): this process holds a few blocks, never the file. Each bucket's invalid rows
+    stay in line order; its readings are in file order, and sorted by whoever loads them
+    (:meth:`BucketFiles.load`), so the sort runs on the workers, side by side. Non-empty
+    buckets only."""
+    if spill.memory_rows:
+        raise ValueError("split_to_files needs a spill that writes every frame to disk")
+    valid_frames: list[pl.DataFrame] = []
+    invalid: list[tuple[int, RowProblem]] = []
+    held = 0
+
+    def flush() -> None:
+        by_line: dict[int, list[tuple[int, RowProblem]]] = {}
+        for line, problem in invalid:
+            by_line.setdefault(line % BUCKETS, []).append((line, problem))
+        for number, problems in by_line.items():
+            spill.add(BUCKETS + number, invalid_frame(problems))
+        if valid_frames:
+            _split_valid(pl.concat(valid_frames, how="vertical", rechunk=False), spill)
+
+    for block in blocks:
+        invalid += block.invalid
+        if block.valid.height:
+            valid_frames.append(block.valid)
+            held += block.valid.height
+        # A few blocks split at once: a spill's cost is mostly per frame written.
+        if held >= _SPLIT_ROWS:
+            flush()
+            valid_frames, invalid, held = [], [], 0
+    flush()
     out = []
     for number in range(BUCKETS):
-        bucket = Bucket(number, invalid.get(number, []), parts.get(number, empty))
-        if len(bucket):
-            out.append(bucket)
+        rows = spill.rows(number) + spill.rows(BUCKETS + number)
+        if rows:
+            invalid_file, valid_file = spill.key_file(BUCKETS + number), spill.key_file(number)
+            out.append(
+                BucketFiles(
+                    number,
+                    rows,
+                    None if invalid_file is None else str(invalid_file),
+                    None if valid_file is None else str(valid_file),
+                )
+            )
     return out
 
 
-def partitions_of(buckets: list[Bucket], count: int) -> list[list[Bucket]]:
+def _split_valid(valid: pl.DataFrame, spill: Spill) -> None:
+    """Readings (in file order) to their buckets' keys of ``spill``, in file order."""
+    users = valid.get_column("user").unique().to_list()
+    by_user = pl.DataFrame(
+        {"user": users, "_bucket": [bucket_of(u) for u in users]},
+        schema={"user": valid.schema["user"], "_bucket": pl.Int64},
+    )
+    keyed = valid.join(by_user, on="user", how="left", maintain_order="left")
+    parts = keyed.partition_by("_bucket", as_dict=True, maintain_order=True, include_key=False)
+    for key, part in parts.items():
+        spill.add(int(key[0]), part)
+
+
+def partitions_of(
+    buckets: Sequence[Bucket | BucketFiles], count: int
+) -> list[list[Bucket | BucketFiles]]:
     """``count`` partitions of about equal rows (largest bucket first to the lightest)."""
     count = max(1, min(count, len(buckets)))
     loads = [0] * count
-    groups: list[list[Bucket]] = [[] for _ in range(count)]
+    groups: list[list[Bucket | BucketFiles]] = [[] for _ in range(count)]
     for bucket in sorted(buckets, key=lambda b: (-len(b), b.number)):
         k = loads.index(min(loads))
         groups[k].append(bucket)
@@ -219,41 +319,68 @@ def run_partition(partition: Partition) -> PartitionReport:
         engine = EngineConfig(processor)
         summary = RunSummary(input_id=partition.input_id)
         group = config.processing.commit_group_size
+        chunk_rows = group * max(1, _CHUNK_ROWS // group)
         frames: list[pl.DataFrame] | None = []
-        for bucket in partition.buckets:
+        lines = None if partition.lines_dir is None else Spill(0, Path(partition.lines_dir))
+        for given in partition.buckets:
+            loading = time.perf_counter()
+            bucket = given.load()  # one bucket's rows at a time (sorted, if read from disk)
+            timings = summary.timings
+            timings["sort"] = timings.get("sort", 0.0) + time.perf_counter() - loading
             key = bucket_position_id(partition.input_id, bucket.number)
-            entries = Loaded(bucket.invalid, bucket.valid)
-            total = len(entries)
             position = store.position(key)
             report.resumed_from += position
-            while position < total:
-                end = min(position + group, total)
-                span = (position, end)
-                try:
-                    _commit_group(
-                        processor, engine, partition.input_id, entries, span, summary,
-                        faults, SYSTEM_CLOCK, position_id=key,
-                    )  # fmt: skip
-                except ConflictError:
-                    # Another run of this partition committed the group first: go on from
-                    # where the store says it is (never past a group it did not commit).
-                    processor.forget()
-                    stored = store.position(key)
-                    if stored <= position:
-                        raise
-                    position = stored
+            # A chunk of the bucket at a time has a results table: what the worker holds
+            # beside the bucket's rows does not grow with the bucket.
+            for first, chunk in _chunks(bucket, chunk_rows):
+                last = first + len(chunk)
+                while position < last:
+                    end = min(position + group, last)
+                    span = (position - first, end - first)
+                    try:
+                        _commit_group(
+                            processor, engine, partition.input_id, chunk, span, summary,
+                            faults, SYSTEM_CLOCK, position_id=key, base=first,
+                        )  # fmt: skip
+                    except ConflictError:
+                        # Another run of this partition committed the group first: go on
+                        # from where the store says it is (never past a group it did not
+                        # commit).
+                        processor.forget()
+                        stored = store.position(key)
+                        if stored <= position:
+                            raise
+                        position = stored
+                        continue
+                    report.processed_now += end - position
+                    position = end
+                    faults.crash_point("pipeline.group_committed")
+                # A chunk this run did not decide whole (the bucket resumed): the results
+                # file then comes from the store.
+                if frames is None or not chunk.table.complete:
+                    frames = None
                     continue
-                report.processed_now += end - position
-                position = end
-                faults.crash_point("pipeline.group_committed")
+                frame = chunk.table.frame()
+                del chunk
+                if lines is None:
+                    frames.append(frame)
+                    continue
+                # Written to this machine's disk chunk by chunk, and read back by the
+                # driver a file at a time.
+                if report.counted is None:
+                    report.counted = RunSummary(input_id=partition.input_id)
+                report.counted.count_results(frame)
+                lines.add(len(report.line_files), results_lines(frame, partition.raw))
+                path = lines.key_file(len(report.line_files))
+                assert path is not None  # a spill of no memory writes every frame to disk
+                report.line_files.append(str(path))
             processor.forget()
-            if frames is not None and entries.table.complete:
-                frames.append(entries.table.frame())
-            else:
-                frames = None
+            del bucket
         report.retries = summary.retries
         report.timings = dict(summary.timings)
-        if frames:
+        if frames is None:
+            report.counted, report.line_files = None, []
+        elif frames:
             # The results file's lines and counts are made here, on the workers, in parallel;
             # the driver only merges them.
             frame = pl.concat(frames, how="vertical")
@@ -263,6 +390,17 @@ def run_partition(partition: Partition) -> PartitionReport:
         return report
     finally:
         store.close()
+
+
+def _chunks(bucket: Bucket, rows: int) -> Iterator[tuple[int, Loaded]]:
+    """The bucket's processing order (invalid rows, then readings) in consecutive chunks of
+    ``rows`` rows, each with its first position in the bucket."""
+    n_invalid, total = len(bucket.invalid), len(bucket)
+    for first in range(0, total, rows):
+        last = min(first + rows, total)
+        invalid = bucket.invalid[first:last] if first < n_invalid else []
+        a, b = max(first, n_invalid) - n_invalid, max(last, n_invalid) - n_invalid
+        yield first, Loaded(invalid, bucket.valid.slice(a, b - a))
 
 
 def _open_store(partition: Partition, faults: FaultPoints) -> StateStore:
@@ -308,10 +446,14 @@ def _distributed() -> Any:
     return importlib.import_module("dask.distributed")
 
 
-def _dispatch(client: Any, partitions: list[Partition]) -> tuple[list[PartitionReport], int]:
+def _dispatch(
+    client: Any, partitions: list[Partition], sink: Sink
+) -> tuple[list[PartitionReport], int]:
     """Run every partition; resubmit one whose worker (or data) was lost.
 
-    Returns the reports (by partition) and how many submissions were repeated.
+    A partition's buckets are read from the driver's disk (:class:`BucketFiles`) just before
+    they are scattered, so the driver holds one partition's rows at a time. Returns the
+    reports (by partition) and how many submissions were repeated.
     """
     as_completed = _distributed().as_completed
     attempts: dict[int, int] = {}
@@ -323,7 +465,7 @@ def _dispatch(client: Any, partitions: list[Partition]) -> tuple[list[PartitionR
         # failed scatter is tried again (the nanny restarts the worker; others take over).
         for wait in (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 0.0):
             try:
-                data = client.scatter(partitions[k], hash=False)
+                data = client.scatter(partitions[k].loaded(), hash=False)
                 break
             except OSError:  # distributed's CommClosedError is an OSError
                 if not wait:
@@ -340,7 +482,7 @@ def _dispatch(client: Any, partitions: list[Partition]) -> tuple[list[PartitionR
         for future in flow:
             k = pending.pop(future)
             try:
-                reports.append(future.result())
+                report = future.result()
             except WeightstreamError:
                 raise
             except Exception as exc:  # a lost worker, lost data, a cancelled task
@@ -351,6 +493,9 @@ def _dispatch(client: Any, partitions: list[Partition]) -> tuple[list[PartitionR
                     ) from None
                 resubmitted += 1
                 flow.add(submit(k))
+                continue
+            sink(report)
+            reports.append(report)
     finally:
         for future in list(pending):
             future.cancel()
@@ -386,29 +531,52 @@ def process_distributed(
     def on_dask() -> Iterator[Runner]:
         with _client_for(client, scheduler, workers) as cli:
             count = len(cli.scheduler_info().get("workers", {})) or 1
-            yield Runner(lambda tasks: _dispatch(cli, tasks), count)
+            yield Runner(lambda tasks, sink: _dispatch(cli, tasks, sink), count)
 
-    return process_partitions(
-        path,
-        store,
-        Target(dsn, "postgres"),
-        config,
-        on_dask,
-        partitions=partitions,
-        out=out,
-        raw=raw,
-        column_map=column_map,
-        clock=clock,
-        fault_env=fault_env,
-    )
+    with run_scratch() as scratch:
+        return process_partitions(
+            path,
+            store,
+            Target(dsn, "postgres"),
+            config,
+            on_dask,
+            scratch=scratch,
+            workers_read_scratch=False,
+            partitions=partitions,
+            out=out,
+            raw=raw,
+            column_map=column_map,
+            clock=clock,
+            fault_env=fault_env,
+        )
+
+
+#: The name of a run's scratch directory, before the driver's process id.
+_RUN_PREFIX = "weightstream-run-"
+
+
+@contextmanager
+def run_scratch() -> Iterator[Path]:
+    """A bucket run's scratch directory in ``$TMPDIR`` (its bucket files, its results lines,
+    its write gate), removed after the run. Named after the driver's process id, so that a
+    run removes what a killed one left (it can hold about twice the file)."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale(parent, _RUN_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=f"{_RUN_PREFIX}{os.getpid()}-") as made:
+        yield Path(made)
+
+
+#: What the driver does with each partition's report as it arrives (while others run).
+Sink = Callable[[PartitionReport], None]
 
 
 @dataclass(frozen=True)
 class Runner:
-    """How partitions run: ``dispatch`` runs them all (their reports by partition and how
-    many were submitted again), on ``workers`` workers."""
+    """How partitions run: ``dispatch`` runs them all, handing each report to the sink as
+    it arrives, and returns the reports by partition and how many were submitted again; on
+    ``workers`` workers."""
 
-    dispatch: Callable[[list[Partition]], tuple[list[PartitionReport], int]]
+    dispatch: Callable[[list[Partition], Sink], tuple[list[PartitionReport], int]]
     workers: int
 
 
@@ -419,6 +587,8 @@ def process_partitions(
     config: Config,
     runner: Callable[[], AbstractContextManager[Runner]],
     *,
+    scratch: Path,
+    workers_read_scratch: bool,
     partitions: int | None = None,
     out: str | Path | None = None,
     raw: bool = False,
@@ -427,70 +597,120 @@ def process_partitions(
     fault_env: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Process ``path`` in bucket partitions run by ``runner`` (entered only when there is
-    work, before the file is parsed, so workers start while it is). Resumable.
+    work, before the file is read, so workers start while it is). Resumable.
 
     The shared part of :func:`process_distributed` and
-    :func:`weightstream.parallel.process_parallel`.
+    :func:`weightstream.parallel.process_parallel`. No process holds the file: the driver
+    splits it block by block into bucket files in ``scratch`` (a directory of its own
+    machine), and merges the workers' results lines by range of rows as their reports
+    arrive. ``workers_read_scratch``: the workers can read ``scratch`` (a local engine's):
+    each reads its buckets there and writes its lines there. Otherwise (a cluster) the driver
+    reads a partition's buckets just before shipping it, and the lines come back in the
+    reports.
     """
     started = time.perf_counter()
     path = Path(path)
     input_id = file_digest(path)
     done = store.position(input_id)
     summary = RunSummary(input_id=input_id)
-    decided: list[PartitionReport] | None = None
-    if done:
-        entries = _load(path, config, column_map, clock, summary.timings)
-        if done < len(entries):
-            # A single-process run stopped part-way: it resumes by the input's own position.
-            return process_file(path, store, config, out=out, column_map=column_map, raw=raw)
-        summary.resumed_from = done
-    else:
-        with runner() as run:
-            entries = _load(path, config, column_map, clock, summary.timings)
-            buckets = split_buckets(entries)
-            # The buckets hold the rows now: only the file's size is kept.
-            total = len(entries)
-            del entries
-            n = partitions or 4 * max(1, run.workers)
-            tasks = [
-                Partition(k, input_id, target, config, tuple(group), dict(fault_env or {}), raw)
-                for k, group in enumerate(partitions_of(buckets, n))
-            ]
-            del buckets
-            reports, resubmitted = run.dispatch(tasks) if tasks else ([], 0)
-            del tasks
-        summary.resumed_from = sum(r.resumed_from for r in reports)
-        summary.processed_now = sum(r.processed_now for r in reports)
-        # A partition resubmitted after its worker was lost counts as a retry, as a redone
-        # commit group does.
-        summary.retries = sum(r.retries for r in reports) + resubmitted
-        for r in reports:
-            for name, seconds in r.timings.items():
-                summary.timings[name] = summary.timings.get(name, 0.0) + seconds
-        if total:
-            store.commit(UnitOfWork(position=(input_id, total)))
-        decided = reports if all(r.lines is not None for r in reports) else None
-    written = time.perf_counter()
     parquet = out is not None and str(out).endswith(".parquet")
-    if not parquet and decided is not None:
-        # Every row decided in this run: the results file from the lines the workers made of
-        # their engine's own tables, as one process writes it (the same bytes the store gives,
-        # tests/engine), put in row order.
-        with ResultsSpill(config.processing.in_memory_rows, raw=raw) as spill:
+    with ExitStack() as held:
+        lines = held.enter_context(ResultsSpill(_memory(config), raw=raw))
+        decided: list[PartitionReport] | None = None
+        if done:
+            order = read_order(
+                path, config, now=clock.now(), column_map=column_map, memory_rows=_memory(config)
+            )
+            total = len(order)
+            order.close()
+            if done < total:
+                # A single-process run stopped part-way: it resumes by the input's own position.
+                return process_file(path, store, config, out=out, column_map=column_map, raw=raw)
+            summary.resumed_from = done
+        else:
+
+            def take(report: PartitionReport) -> None:
+                # Merged now, while other partitions run; dropped if a bucket had resumed
+                # (the file then comes from the store).
+                if report.counted is not None and not parquet:
+                    for frame in report.line_frames():
+                        lines.add_lines(frame)
+                report.lines = None
+
+            with runner() as run:
+                buckets, total = _split_on_disk(
+                    path, config, column_map, clock, summary.timings, scratch, held
+                )
+                lines_dir = str(scratch) if workers_read_scratch else None
+                n = partitions or 4 * max(1, run.workers)
+                tasks = [
+                    Partition(
+                        k,
+                        input_id,
+                        target,
+                        config,
+                        tuple(group),
+                        dict(fault_env or {}),
+                        raw,
+                        lines_dir,
+                    )  # fmt: skip
+                    for k, group in enumerate(partitions_of(buckets, n))
+                ]
+                del buckets
+                reports, resubmitted = run.dispatch(tasks, take) if tasks else ([], 0)
+                del tasks
+            summary.resumed_from = sum(r.resumed_from for r in reports)
+            summary.processed_now = sum(r.processed_now for r in reports)
+            # A partition resubmitted after its worker was lost counts as a retry, as a
+            # redone commit group does.
+            summary.retries = sum(r.retries for r in reports) + resubmitted
+            for r in reports:
+                for name, seconds in r.timings.items():
+                    summary.timings[name] = summary.timings.get(name, 0.0) + seconds
+            if total:
+                store.commit(UnitOfWork(position=(input_id, total)))
+            decided = reports if all(r.counted is not None for r in reports) else None
+        written = time.perf_counter()
+        if not parquet and decided is not None:
+            # Every row decided in this run: the results file from the lines the workers made
+            # of their engine's own tables, as one process writes it (the same bytes the store
+            # gives, tests/engine), in row order.
             for r in decided:
-                assert r.lines is not None and r.counted is not None
+                assert r.counted is not None
                 summary.add_counts(r.counted)
-                spill.add_lines(r.lines)
-                r.lines = None
             if out is not None:
-                write_atomic(Path(out), spill.write)
-    elif parquet and out is not None:
-        write_parquet(store, input_id, Path(out), summary=summary)
-    else:  # counted, and written when asked, from the store
-        write_results(store, input_id, None if out is None else Path(out), summary=summary, raw=raw)
+                write_atomic(Path(out), lines.write)
+        elif parquet and out is not None:
+            write_parquet(store, input_id, Path(out), summary=summary)
+        else:  # counted, and written when asked, from the store
+            write_results(
+                store, input_id, None if out is None else Path(out), summary=summary, raw=raw
+            )
     summary.timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _memory(config: Config) -> int:
+    return config.processing.in_memory_rows
+
+
+def _split_on_disk(
+    path: Path,
+    config: Config,
+    column_map: Mapping[str, str] | None,
+    clock: Clock,
+    timings: dict[str, float],
+    scratch: Path,
+    held: ExitStack,
+) -> tuple[list[BucketFiles], int]:
+    """The file's buckets as files in ``scratch`` (kept until ``held`` closes) and its rows."""
+    started = time.perf_counter()
+    spill = held.enter_context(Spill(0, scratch))
+    blocks = read_blocks(path, config, now=clock.now(), column_map=column_map)
+    buckets = split_to_files(blocks, spill)
+    timings["parse"] = time.perf_counter() - started
+    return buckets, sum(len(b) for b in buckets)
 
 
 @contextmanager

@@ -48,8 +48,7 @@ from weightstream.engine.results import (
 from weightstream.errors import ConflictError, StorageError, StoreBusyError
 from weightstream.faults import NO_FAULTS, FaultPoints
 from weightstream.ingest import RowProblem, file_digest
-from weightstream.ingest.columnar import read_columns
-from weightstream.ingest.partitions import read_order, sort_readings
+from weightstream.ingest.partitions import read_order
 from weightstream.model import Result, Verdict
 from weightstream.observe import Observer
 from weightstream.processor import Batch, Processor
@@ -185,23 +184,6 @@ class Loaded:
     def rows(self) -> list[int]:
         """The input row of each position of the processing order."""
         return [line for line, _ in self.invalid] + self.valid.get_column("line").to_list()
-
-
-def _load(
-    path: Path,
-    config: Config,
-    column_map: Mapping[str, str] | None,
-    clock: Clock,
-    timings: dict[str, float],
-) -> Loaded:
-    """Parse every row; return them in one frame, invalid rows by line, readings sorted."""
-    started = time.perf_counter()
-    cols = read_columns(path, config, now=clock.now(), column_map=column_map)
-    sorted_at = time.perf_counter()
-    timings["parse"] = sorted_at - started
-    valid = sort_readings(cols.valid)
-    timings["sort"] = time.perf_counter() - sorted_at
-    return Loaded(cols.invalid, valid)
 
 
 def _invalid_result(line: int, problem: RowProblem) -> Result:
@@ -367,18 +349,20 @@ def _commit_group(
     faults: FaultPoints,
     clock: Clock,
     position_id: str | None = None,
+    base: int = 0,
 ) -> None:
     """Decide and commit rows ``span`` of ``entries`` as one unit, redone on a conflict.
 
     The unit's position is stored under ``position_id`` (default: the input's own id); the
-    Dask engine runs each user bucket of an input under a position of its own.
+    bucket engines run each user bucket of an input under a position of its own. ``base``:
+    the position of ``entries``' first row (a chunk of a bucket), added to the one stored.
     """
     start, end = span
     n_invalid = len(entries.invalid)
     invalid = entries.invalid[start:end] if start < n_invalid else []
     first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid
     valid = _readings(entries.valid, first, last) if last > first else None
-    unit = _Unit(invalid, valid, entries.table, start, (position_id or input_id, end))
+    unit = _Unit(invalid, valid, entries.table, start, (position_id or input_id, base + end))
     _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
 
 

@@ -31,7 +31,7 @@ Memory is bounded by a block, a partition, a group and the counts' sketch, not b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ __all__ = [
     "Group",
     "ProcessingOrder",
     "partition_count",
+    "invalid_frame",
+    "invalid_problems",
     "read_order",
     "sort_readings",
 ]
@@ -186,11 +188,7 @@ class ProcessingOrder:
 
 
 def _group(start: int, end: int, invalid: list[pl.DataFrame], valid: list[pl.DataFrame]) -> Group:
-    problems = [
-        (line, RowProblem(Reason(reason), field_name, message))
-        for frame in invalid
-        for line, reason, field_name, message in frame.iter_rows()
-    ]
+    problems = invalid_problems(invalid)
     if not valid:
         readings = _EMPTY_VALID
     else:
@@ -219,7 +217,7 @@ def read_order(
         if count == 1:
             for block in blocks:
                 if block.invalid:
-                    spill.add(_INVALID, _invalid_frame(block.invalid))
+                    spill.add(_INVALID, invalid_frame(block.invalid))
                 spill.add(0, block.valid)
             return ProcessingOrder(spill, 1)
         # Bounds need every user's rows: the readings wait (in their own spill) until the
@@ -228,7 +226,7 @@ def read_order(
         with Spill(memory_rows, directory) as waiting:
             for block in blocks:
                 if block.invalid:
-                    spill.add(_INVALID, _invalid_frame(block.invalid))
+                    spill.add(_INVALID, invalid_frame(block.invalid))
                 if block.valid.height:
                     waiting.add(0, block.valid)
                     counts.add(block.valid.get_column("user"))
@@ -316,7 +314,17 @@ def _gathered(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFram
         yield held[0] if len(held) == 1 else pl.concat(held, how="vertical", rechunk=False)
 
 
-def _invalid_frame(invalid: list[tuple[int, RowProblem]]) -> pl.DataFrame:
+def invalid_problems(frames: Iterable[pl.DataFrame]) -> list[tuple[int, RowProblem]]:
+    """Invalid rows kept as frames (:func:`invalid_frame`) back as (line, problem) pairs."""
+    return [
+        (line, RowProblem(Reason(reason), field_name, message))
+        for frame in frames
+        for line, reason, field_name, message in frame.iter_rows()
+    ]
+
+
+def invalid_frame(invalid: list[tuple[int, RowProblem]]) -> pl.DataFrame:
+    """Invalid rows as a frame (to spill them): line, reason, field, message."""
     return pl.DataFrame(
         [(line, str(p.reason), p.field, p.message) for line, p in invalid],
         schema=_INVALID_SCHEMA,

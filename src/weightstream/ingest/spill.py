@@ -33,9 +33,10 @@ from pathlib import Path
 
 import polars as pl
 
+from weightstream.errors import StorageError
 from weightstream.results_file import output_error
 
-__all__ = ["Spill"]
+__all__ = ["Spill", "read_key_file", "remove_stale"]
 
 _PREFIX = "weightstream-spill-"
 #: The length of a frame's stream, before the stream in its key's file.
@@ -79,7 +80,7 @@ class Spill:
         if self._held_rows > self.memory_rows:
             try:
                 parent = Path(self._parent or tempfile.gettempdir())
-                _remove_stale(parent)
+                remove_stale(parent)
                 made = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
             except OSError as exc:
                 where = Path(self._parent or tempfile.gettempdir())
@@ -98,10 +99,15 @@ class Spill:
             return
         if not self._rows.get(key):
             return
-        with self._path(key).open("rb") as fh:
-            while header := fh.read(_LENGTH.size):
-                (length,) = _LENGTH.unpack(header)
-                yield pl.read_ipc_stream(io.BytesIO(fh.read(length)))
+        yield from read_key_file(self._path(key))
+
+    def key_file(self, key: int) -> Path | None:
+        """The file that holds ``key``'s frames, once the spill is on disk and the key has
+        rows (else None): another process reads it with :func:`read_key_file` while this
+        spill is open."""
+        if self._dir is None or not self._rows.get(key):
+            return None
+        return self._path(key)
 
     def take(self, key: int) -> pl.DataFrame | None:
         """Every frame of ``key`` as one frame (None if it has none); the key is emptied."""
@@ -153,10 +159,22 @@ class Spill:
             raise output_error(path, exc, "spill file") from None
 
 
-def _remove_stale(parent: Path) -> None:
-    """Remove the spill directories in ``parent`` of processes that no longer exist."""
-    for entry in parent.glob(f"{_PREFIX}*-*"):
-        pid = entry.name[len(_PREFIX) :].partition("-")[0]
+def read_key_file(path: str | Path) -> Iterator[pl.DataFrame]:
+    """The frames of one key's file (:meth:`Spill.key_file`), one at a time, in added order."""
+    try:
+        with Path(path).open("rb") as fh:
+            while header := fh.read(_LENGTH.size):
+                (length,) = _LENGTH.unpack(header)
+                yield pl.read_ipc_stream(io.BytesIO(fh.read(length)))
+    except OSError as exc:
+        raise StorageError(f"cannot read spill file {path}: {exc.strerror or exc}") from None
+
+
+def remove_stale(parent: Path, prefix: str = _PREFIX) -> None:
+    """Remove the directories ``PREFIX<pid>-*`` in ``parent`` whose process no longer
+    exists (a spill's, by default): what a killed process left behind."""
+    for entry in parent.glob(f"{prefix}*-*"):
+        pid = entry.name[len(prefix) :].partition("-")[0]
         if pid.isdigit() and not _alive(int(pid)) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
 
