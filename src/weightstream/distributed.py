@@ -387,6 +387,8 @@ def run_partition(partition: Partition) -> PartitionReport:
             report.lines = results_lines(frame, partition.raw)
             report.counted = RunSummary(input_id=partition.input_id)
             report.counted.count_results(frame)
+        if report.counted is not None:  # a bucket's users are its own: a count will do
+            report.counted.users_counted()
         return report
     finally:
         store.close()

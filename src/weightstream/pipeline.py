@@ -134,15 +134,21 @@ class RunSummary:
             self.user_ids.discard("")
 
     def add_counts(self, other: RunSummary) -> None:
-        """Add the rows another summary counted (of other users: a bucket's) to this one."""
+        """Add the rows another summary counted, of other users (a bucket's: two buckets
+        never share a user), to this one. Its users are added as a count: no ids are held."""
         self.rows += other.rows
         self.verdicts.update(other.verdicts)
         self.rejected.update(other.rejected)
         self.invalid.update(other.invalid)
         self.resets.update(other.resets)
         self.reset_outcomes.update(other.reset_outcomes)
-        if self.user_count is None:
-            self.user_ids.update(other.user_ids)
+        self.user_count = self.users + other.users
+        self.user_ids.clear()
+
+    def users_counted(self) -> None:
+        """Keep this summary's users as a count, with no ids (to ship it light)."""
+        self.user_count = self.users
+        self.user_ids.clear()
 
     def as_dict(self) -> dict[str, object]:
         return {
