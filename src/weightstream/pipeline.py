@@ -173,9 +173,9 @@ class RunSummary:
 
 @dataclass
 class Loaded:
-    """A whole file in memory, in processing order: its invalid rows by line, then its valid
-    readings sorted by :data:`~weightstream.ingest.partitions.ORDER_KEY` (the Dask driver's
-    form of a file; :func:`process_file` reads it by partition instead)."""
+    """Rows in memory, in processing order: invalid rows by line, then valid readings sorted
+    by :data:`~weightstream.ingest.partitions.ORDER_KEY` (a chunk of a bucket, as a worker of
+    the bucket engines decides it; :func:`process_file` reads a file by partition instead)."""
 
     invalid: list[tuple[int, RowProblem]]
     valid: pl.DataFrame
