@@ -284,7 +284,14 @@ def test_the_local_engine_never_holds_the_whole_file(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the local engine's driver read the whole file at once")
 
-    monkeypatch.setattr(columnar, "read_columns", refuse)
+    # Wherever the whole-file reader is reachable from, as its module's attribute or a name
+    # imported into another module.
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("weightstream") and hasattr(
+            module, "read_columns"
+        ):
+            monkeypatch.setattr(module, "read_columns", refuse)
+    assert columnar.read_columns is refuse
     with SQLiteStore(tmp_path / "bounded.db") as store:
         process_parallel(export, store, CONFIG, workers=1, out=tmp_path / "b.csv")
     assert (tmp_path / "b.csv").read_bytes() == reference["csv"]

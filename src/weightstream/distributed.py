@@ -66,7 +66,6 @@ from weightstream.ingest.columnar import VALID_SCHEMA, Block, read_blocks
 from weightstream.ingest.partitions import (
     invalid_frame,
     invalid_problems,
-    read_order,
     sort_readings,
 )
 from weightstream.ingest.spill import Spill, read_key_file, remove_stale
@@ -75,6 +74,7 @@ from weightstream.pipeline import (
     RunSummary,
     _commit_group,
     _result_rows,
+    cut,
     process_file,
     write_results,
 )
@@ -189,8 +189,8 @@ class Partition:
     fault_env: Mapping[str, str] = field(default_factory=dict)
     #: The results file's cells exactly as stored (``--raw``).
     raw: bool = False
-    #: A directory of this machine where the worker writes each bucket's results-file lines
-    #: (``lines-NN.arrows``) instead of returning them (None: returned in the report).
+    #: A directory of this machine where the worker writes its results-file lines, a file a
+    #: chunk of a bucket, instead of returning them (None: returned in the report).
     lines_dir: str | None = None
 
     @property
@@ -218,7 +218,7 @@ class PartitionReport:
     #: only in the store).
     lines: pl.DataFrame | None = None
     #: With :attr:`Partition.lines_dir`: the files those lines were written to instead, one
-    #: per bucket (spill files, :func:`~weightstream.ingest.spill.read_key_file`).
+    #: per chunk of a bucket (spill files, :func:`~weightstream.ingest.spill.read_key_file`).
     line_files: list[str] = field(default_factory=list)
     #: Those rows counted (verdicts, reasons, resets, users), with ``lines``.
     counted: RunSummary | None = None
@@ -320,8 +320,13 @@ def run_partition(partition: Partition) -> PartitionReport:
         summary = RunSummary(input_id=partition.input_id)
         group = config.processing.commit_group_size
         chunk_rows = group * max(1, _CHUNK_ROWS // group)
-        frames: list[pl.DataFrame] | None = []
-        lines = None if partition.lines_dir is None else Spill(0, Path(partition.lines_dir))
+        # Every chunk decided here in this run: its lines and counts go to the driver (kept
+        # in the report, or in files of lines_dir: a spill of no memory, left for the driver
+        # to read, removed with the run's scratch).
+        complete = True
+        counted = RunSummary(input_id=partition.input_id)
+        kept: list[pl.DataFrame] = []
+        files = None if partition.lines_dir is None else Spill(0, Path(partition.lines_dir))
         for given in partition.buckets:
             loading = time.perf_counter()
             bucket = given.load()  # one bucket's rows at a time (sorted, if read from disk)
@@ -357,38 +362,33 @@ def run_partition(partition: Partition) -> PartitionReport:
                     faults.crash_point("pipeline.group_committed")
                 # A chunk this run did not decide whole (the bucket resumed): the results
                 # file then comes from the store.
-                if frames is None or not chunk.table.complete:
-                    frames = None
+                complete = complete and chunk.table.complete
+                if not complete:
                     continue
+                # The results file's lines and counts are made here, on the workers, in
+                # parallel; the driver only merges them.
                 frame = chunk.table.frame()
                 del chunk
-                if lines is None:
-                    frames.append(frame)
+                counted.count_results(frame)
+                lines = results_lines(frame, partition.raw)
+                if files is None:
+                    kept.append(lines)
                     continue
-                # Written to this machine's disk chunk by chunk, and read back by the
-                # driver a file at a time.
-                if report.counted is None:
-                    report.counted = RunSummary(input_id=partition.input_id)
-                report.counted.count_results(frame)
-                lines.add(len(report.line_files), results_lines(frame, partition.raw))
-                path = lines.key_file(len(report.line_files))
+                number = len(report.line_files)
+                files.add(number, lines)
+                path = files.key_file(number)
                 assert path is not None  # a spill of no memory writes every frame to disk
                 report.line_files.append(str(path))
             processor.forget()
             del bucket
         report.retries = summary.retries
         report.timings = dict(summary.timings)
-        if frames is None:
-            report.counted, report.line_files = None, []
-        elif frames:
-            # The results file's lines and counts are made here, on the workers, in parallel;
-            # the driver only merges them.
-            frame = pl.concat(frames, how="vertical")
-            report.lines = results_lines(frame, partition.raw)
-            report.counted = RunSummary(input_id=partition.input_id)
-            report.counted.count_results(frame)
-        if report.counted is not None:  # a bucket's users are its own: a count will do
-            report.counted.users_counted()
+        if complete:
+            counted.users_counted()  # a bucket's users are its own: a count will do
+            report.counted = counted
+            report.lines = pl.concat(kept, how="vertical") if kept else None
+        else:
+            report.line_files = []
         return report
     finally:
         store.close()
@@ -397,11 +397,9 @@ def run_partition(partition: Partition) -> PartitionReport:
 def _chunks(bucket: Bucket, rows: int) -> Iterator[tuple[int, Loaded]]:
     """The bucket's processing order (invalid rows, then readings) in consecutive chunks of
     ``rows`` rows, each with its first position in the bucket."""
-    n_invalid, total = len(bucket.invalid), len(bucket)
+    total = len(bucket)
     for first in range(0, total, rows):
-        last = min(first + rows, total)
-        invalid = bucket.invalid[first:last] if first < n_invalid else []
-        a, b = max(first, n_invalid) - n_invalid, max(last, n_invalid) - n_invalid
+        invalid, a, b = cut(bucket.invalid, first, min(first + rows, total))
         yield first, Loaded(invalid, bucket.valid.slice(a, b - a))
 
 
@@ -465,9 +463,10 @@ def _dispatch(
         attempts[k] = attempts.get(k, 0) + 1
         # Right after a worker is lost the scheduler may still offer it for the data: a
         # failed scatter is tried again (the nanny restarts the worker; others take over).
+        shipped = partitions[k].loaded()
         for wait in (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 0.0):
             try:
-                data = client.scatter(partitions[k].loaded(), hash=False)
+                data = client.scatter(shipped, hash=False)
                 break
             except OSError:  # distributed's CommClosedError is an OSError
                 if not wait:
@@ -561,7 +560,7 @@ _RUN_PREFIX = "weightstream-run-"
 def run_scratch() -> Iterator[Path]:
     """A bucket run's scratch directory in ``$TMPDIR`` (its bucket files, its results lines,
     its write gate), removed after the run. Named after the driver's process id, so that a
-    run removes what a killed one left (it can hold about twice the file)."""
+    run removes what a killed one left (it can hold about 3 times the file)."""
     parent = Path(tempfile.gettempdir())
     remove_stale(parent, _RUN_PREFIX)
     with tempfile.TemporaryDirectory(prefix=f"{_RUN_PREFIX}{os.getpid()}-") as made:
@@ -617,14 +616,11 @@ def process_partitions(
     summary = RunSummary(input_id=input_id)
     parquet = out is not None and str(out).endswith(".parquet")
     with ExitStack() as held:
-        lines = held.enter_context(ResultsSpill(_memory(config), raw=raw))
+        lines = held.enter_context(ResultsSpill(config.processing.in_memory_rows, raw=raw))
         decided: list[PartitionReport] | None = None
         if done:
-            order = read_order(
-                path, config, now=clock.now(), column_map=column_map, memory_rows=_memory(config)
-            )
-            total = len(order)
-            order.close()
+            blocks = read_blocks(path, config, now=clock.now(), column_map=column_map)
+            total = sum(len(b.invalid) + b.valid.height for b in blocks)
             if done < total:
                 # A single-process run stopped part-way: it resumes by the input's own position.
                 return process_file(path, store, config, out=out, column_map=column_map, raw=raw)
@@ -652,10 +648,10 @@ def process_partitions(
                         target,
                         config,
                         tuple(group),
-                        dict(fault_env or {}),
-                        raw,
-                        lines_dir,
-                    )  # fmt: skip
+                        fault_env=dict(fault_env or {}),
+                        raw=raw,
+                        lines_dir=lines_dir,
+                    )
                     for k, group in enumerate(partitions_of(buckets, n))
                 ]
                 del buckets
@@ -691,10 +687,6 @@ def process_partitions(
     summary.timings["results"] = time.perf_counter() - written
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _memory(config: Config) -> int:
-    return config.processing.in_memory_rows
 
 
 def _split_on_disk(

@@ -28,7 +28,7 @@ one bucket at a time, sorts it into processing order, decides it a chunk at a ti
 each chunk's results-file lines to a file the driver merges by range of rows as the reports
 arrive. So no process holds the file: at a million rows the driver peaked at 211 MB and the
 largest worker at 248 MB (holding the whole file, they were 724 and 389 MB), at ten million
-216 and 337 MB; disk holds about the file's size as Arrow, twice, during a run.
+216 and 337 MB. The scratch directory peaked at 388 MB for the 137 MB file of a million rows.
 """
 
 from __future__ import annotations

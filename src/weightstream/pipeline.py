@@ -192,6 +192,15 @@ class Loaded:
         return [line for line, _ in self.invalid] + self.valid.get_column("line").to_list()
 
 
+def cut(
+    invalid: list[tuple[int, RowProblem]], start: int, end: int
+) -> tuple[list[tuple[int, RowProblem]], int, int]:
+    """Positions ``start .. end-1`` of a processing order of ``invalid`` rows then readings:
+    the invalid rows among them, and the first and end index of the readings among them."""
+    n = len(invalid)
+    return (invalid[start:end] if start < n else []), max(start, n) - n, max(end, n) - n
+
+
 def _invalid_result(line: int, problem: RowProblem) -> Result:
     return Result(
         reading_id=None,
@@ -364,9 +373,7 @@ def _commit_group(
     the position of ``entries``' first row (a chunk of a bucket), added to the one stored.
     """
     start, end = span
-    n_invalid = len(entries.invalid)
-    invalid = entries.invalid[start:end] if start < n_invalid else []
-    first, last = max(start, n_invalid) - n_invalid, max(end, n_invalid) - n_invalid
+    invalid, first, last = cut(entries.invalid, start, end)
     valid = _readings(entries.valid, first, last) if last > first else None
     unit = _Unit(invalid, valid, entries.table, start, (position_id or input_id, base + end))
     _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
