@@ -61,6 +61,7 @@ from weightstream.config import Config
 from weightstream.engine.results import ResultsSpill, results_lines
 from weightstream.errors import ConflictError, StorageError, WeightstreamError
 from weightstream.faults import FaultPoints
+from weightstream.heap import long_lived_heap
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.columnar import VALID_SCHEMA, Block, read_blocks
 from weightstream.ingest.partitions import (
@@ -306,7 +307,15 @@ def partitions_of(
 
 
 def run_partition(partition: Partition) -> PartitionReport:
-    """Run a partition's buckets through the batch engine (on a worker). Resumable."""
+    """Run a partition's buckets through the batch engine (on a worker). Resumable.
+
+    The worker's garbage collector is tuned while it runs (:mod:`weightstream.heap`).
+    """
+    with long_lived_heap(partition.config.processing.gc_young):
+        return _run_partition(partition)
+
+
+def _run_partition(partition: Partition) -> PartitionReport:
     from weightstream.engine.group import EngineConfig
     from weightstream.processor import Processor
 

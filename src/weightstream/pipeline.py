@@ -47,6 +47,7 @@ from weightstream.engine.results import (
 )
 from weightstream.errors import ConflictError, StorageError, StoreBusyError
 from weightstream.faults import NO_FAULTS, FaultPoints
+from weightstream.heap import long_lived_heap
 from weightstream.ingest import RowProblem, file_digest
 from weightstream.ingest.partitions import read_order
 from weightstream.model import Result, Verdict
@@ -255,17 +256,21 @@ def process_file(
             _refuse_bucket_run(store, input_id)
         summary.resumed_from = position
         total = len(order)
-        for group in order.groups(position, config.processing.commit_group_size):
-            table = ResultsTable(group.invalid, group.valid)
-            valid = _readings(group.valid, 0, group.valid.height) if group.valid.height else None
-            unit = _Unit(group.invalid, valid, table, 0, (input_id, group.end))
-            _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
-            summary.processed_now += group.end - group.start
-            if not position:
-                results.add(table.frame())
-            faults.crash_point("pipeline.group_committed")
-            if progress is not None:
-                progress(group.end, total)
+        # Numba's kernel is loaded: what is alive now lives as long as the run.
+        with long_lived_heap(config.processing.gc_young):
+            for group in order.groups(position, config.processing.commit_group_size):
+                table = ResultsTable(group.invalid, group.valid)
+                valid = (
+                    _readings(group.valid, 0, group.valid.height) if group.valid.height else None
+                )
+                unit = _Unit(group.invalid, valid, table, 0, (input_id, group.end))
+                _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
+                summary.processed_now += group.end - group.start
+                if not position:
+                    results.add(table.frame())
+                faults.crash_point("pipeline.group_committed")
+                if progress is not None:
+                    progress(group.end, total)
         summary.user_count = order.users
         order.close()
         written = time.perf_counter()

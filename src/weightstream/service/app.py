@@ -25,11 +25,10 @@ and ``/metrics`` (Prometheus text).
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,6 +49,7 @@ from weightstream.errors import (
     WeightstreamError,
 )
 from weightstream.faults import NO_FAULTS, FaultPoints
+from weightstream.heap import long_lived_heap
 from weightstream.logs import LogObserver
 from weightstream.metrics import MetricsObserver
 from weightstream.observe import Observers
@@ -288,7 +288,7 @@ def create_app(
         await committer.prepare()
         committer.start()
         try:
-            with _long_lived_heap(settings.gc_young):
+            with long_lived_heap(settings.gc_young):
                 yield
         finally:
             await committer.close()
@@ -325,33 +325,6 @@ def create_app(
         ),
     )
     return app
-
-
-@contextmanager
-def _long_lived_heap(young: int) -> Iterator[None]:
-    """The garbage collector tuned for a server (``young`` 0: left as it is).
-
-    What is alive once the app has started (the modules, numba's compiler, FastAPI's and
-    pydantic's schemas: some 190,000 objects) is moved out of the collector's sight
-    (:func:`gc.freeze`): a full collection over them took 100-300 ms, a stall of every request
-    in flight, and came round as the service's own objects (its cache of states) grew. The
-    youngest generation is collected every ``young`` allocations instead of 700: a request
-    allocates hundreds of objects that die young, and collecting them every few requests cost
-    tens of microseconds a request. Undone when the app stops (an app run in a test process
-    leaves the collector as it found it).
-    """
-    if young <= 0:
-        yield
-        return
-    gc.collect()
-    gc.freeze()
-    before = gc.get_threshold()
-    gc.set_threshold(young, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 def _handler_of(app: FastAPI, exc: Exception) -> Callable[[Request, Exception], Any] | None:

@@ -52,9 +52,10 @@ class ServiceSettings:
 
     ``gc_young``: while the app runs, what was alive at its start is frozen out of the garbage
     collector and the youngest generation is collected every ``gc_young`` allocations (Python's
-    default is 700); 0 leaves the collector alone. A full collection over the objects of the
-    start (numba's compiler among them) stalled every request for 100-300 ms; 20,000 keeps a
-    young collection to one every few dozen requests, each over a few thousand live objects.
+    default is 700; :mod:`weightstream.heap`, as a file run does); 0 leaves the collector
+    alone. A full collection over the objects of the start (numba's compiler among them)
+    stalled every request for 100-300 ms; 20,000 keeps a young collection to one every few
+    dozen requests, each over a few thousand live objects.
     """
 
     max_batch: int = 10_000
