@@ -112,7 +112,11 @@ def test_a_file_run_tunes_the_collector_while_it_decides(
     store = SQLiteStore(tmp_path / "ws.db")
     try:
         summary = process_file(
-            small_export.path, store, config, out=tmp_path / "r.csv", clock=FakeClock(),
+            small_export.path,
+            store,
+            config,
+            out=tmp_path / "r.csv",
+            clock=FakeClock(),
             progress=progress,
         )
     finally:
@@ -133,8 +137,11 @@ def test_a_file_run_that_fails_restores_the_collector(tmp_path: Path, small_expo
     try:
         with pytest.raises(KeyboardInterrupt):
             process_file(
-                small_export.path, store, Config(processing={"gc_young": YOUNG}),
-                clock=FakeClock(), progress=progress,
+                small_export.path,
+                store,
+                Config(processing={"gc_young": YOUNG}),
+                clock=FakeClock(),
+                progress=progress,
             )
     finally:
         store.close()

@@ -188,10 +188,6 @@ class Loaded:
     def __len__(self) -> int:
         return len(self.invalid) + self.valid.height
 
-    def rows(self) -> list[int]:
-        """The input row of each position of the processing order."""
-        return [line for line, _ in self.invalid] + self.valid.get_column("line").to_list()
-
 
 def cut(
     invalid: list[tuple[int, RowProblem]], start: int, end: int

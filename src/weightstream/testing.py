@@ -20,7 +20,9 @@
   it), so the matrix can prove that it notices a unit that is not atomic;
 * :class:`FaultPoints` (from :mod:`weightstream.faults`): crash points and chaos to hand to a
   store, a processor or ``process_file``;
-* :func:`measurement`: a terse Measurement constructor for tests and examples.
+* :func:`measurement`: a terse Measurement constructor for tests and examples;
+* :func:`decided`: what a run's summary says was decided, for the engines' differential
+  tests to compare every engine's run with one process's.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ __all__ = [
     "split_unit_cli",
     "FAULTS",
     "measurement",
+    "decided",
     "T0",
 ]
 
@@ -124,6 +127,21 @@ def measurement(
     when = start + timedelta(days=day)
     rid = reading_id or f"{user}-{when.isoformat()}-{weight!r}-{source}"
     return Measurement(rid, user, when, weight, "kg", weight, source)
+
+
+#: What two runs of one input may differ in: how long they took, how often they retried, and
+#: how much of the input each found done.
+_RUN_ONLY = frozenset({"seconds", "retries", "processed_now", "resumed_from"})
+
+
+def decided(summary: dict[str, Any]) -> dict[str, Any]:
+    """A :meth:`RunSummary.as_dict` less what two runs of one input may differ in
+    (:data:`_RUN_ONLY`): what the engines' differential tests compare between runs.
+
+    >>> decided({"rows": 3, "seconds": 1.0}) == decided({"rows": 3, "seconds": 9.0})
+    True
+    """
+    return {k: v for k, v in summary.items() if k not in _RUN_ONLY}
 
 
 def _nan_x(k: KalmanState) -> KalmanState:
