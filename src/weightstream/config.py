@@ -298,6 +298,11 @@ class StoreConfig(_Section):
     # Durability is the same (WAL + synchronous=FULL); a larger WAL only replays longer.
     cache_mb: int = Field(default=16, ge=1, le=4096)
     wal_autocheckpoint_pages: int = Field(default=10_000, ge=100)
+    # SQLite's WAL is copied into the database by a thread of its own
+    # (weightstream.store.checkpointer), not by the commit that takes it past
+    # wal_autocheckpoint_pages (a 40 MB copy and an fsync inside one commit, which the
+    # service's requests of that group all waited for); the log restarts at that size.
+    background_checkpoint: bool = True
     # WAL + synchronous=FULL is required unless this is set (tests of raw speed only).
     allow_unsafe_durability: bool = False
     # A PostgreSQL URL (postgresql://user@host/db): when set, commands use it unless --db is

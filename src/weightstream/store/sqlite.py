@@ -52,6 +52,7 @@ from weightstream.model import (
 from weightstream.observe import Observer
 from weightstream.store import codec
 from weightstream.store.base import HistoryRow, UnitOfWork
+from weightstream.store.checkpointer import Checkpointer
 from weightstream.store.columns import (
     AUDITS,
     FILE_CELLS,
@@ -196,6 +197,9 @@ class SQLiteStore:
     file is switched to WAL; ``faults`` marks the write path with crash points
     (:mod:`weightstream.faults`, inert by default); ``gate``, held around each write
     transaction, orders the worker processes of one run (:mod:`weightstream.store.gate`).
+    ``background_checkpoint``: the WAL is copied into the database by a thread of its own
+    (:mod:`weightstream.store.checkpointer`), restarted once it holds
+    ``wal_autocheckpoint_pages``, and never by a commit.
     """
 
     def __init__(
@@ -207,6 +211,7 @@ class SQLiteStore:
         allow_unsafe_durability: bool = False,
         cache_mb: int = 32,
         wal_autocheckpoint_pages: int = 10_000,
+        background_checkpoint: bool = False,
         observer: Observer | None = None,
         clock: Clock = SYSTEM_CLOCK,
         faults: FaultPoints = NO_FAULTS,
@@ -216,7 +221,10 @@ class SQLiteStore:
         self.clock = clock
         self.faults = faults
         self._gate = gate
-        self._tuning = (int(cache_mb), int(wal_autocheckpoint_pages))
+        # With a checkpoint thread, the writer never checkpoints (0 turns SQLite's off).
+        checkpoint_pages = 0 if background_checkpoint else int(wal_autocheckpoint_pages)
+        self._tuning = (int(cache_mb), checkpoint_pages)
+        self._checkpointer: Checkpointer | None = None
         self._observer = observer or Observer()
         self._pid = os.getpid()
         check_file(self.path, create=create)
@@ -246,6 +254,10 @@ class SQLiteStore:
         except StoreOpenError:
             self._conn.close()
             raise
+        if background_checkpoint:
+            self._checkpointer = Checkpointer(
+                self.path, restart_pages=int(wal_autocheckpoint_pages)
+            )
 
     @classmethod
     def from_config(
@@ -267,6 +279,7 @@ class SQLiteStore:
             allow_unsafe_durability=config.allow_unsafe_durability,
             cache_mb=config.cache_mb,
             wal_autocheckpoint_pages=config.wal_autocheckpoint_pages,
+            background_checkpoint=config.background_checkpoint,
             observer=observer,
             clock=clock,
             faults=faults,
@@ -303,6 +316,10 @@ class SQLiteStore:
                 raise typed(exc) from None
             raise
         faults.crash_point("store.after_commit")
+        if self._checkpointer is not None:
+            # The unit is committed whatever this does: a failed checkpoint is retried later.
+            with suppress(sqlite3.Error):
+                self._checkpointer.after_commit(c)
         self._observer.store_committed(time.perf_counter() - started, len(unit))
 
     def _write(self, unit: UnitOfWork) -> None:
@@ -671,6 +688,8 @@ class SQLiteStore:
         return str(self._query("PRAGMA integrity_check")[0][0])
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with suppress(sqlite3.Error):
             self._conn.close()
         if self._gate is not None:
