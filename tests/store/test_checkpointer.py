@@ -149,3 +149,33 @@ def test_without_the_thread_sqlite_checkpoints_in_the_commit(tmp_path: Path, pag
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="restart_pages"):
         Checkpointer(tmp_path / "x.db", restart_pages=0)
+
+
+def test_a_failing_checkpoint_is_logged_once_a_streak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint that fails round after round (a full disk) logs one warning, and one more
+    once it works again; the thread goes on trying."""
+    path = tmp_path / "ws.db"
+    _writer(path).close()
+    failures = {"left": 6}
+    real = Checkpointer.checkpoint
+
+    def flaky(self: Checkpointer) -> tuple[int, int]:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self)
+
+    monkeypatch.setattr(Checkpointer, "checkpoint", flaky)
+    caplog.set_level("WARNING", logger="weightstream.store.checkpointer")
+    cp = Checkpointer(path, restart_pages=10, interval_s=0.002)
+    try:
+        deadline = time.monotonic() + 10
+        while cp.passive < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        cp.close()
+    assert failures["left"] == 0 and cp.passive >= 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["WAL checkpoints failing: OperationalError", "WAL checkpoints work again"]

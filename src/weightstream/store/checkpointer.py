@@ -90,11 +90,18 @@ class Checkpointer:
             self.restarts += 1
 
     def _run(self) -> None:
+        failing = False  # a failure is logged once a streak (a full disk fails every round)
         while not self._stop.wait(self.interval_s):
             try:
                 self.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; commits go on
-                _log.warning("WAL checkpoint failed: %s", type(exc).__name__)
+                if not failing:
+                    _log.warning("WAL checkpoints failing: %s", type(exc).__name__)
+                failing = True
+                continue
+            if failing:
+                _log.warning("WAL checkpoints work again")
+            failing = False
 
     @property
     def running(self) -> bool:
