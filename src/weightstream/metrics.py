@@ -22,6 +22,8 @@ metric                                         type       labels
 ``weightstream_recovery_attempts_total``       counter    strategy, result (success/failure)
 ``weightstream_store_commit_duration_seconds`` histogram
 ``weightstream_store_committed_results_total`` counter
+``weightstream_wal_checkpoints_total``         counter    result (ok/failed)
+``weightstream_wal_pages``                     gauge      (the log's pages at the last round)
 =============================================  =========  ==================================
 
 The alerting and recording rules over these series live in ``deploy/prometheus/``.
@@ -245,6 +247,17 @@ class MetricsObserver(Observer):
             "Results (input rows) made durable by store commits.",
             registry=r,
         )
+        self.wal_checkpoints = Counter(
+            "weightstream_wal_checkpoints",
+            "Rounds of the SQLite checkpoint thread, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.wal_pages = Gauge(
+            "weightstream_wal_pages",
+            "Pages in SQLite's write-ahead log at the checkpoint thread's last round.",
+            registry=r,
+        )
         self._initialise_children()
         # Labelled children by the raw values they were derived from: ``labels()`` costs
         # about as much as the increment, and a reset makes three of them. The children are
@@ -278,6 +291,8 @@ class MetricsObserver(Observer):
         ):
             self.breaker_transitions.labels(from_state=old.value, to_state=new.value)
         self.breaker_state.set(BREAKER_STATES[closed])
+        for result in ("ok", "failed"):
+            self.wal_checkpoints.labels(result=result)
 
     # -- label bounding -------------------------------------------------------------------
 
@@ -371,6 +386,13 @@ class MetricsObserver(Observer):
             self.store_commit_duration.observe(seconds)
         if results > 0:
             self.store_committed_results.inc(results)
+
+    def wal_checkpointed(self, log_pages: int | None) -> None:
+        if log_pages is None:
+            self.wal_checkpoints.labels(result="failed").inc()
+            return
+        self.wal_checkpoints.labels(result="ok").inc()
+        self.wal_pages.set(log_pages)
 
     # -- exposition -----------------------------------------------------------------------
 

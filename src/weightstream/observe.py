@@ -51,6 +51,10 @@ class Observer:
     def store_committed(self, duration_s: float, results: int) -> None:
         """A unit of work (``results`` rows) committed in ``duration_s``."""
 
+    def wal_checkpointed(self, log_pages: int | None) -> None:
+        """SQLite's checkpoint thread ran a round (:mod:`weightstream.store.checkpointer`):
+        the log held ``log_pages``; None: the round failed."""
+
 
 class Observers(Observer):
     """Fan events out to several observers; an observer's own error never propagates."""
@@ -88,3 +92,6 @@ class Observers(Observer):
 
     def store_committed(self, duration_s: float, results: int) -> None:
         self._each("store_committed", duration_s, results)
+
+    def wal_checkpointed(self, log_pages: int | None) -> None:
+        self._each("wal_checkpointed", log_pages)

@@ -179,3 +179,28 @@ def test_a_failing_checkpoint_is_logged_once_a_streak(
     assert failures["left"] == 0 and cp.passive >= 3
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["WAL checkpoints failing: OperationalError", "WAL checkpoints work again"]
+
+
+def test_each_round_reaches_the_metrics(tmp_path: Path) -> None:
+    """The store's observer hears of every round: the metrics count them and show the log."""
+    from weightstream.metrics import MetricsObserver, read_counters
+
+    observer = MetricsObserver()
+    store = SQLiteStore(tmp_path / "ws.db", background_checkpoint=True, observer=observer)
+    try:
+        text = observer.render().decode()
+        assert read_counters(text)[
+            ("weightstream_wal_checkpoints_total", frozenset({("result", "failed")}))
+        ] == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counters = read_counters(observer.render().decode())
+            if counters[("weightstream_wal_checkpoints_total", frozenset({("result", "ok")}))]:
+                break
+            time.sleep(0.05)
+    finally:
+        store.close()
+    text = observer.render().decode()
+    counters = read_counters(text)
+    assert counters[("weightstream_wal_checkpoints_total", frozenset({("result", "ok")}))] >= 1
+    assert "weightstream_wal_pages " in text

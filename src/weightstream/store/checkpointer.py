@@ -38,13 +38,16 @@ import threading
 from contextlib import suppress
 from pathlib import Path
 
+from weightstream.observe import Observer
+
 __all__ = ["Checkpointer"]
 
 _log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-    """A thread that checkpoints the WAL of the SQLite file at ``path`` until :meth:`close`."""
+    """A thread that checkpoints the WAL of the SQLite file at ``path`` until :meth:`close`;
+    ``observer`` hears of each round (:meth:`Observer.wal_checkpointed`: metrics)."""
 
     def __init__(
         self,
@@ -52,11 +55,13 @@ class Checkpointer:
         *,
         restart_pages: int,
         interval_s: float = 0.25,
+        observer: Observer | None = None,
     ) -> None:
         if restart_pages < 1 or interval_s <= 0:
             raise ValueError("restart_pages must be >= 1 and interval_s > 0")
         self.restart_pages = restart_pages
         self.interval_s = interval_s
+        self._observer = observer or Observer()
         #: Checkpoints run by the thread, and log restarts made ready by the writer.
         self.passive = 0
         self.restarts = 0
@@ -93,12 +98,14 @@ class Checkpointer:
         failing = False  # a failure is logged once a streak (a full disk fails every round)
         while not self._stop.wait(self.interval_s):
             try:
-                self.checkpoint()
+                log, _copied = self.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; commits go on
+                self._observer.wal_checkpointed(None)
                 if not failing:
                     _log.warning("WAL checkpoints failing: %s", type(exc).__name__)
                 failing = True
                 continue
+            self._observer.wal_checkpointed(log)
             if failing:
                 _log.warning("WAL checkpoints work again")
             failing = False

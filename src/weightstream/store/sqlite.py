@@ -256,7 +256,7 @@ class SQLiteStore:
             raise
         if background_checkpoint:
             self._checkpointer = Checkpointer(
-                self.path, restart_pages=int(wal_autocheckpoint_pages)
+                self.path, restart_pages=int(wal_autocheckpoint_pages), observer=self._observer
             )
 
     @classmethod
