@@ -19,7 +19,8 @@ RULES = PROMETHEUS / "weightstream.rules.yml"
 UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 AT = datetime(2024, 3, 1, tzinfo=UTC)
 ALERTS = ("WeightstreamResetFailureRateHigh", "WeightstreamBreakerFlapping",
-          "WeightstreamRollbackRateHigh", "WeightstreamResetSlow")  # fmt: skip
+          "WeightstreamRollbackRateHigh", "WeightstreamResetSlow",
+          "WeightstreamWalGrowing")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
