@@ -9,10 +9,10 @@ it, the transaction, the breaker, the reset sequence, the audit, the staging and
 the commit. The processor runs on the system clock, as a file run does (a test's FakeClock
 takes a lock at each of a reset's nine clock readings), and under the garbage collector's
 tuning of a file run (``processing.gc_young``, :mod:`weightstream.heap`; ``--gc-default``
-leaves Python's default, as this benchmark ran before that tuning existed). Prints microseconds per whole reset
-for ``resets.transactional`` on and off (target, issue 11: under 50 us with the transaction
-on) and the difference. Best of
-``repeats`` runs, interleaved; the machine's load average is printed with them.
+leaves Python's default, as this benchmark ran before that tuning existed). Prints
+microseconds per whole reset for ``resets.transactional`` on and off (target, issue 11: under
+50 us with the transaction on) and the difference. Best of ``repeats`` runs, interleaved; the
+machine's load average is printed with them.
 """
 
 from __future__ import annotations

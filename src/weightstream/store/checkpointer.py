@@ -5,8 +5,8 @@ database file. SQLite's automatic checkpoint runs inside the commit that takes t
 ``wal_autocheckpoint`` pages, on the committing thread: every 10,000 pages (40 MB), one commit
 also copies 40 MB and fsyncs the database. In the service that commit is a group of requests,
 all of which wait for it: singles at 2,000/s on loopback showed a maximum latency of 87-211 ms
-with it and 52-57 ms with the log left alone (3 Dec 10:53). In a file run it is CPU time taken
-from deciding readings on the one thread that decides them.
+with it and 52-57 ms with the log left alone (3 Dec, two rounds each). In a file run it is
+CPU time taken from deciding readings on the one thread that decides them.
 
 :class:`Checkpointer` takes that work off the writer: the writer's connection sets
 ``wal_autocheckpoint = 0`` and this thread, on a connection of its own, runs a PASSIVE
@@ -109,10 +109,6 @@ class Checkpointer:
             if failing:
                 _log.warning("WAL checkpoints work again")
             failing = False
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def close(self) -> None:
         """Stop the thread (after the checkpoint it is running, if any) and close its
