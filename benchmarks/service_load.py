@@ -355,11 +355,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(db: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSTREAM_")}
+    command = ["serve", "--db", str(db), "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCH, "serve", "--db", str(db), "--port", str(port)],
+            [sys.executable, "-c", LAUNCH, *command],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -370,13 +371,38 @@ def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()}")
         try:
-            if probe.request("GET", "/healthz")[0] == 200:
+            if probe.request("GET", "/healthz")[0] == 200 and len(_workers(proc, workers)) == (
+                workers if workers > 1 else 0
+            ):
                 probe.close()
+                # Every worker answers (the probe reached one; the others started with it).
+                time.sleep(1.0 if workers > 1 else 0.0)
                 return proc
         except (OSError, ProtocolError):
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def _workers(proc: subprocess.Popen[bytes], workers: int) -> list[int]:
+    """The worker processes of a server started with ``--workers`` (none for one process)."""
+    if workers <= 1:
+        return []
+    try:
+        text = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+    except OSError:
+        return []
+    # The supervisor's children: the workers, and multiprocessing's resource tracker.
+    pids = [int(p) for p in text.split()]
+    return [p for p in pids if "resource_tracker" not in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
 
 
 class CpuSampler:
@@ -384,26 +410,29 @@ class CpuSampler:
     the whole process's, and its main thread's (the event loop: HTTP, the routes, the writer
     task), so that the rest is the store thread's (deciding and committing)."""
 
-    def __init__(self, pid: int, every_s: float = 0.05) -> None:
-        self.path = f"/proc/{pid}/stat"
-        self.main_path = f"/proc/{pid}/task/{pid}/stat"
+    def __init__(self, pids: list[int], every_s: float = 0.05) -> None:
+        self.paths = [f"/proc/{pid}/stat" for pid in pids]
+        self.main_paths = [f"/proc/{pid}/task/{pid}/stat" for pid in pids]
         self.tick = os.sysconf("SC_CLK_TCK")
         self.samples: list[tuple[float, float]] = []
         self.main_samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
 
-    def _read(self, path: str | None = None) -> float | None:
-        try:
-            text = Path(path or self.path).read_text()
-        except OSError:
-            return None
-        fields = text[text.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+    def _read(self, paths: list[str]) -> float | None:
+        total = 0.0
+        for path in paths:
+            try:
+                text = Path(path).read_text()
+            except OSError:
+                return None
+            fields = text[text.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+        return total
 
     def _run(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
-            cpu, main = self._read(), self._read(self.main_path)
+            cpu, main = self._read(self.paths), self._read(self.main_paths)
             if cpu is not None and main is not None:
                 now = time.time()
                 self.samples.append((now, cpu))
@@ -507,6 +536,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--connections", type=int, default=32, help="in all")
     parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.per_user = [int(k) for k in args.per_user.split(",") if k]
@@ -520,8 +550,8 @@ def main() -> None:
     keys.close()
     port = _free_port()
     load_before = os.getloadavg()
-    proc = _start(db, port, work / "server.log")
-    sampler = CpuSampler(proc.pid)
+    proc = _start(db, port, work / "server.log", args.workers)
+    sampler = CpuSampler([proc.pid, *_workers(proc, args.workers)])
     sampler.start()
     try:
         stages = drive(args, port, key)
@@ -547,6 +577,7 @@ def main() -> None:
                 "server_exit": code,
                 "cpu_count": os.cpu_count(),
                 "users": args.users,
+                "workers": args.workers,
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in load_after],
             },

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from weightstream.metrics import (
     BREAKER_STATES,
+    MULTIPROCESS_ENV,
     READING_DURATION_BUCKETS,
     RESET_DURATION_BUCKETS,
     ROLLBACK_OPERATIONS,
@@ -482,3 +483,52 @@ def test_serve_exposes_metrics_over_http(observer: MetricsObserver) -> None:
     samples = read_counters(body)
     assert samples[("weightstream_store_committed_results_total", frozenset())] == 7
     assert ("weightstream_breaker_state", frozenset()) in samples
+
+
+_RECORD = """
+import sys
+from weightstream.metrics import MetricsObserver, read_counters
+from weightstream.model import Result, Verdict
+
+observer = MetricsObserver()
+for i in range(int(sys.argv[1])):
+    observer.reading_processed(Result(f"r{i}", "u", Verdict.ACCEPTED, source="x"), 0.001)
+if sys.argv[2] == "open":
+    observer.breaker_changed("closed", "open")
+text = observer.render().decode()
+total = sum(
+    v for (name, _), v in read_counters(text).items() if name == "weightstream_readings_total"
+)
+state = [line for line in text.splitlines() if line.startswith("weightstream_breaker_state")]
+print(total, state[0].split()[-1])
+"""
+
+
+def _record(env: dict[str, str], readings: int, breaker: str) -> tuple[float, float]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _RECORD, str(readings), breaker],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def test_processes_sharing_a_multiprocess_directory_render_each_others_series(
+    tmp_path: Path,
+) -> None:
+    """``serve --workers``: with ``PROMETHEUS_MULTIPROC_DIR`` set, what one process renders
+    counts what the others recorded (counters summed; the breaker gauge the largest among
+    processes not marked dead); without it, each process renders its own."""
+    from prometheus_client import multiprocess
+
+    base = {k: v for k, v in os.environ.items() if k != MULTIPROCESS_ENV}
+    shared = {**base, MULTIPROCESS_ENV: str(tmp_path)}
+    assert _record(shared, 3, "open") == (3.0, 1.0)
+    assert _record(shared, 4, "closed") == (7.0, 1.0)  # the first one's breaker still counts
+    for pid_file in tmp_path.glob("gauge_livemax_*.db"):
+        pid = pid_file.stem.rsplit("_", 1)[-1]
+        multiprocess.mark_process_dead(int(pid), str(tmp_path))  # as the supervisor does
+    assert _record(shared, 1, "closed") == (8.0, 0.0)  # counts stay, dead gauges leave
+    assert _record(base, 2, "closed") == (2.0, 0.0)

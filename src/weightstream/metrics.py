@@ -28,6 +28,12 @@ metric                                         type       labels
 
 The alerting and recording rules over these series live in ``deploy/prometheus/``.
 
+Several processes (``weightstream serve --workers N``) share one set of series through
+prometheus_client's multiprocess mode: the serve command gives the workers a directory in
+``PROMETHEUS_MULTIPROC_DIR``, each writes its values there, and :meth:`MetricsObserver.render`
+in any of them merges all of them (counters and histograms summed; a gauge the largest value
+among live workers: the breaker of one worker open is the service's breaker open).
+
 >>> from weightstream.model import Result, Verdict
 >>> observer = MetricsObserver(known_sources=["patient-device"])
 >>> observer.reading_processed(Result("r1", "u1", Verdict.ACCEPTED, source="fitbit"), 0.0002)
@@ -52,6 +58,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from weightstream.model import (
@@ -69,6 +76,7 @@ from weightstream.resets.validator import ResetOperation
 
 __all__ = [
     "MetricsObserver",
+    "MULTIPROCESS_ENV",
     "read_counters",
     "BREAKER_STATES",
     "ROLLBACK_OPERATIONS",
@@ -169,6 +177,8 @@ class MetricsObserver(Observer):
         known_sources: Iterable[str] | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: The values live in prometheus_client's multiprocess files (read at its import).
+        self.merged = bool(os.environ.get(MULTIPROCESS_ENV))
         if known_sources is None:
             from weightstream.config import SourceConfig
 
@@ -223,6 +233,7 @@ class MetricsObserver(Observer):
             "weightstream_breaker_state",
             "Reset circuit breaker state: 0 closed, 1 open, 2 half_open.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "weightstream_breaker_transitions",
@@ -257,6 +268,7 @@ class MetricsObserver(Observer):
             "weightstream_wal_pages",
             "Pages in SQLite's write-ahead log at the checkpoint thread's last round.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self._initialise_children()
         # Labelled children by the raw values they were derived from: ``labels()`` costs
@@ -397,8 +409,13 @@ class MetricsObserver(Observer):
     # -- exposition -----------------------------------------------------------------------
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text exposition format; in multiprocess mode (see
+        the module docstring), the series of every process, merged."""
+        if not self.merged:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
 
     def write_textfile(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`render` to ``path`` for node-exporter's textfile collector, atomically.
@@ -435,6 +452,10 @@ class MetricsObserver(Observer):
         """
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server
+
+
+#: Where prometheus_client's multiprocess mode keeps every process's values.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _fsync_directory(directory: str) -> None:

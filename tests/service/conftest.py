@@ -190,6 +190,16 @@ def start_server(tmp_path: Path, *extra: str) -> Live:
     return Live(proc, url, db, write_key, read_key, log)
 
 
+def _stopped(live: Live) -> None:
+    if live.proc.poll() is None:
+        live.proc.send_signal(signal.SIGTERM)
+        try:
+            live.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            live.proc.kill()
+            live.proc.wait()
+
+
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[Live]:
     """``weightstream serve`` on a free loopback port; stopped (SIGTERM) afterwards."""
@@ -197,10 +207,24 @@ def live_server(tmp_path: Path) -> Iterator[Live]:
     try:
         yield live
     finally:
-        if live.proc.poll() is None:
-            live.proc.send_signal(signal.SIGTERM)
-            try:
-                live.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                live.proc.kill()
-                live.proc.wait()
+        _stopped(live)
+
+
+#: What uvicorn logs once a worker's app has started.
+STARTED = "Application startup complete."
+
+
+@pytest.fixture
+def live_workers(tmp_path: Path) -> Iterator[Live]:
+    """``weightstream serve --workers 2``, once both workers have started; stopped (SIGTERM)
+    afterwards."""
+    live = start_server(tmp_path, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while live.log_text().count(STARTED) < 2:
+            assert live.proc.poll() is None, live.log_text()
+            assert time.monotonic() < deadline, live.log_text()
+            time.sleep(0.1)
+        yield live
+    finally:
+        _stopped(live)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from weightstream.service import open_keys
 
@@ -84,6 +85,27 @@ def test_serve_rejects_a_bad_port(tmp_path: Path) -> None:
     res = run("serve", "--db", tmp_path / "s.db", "--port", "70000")
     assert res.returncode == 64
     assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "65"])
+def test_serve_rejects_a_bad_number_of_workers(tmp_path: Path, workers: str) -> None:
+    """--workers outside 1-64 is a usage error before anything is opened."""
+    res = run("serve", "--db", tmp_path / "s.db", "--workers", workers)
+    assert res.returncode == 64, res.stderr
+    assert "--workers" in res.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_serve_with_workers_on_a_port_in_use_exits_64(tmp_path: Path) -> None:
+    """--workers 2 on a port another socket holds: one error line, exit 64, no worker."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        res = run("serve", "--db", tmp_path / "s.db", "--port", str(port), "--workers", "2",
+                  timeout=120)
+    assert res.returncode == 64, res.stderr
+    assert "cannot serve on" in res.stderr
 
 
 def test_serve_binds_loopback_and_serves(live_server) -> None:

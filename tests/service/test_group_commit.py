@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from weightstream.batch import Batch
 from weightstream.config import Config
 from weightstream.errors import ConflictError, StorageError
 from weightstream.ingest import RawRow, to_measurement
-from weightstream.model import Measurement
+from weightstream.model import Measurement, Result
 from weightstream.processor import Processor
 from weightstream.service.commit import (
     LOOP_MIN,
@@ -22,6 +23,8 @@ from weightstream.service.commit import (
     as_result,
 )
 from weightstream.service.readings import result_json
+from weightstream.service.settings import ServiceSettings
+from weightstream.service.state import Service
 from weightstream.store.memory import MemoryStore
 from weightstream.testing import FakeClock, FaultyStore
 
@@ -421,3 +424,57 @@ def test_a_request_whose_waiter_is_cancelled_is_stored_all_the_same() -> None:
     assert isinstance(kept, list) and kept[0].verdict == "accepted"
     assert set(store.users()) == {"gone", "kept"}
     assert committer.stats.groups == 1
+
+
+class _CountingConflicts(MemoryStore):
+    """A memory store that counts the commits it refused as conflicts."""
+
+    conflicts = 0
+
+    def commit(self, unit) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().commit(unit)
+        except ConflictError:
+            self.conflicts += 1
+            raise
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_shared_committer_decides_on_what_another_writer_committed(shared: bool) -> None:
+    """Two processes on one store (``serve --workers``): after the other one commits a user's
+    reading, a shared committer decides the user's next reading on that commit at once, where
+    an unshared one first meets a conflict and redoes the group; the estimate is the store's."""
+    store = _CountingConflicts()
+    ours = Processor(store, Config(), clock=FakeClock())
+    committer = GroupCommitter(ours, shared=shared)
+    service = Service(ours, committer, None, ServiceSettings(shared_store=shared), ours.observer)  # type: ignore[arg-type]
+    theirs = Processor(store, Config(), clock=FakeClock())
+
+    def theirs_commit(i: int) -> None:
+        theirs.forget()  # the other process reads the store afresh (it is not under test)
+        batch = Batch(theirs, input_id=None)
+        batch.process(m("u", i))
+        batch.commit()
+
+    async def scenario() -> list[Result]:
+        committer.start()
+        try:
+            first = await committer.submit([m("u", 0)])
+            theirs_commit(1)
+            third = await committer.submit([m("u", 2)])
+            theirs_commit(3)
+            estimate = await committer.read(lambda: service.estimate("u"))
+            assert estimate is not None
+            assert estimate.version == (4 if shared else 3)  # unshared: what it cached
+            return [*first, *third]
+        finally:
+            await committer.close()
+
+    answers = [as_result(a) for a in asyncio.run(scenario())]
+    alone = Processor(MemoryStore(), Config(), clock=FakeClock())
+    expected = [alone.process_one(m("u", i)) for i in range(3)]
+    assert [(a.verdict, a.filtered_weight) for a in answers] == [
+        (e.verdict, e.filtered_weight) for e in (expected[0], expected[2])
+    ]
+    assert store.conflicts == (0 if shared else 1)
+    assert store.load_state("u").version == 4

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import random
+import signal
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from weightstream.config import Config
 from weightstream.ingest import MalformedRow, open_csv
+from weightstream.metrics import read_counters
 from weightstream.model import Measurement, order_key
 from weightstream.service.readings import ReadingIn, to_reading
 
@@ -123,3 +128,52 @@ def test_random_order_in_small_batches_stores_the_same_history(
         return rows
 
     assert stored(svc.db) == stored(tmp_path / "cli.db")
+
+
+def test_two_workers_give_every_reading_its_cli_result_once(
+    live_workers, cli, small_export, tmp_path
+) -> None:
+    """``serve --workers 2``: each user's readings, one request each on a new connection (so
+    a user's readings reach both workers), sent for all users at once: every answer is the
+    results file's, every reading is stored once, and ``/metrics`` on any worker counts the
+    readings of both."""
+    expected = _cli_results(cli, small_export.path, tmp_path)
+    now = datetime.now(UTC)
+    by_user: dict[str, list[tuple[int, dict[str, Any], tuple[Any, ...]]]] = {}
+    for line, body in _json_readings(small_export.path):
+        if expected[line]["verdict"] == "invalid":
+            continue
+        m = to_reading(ReadingIn(**body), config=Config(), now=now)
+        assert isinstance(m, Measurement)
+        by_user.setdefault(m.user_id, []).append((line, body, (order_key(m), line)))
+    assert len(by_user) > 1
+    mismatches: list[int] = []
+
+    def send(readings: list[tuple[int, dict[str, Any], tuple[Any, ...]]]) -> None:
+        for line, body, _ in sorted(readings, key=lambda r: r[2]):
+            r = httpx.post(
+                live_workers.url + "/v1/measurements",
+                json=body,
+                headers=live_workers.auth(),
+                timeout=60,
+            )
+            (got,) = r.json()["results"]
+            want = expected[line]
+            if {k: _cell(got[k]) for k in DECIDED} != {k: want[k] for k in DECIDED}:
+                mismatches.append(line)
+
+    with ThreadPoolExecutor(len(by_user)) as pool:
+        list(pool.map(send, by_user.values()))
+    assert mismatches == []
+    sent = sum(map(len, by_user.values()))
+    copies = sum(r["verdict"] == "duplicate" for r in expected.values())
+    conn = sqlite3.connect(live_workers.db)
+    (stored,) = conn.execute("SELECT count(*) FROM readings").fetchone()
+    conn.close()
+    assert stored == sent - copies  # a duplicate gets its result and is not stored again
+    for _ in range(6):  # new connections: either worker answers, with both workers' counts
+        counters = read_counters(httpx.get(live_workers.url + "/metrics", timeout=10).text)
+        counted = sum(v for (name, _), v in counters.items() if name == "weightstream_readings_total")
+        assert counted == sent
+    assert live_workers.stop() == -signal.SIGTERM
+    assert live_workers.log_text().count("Application shutdown complete.") == 2

@@ -69,23 +69,34 @@ async def _drive(live, acked_before_stop: int) -> tuple[set[str], int, int, int]
     return acked, refused, failed_conn, bad
 
 
-def test_sigterm_with_requests_in_flight_loses_no_acknowledged_reading(live_server) -> None:
-    """Every acknowledged reading is stored; the server shuts down cleanly; no 5xx other than 503."""
-    acked, refused, unanswered, bad = asyncio.run(_drive(live_server, acked_before_stop=40))
+def _check_no_acknowledged_reading_lost(live, workers: int) -> None:
+    acked, refused, unanswered, bad = asyncio.run(_drive(live, acked_before_stop=40))
     counts = f"acked={len(acked)} refused={refused} unanswered={unanswered} bad={bad}"
-    code = live_server.proc.wait(timeout=60)
-    assert code in (0, -signal.SIGTERM), live_server.log_text()
-    assert "Application shutdown complete" in live_server.log_text()
-    assert bad == 0, counts + live_server.log_text()[-3000:]
+    code = live.proc.wait(timeout=60)
+    assert code in (0, -signal.SIGTERM), live.log_text()
+    assert live.log_text().count("Application shutdown complete") == workers
+    assert bad == 0, counts + live.log_text()[-3000:]
     assert len(acked) > 20, counts
-    conn = sqlite3.connect(live_server.db)
+    conn = sqlite3.connect(live.db)
     stored = {k for (k,) in conn.execute("SELECT key FROM readings")}
     integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     conn.close()
     assert acked <= stored, f"{len(acked - stored)} acknowledged readings lost"
     assert integrity == "ok"
-    log = live_server.log_text()
+    log = live.log_text()
     assert "Traceback" not in log
+
+
+def test_sigterm_with_requests_in_flight_loses_no_acknowledged_reading(live_server) -> None:
+    """Every acknowledged reading is stored; the server shuts down cleanly; no 5xx other than 503."""
+    _check_no_acknowledged_reading_lost(live_server, workers=1)
+
+
+def test_sigterm_to_two_workers_loses_no_acknowledged_reading(live_workers) -> None:
+    """``serve --workers 2``: the signal reaches both workers; each answers or refuses what it
+    holds and shuts down cleanly, and every acknowledged reading is stored."""
+    _check_no_acknowledged_reading_lost(live_workers, workers=2)
+    assert live_workers.proc.returncode == -signal.SIGTERM
 
 
 def test_sigterm_when_idle_exits_cleanly(live_server) -> None:

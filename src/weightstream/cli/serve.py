@@ -11,14 +11,31 @@ process that was asked to stop should.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from weightstream.cli._common import ConfigOpt, DbOpt, err, fail, guard, load, open_store, wiring
+from weightstream.cli._common import (
+    ConfigOpt,
+    DbOpt,
+    database_url,
+    err,
+    fail,
+    guard,
+    load,
+    open_store,
+    wiring,
+)
 from weightstream.errors import ExitCode
+
+if TYPE_CHECKING:
+    from weightstream.config import Config
+    from weightstream.service import ServiceSettings
 
 __all__ = ["register", "serve"]
 
@@ -45,6 +62,14 @@ def serve(
         bool, typer.Option("--access-log/--no-access-log", help="One log line per request.")
     ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Worker processes sharing the port and the store (one core each; see "
+            "weightstream.service.workers).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve readings over HTTP (/v1) and FHIR R4 (/fhir), with API keys.
 
@@ -60,6 +85,8 @@ def serve(
 
     if not 1 <= port <= 65535:
         fail(f"--port takes a port from 1 to 65535, got {port}", ExitCode.USAGE)
+    if not 1 <= workers <= 64:
+        fail(f"--workers takes 1 to 64 processes, got {workers}", ExitCode.USAGE)
     try:
         settings = ServiceSettings(
             max_batch=max_batch,
@@ -87,6 +114,26 @@ def serve(
                     highlight=False,
                     markup=False,
                 )
+            options: dict[str, Any] = {
+                "host": host,
+                "port": port,
+                "log_config": None,
+                "access_log": access_log,
+                "timeout_graceful_shutdown": graceful_timeout,
+                "server_header": False,
+                # Named, not "auto": auto falls back to h11 and asyncio without a word when
+                # either is missing (h11 costs 2-3x httptools a request). The service binds
+                # loopback and reads no X-Forwarded header.
+                # httptools, writing each answer in one piece (service/transport.py).
+                "http": CoalescingHttpTools,
+                "loop": "asyncio" if sys.platform == "win32" else "uvloop",
+                "proxy_headers": False,
+            }
+            if workers > 1:
+                keys.close()
+                store.close()
+                _serve_workers(ctx, db, config, cfg, settings, log_json, workers, options)
+                return
             app = create_app(
                 store,
                 cfg,
@@ -96,24 +143,7 @@ def serve(
                 faults=wiring(ctx).faults,
                 on_close=close_all,
             )
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=host,
-                    port=port,
-                    log_config=None,
-                    access_log=access_log,
-                    timeout_graceful_shutdown=graceful_timeout,
-                    server_header=False,
-                    # Named, not "auto": auto falls back to h11 and asyncio without a word
-                    # when either is missing (h11 costs 2-3x httptools a request). The
-                    # service binds loopback and reads no X-Forwarded header.
-                    # httptools, writing each answer in one piece (service/transport.py).
-                    http=CoalescingHttpTools,
-                    loop="asyncio" if sys.platform == "win32" else "uvloop",
-                    proxy_headers=False,
-                )
-            )
+            server = uvicorn.Server(uvicorn.Config(app, **options))
             try:
                 server.run()
             except SystemExit:
@@ -124,6 +154,43 @@ def serve(
             keys.close()
     finally:
         store.close()
+
+
+def _serve_workers(
+    ctx: typer.Context,
+    db: Path,
+    config_path: Path | None,
+    cfg: Config,
+    settings: ServiceSettings,
+    log_json: bool,
+    workers: int,
+    options: dict[str, Any],
+) -> None:
+    """Serve with ``workers`` processes (:mod:`weightstream.service.workers`); the store was
+    created and migrated by this process, and is closed. Ends by the signal that stopped it,
+    as the single process does."""
+    from weightstream.service.workers import WorkerSpec, run_workers
+
+    if wiring(ctx).store_class is not None:
+        fail("--workers cannot run with a test store class", ExitCode.USAGE)
+    spec = WorkerSpec(
+        db=str(db),
+        dsn=database_url(ctx, db, cfg),
+        config=None if config_path is None else str(config_path),
+        log_json=log_json,
+        settings=asdict(settings),
+    )
+    try:
+        stopped_by = run_workers(spec, workers, **options)
+    except SystemExit:
+        fail(
+            f"cannot serve on {options['host']}:{options['port']} (see the log line above)",
+            ExitCode.USAGE,
+        )
+    if stopped_by is None:  # uvicorn's supervisor stopped by itself: a worker could not start
+        fail("the workers could not start (see the log lines above)", ExitCode.INTERNAL)
+    signal.signal(stopped_by, signal.SIG_DFL)
+    os.kill(os.getpid(), stopped_by)
 
 
 def register(app: typer.Typer) -> None:

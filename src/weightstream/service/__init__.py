@@ -7,7 +7,8 @@
 * :mod:`.routes_v1`: ``/v1`` routes; :mod:`.fhir`: FHIR R4 Observations and Bundles;
 * :mod:`.keys` and :mod:`.auth`: hashed bearer API keys with ``read`` / ``write`` scopes;
 * :mod:`.app`: the factory, the edge (body cap, errors, metrics), health and readiness;
-* :mod:`.settings`: the service's limits and timing.
+* :mod:`.settings`: the service's limits and timing;
+* :mod:`.workers`: ``serve --workers N``, N processes on one socket and one store.
 """
 
 from weightstream.service.app import create_app

@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -280,6 +280,7 @@ def create_app(
         inline_max=settings.group_inline_max,
         retries=settings.commit_retries,
         on_group=lambda size, _seconds: http_metrics.group.observe(size),
+        shared=settings.shared_store,
     )
     service = Service(processor, committer, keys, settings, observer)
 
@@ -384,7 +385,7 @@ def _add_probes(app: FastAPI, service: Service, metrics: MetricsObserver) -> Non
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         """Counters, gauges and histograms in the Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     del service
 

@@ -141,7 +141,10 @@ class GroupCommitter:
     """The writer task and the store thread over one :class:`Processor`.
 
     ``on_group(readings, seconds)`` is called on the store thread after each committed group
-    (metrics).
+    (metrics). ``shared``: other processes commit to the same store (``serve --workers``,
+    several machines on PostgreSQL); a group then re-reads the committed states of its users
+    instead of trusting the processor's cache, and one that still meets another's commit is
+    redone (``ConflictError``).
     """
 
     def __init__(
@@ -153,8 +156,11 @@ class GroupCommitter:
         inline_max: int = 0,
         retries: int = 8,
         on_group: Callable[[int, float], None] | None = None,
+        shared: bool = False,
     ) -> None:
         self.processor = processor
+        #: Other processes commit to the store too: each group re-reads its users' states.
+        self.shared = shared
         self.linger_s = linger_s
         self.max_readings = max_readings
         self.inline_max = inline_max
@@ -389,6 +395,9 @@ class GroupCommitter:
         batch = Batch(p, input_id=None)
         slots = [(i, k) for i in live for k in range(len(requests[i]))]
         readings = [requests[i][k] for i, k in slots]
+        if self.shared:
+            # Another process may have committed these users since this one cached them.
+            p.forget({m.user_id for m in readings})
         batch.prefetch(readings)
         order = sorted(
             range(len(slots)), key=lambda j: (readings[j].user_id, order_key(readings[j]), j)

@@ -231,7 +231,7 @@ async def get_estimate(request: Request, user_id: UserId, _: Any = _read) -> Est
     """The user's filtered weight, trend per week, uncertainty and adaptation. Reads only."""
     service = service_of(request)
     try:
-        est = await service.committer.read(lambda: service.processor.estimate(user_id))
+        est = await service.committer.read(lambda: service.estimate(user_id))
     except StateCorruptionError:
         raise HTTPException(
             status.HTTP_409_CONFLICT,

@@ -50,6 +50,12 @@ class ServiceSettings:
 
     ``page_max``: the largest page of ``GET /v1/users/{id}/measurements`` and of a FHIR search.
 
+    ``shared_store``: other processes commit to the same store (``weightstream serve
+    --workers N`` sets it in each worker; set it too when several machines serve one
+    PostgreSQL database). Each group, and each estimate, then re-reads the committed states of
+    its users (one query a group) instead of trusting what this process cached; a group that
+    still meets another process's commit is redone (``commit_retries``).
+
     ``gc_young``: while the app runs, what was alive at its start is frozen out of the garbage
     collector and the youngest generation is collected every ``gc_young`` allocations (Python's
     default is 700; :mod:`weightstream.heap`, as a file run does); 0 leaves the collector
@@ -67,6 +73,7 @@ class ServiceSettings:
     key_cache_s: float = 1.0
     page_max: int = 1_000
     gc_young: int = 20_000
+    shared_store: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_body_bytes < 1024:

@@ -14,7 +14,7 @@ from fastapi import Request
 from weightstream.clock import Clock
 from weightstream.config import Config
 from weightstream.observe import Observer
-from weightstream.processor import Processor
+from weightstream.processor import Estimate, Processor
 from weightstream.service.commit import GroupCommitter
 from weightstream.service.keys import KeyStore
 from weightstream.service.settings import ServiceSettings
@@ -39,6 +39,13 @@ class Service:
     @property
     def clock(self) -> Clock:
         return self.processor.clock
+
+    def estimate(self, user_id: str) -> Estimate | None:
+        """The user's estimate (on the store thread); re-read from the store when other
+        processes write to it (``settings.shared_store``)."""
+        if self.settings.shared_store:
+            self.processor.forget([user_id])
+        return self.processor.estimate(user_id)
 
     def recover(self, user_id: str, *, apply: bool) -> dict[str, Any] | None:
         """Rebuild ``user_id`` from history; store it if ``apply`` (on the store thread).
