@@ -284,3 +284,26 @@ def test_reading_stored_by_the_other_writer_comes_back_duplicate():
     p = Processor(FaultyStore(inner, ConflictError("moved"), fail_when=race))
     assert p.process_one(m).verdict is Verdict.DUPLICATE
     assert len(inner.history("u1")) == 1
+
+
+def test_refresh_drops_only_what_another_process_changed() -> None:
+    """Two processors on one store: ``refresh`` keeps a cached state that is still the stored
+    one (no load), drops one the other processor committed over, and forgets that a user
+    had no state once the other processor stored one."""
+    from weightstream.batch import Batch
+
+    store = MemoryStore()
+    ours, theirs = Processor(store, Config()), Processor(store, Config())
+    ours.process_one(measurement(80.0, 0, user="a"))
+    ours.preload(["a", "b"])  # "b": remembered as having no state
+    kept = ours.load_state("a")
+    ours.refresh(["a", "b"])
+    assert ours.load_state("a") is kept
+    for user in ("a", "b"):
+        theirs.forget()
+        batch = Batch(theirs, input_id=None)
+        batch.process(measurement(80.5, 1, user=user))
+        batch.commit()
+    ours.refresh(["a", "b"])
+    assert ours.load_state("a") == store.load_state("a") != kept
+    assert ours.load_state("b") == store.load_state("b") is not None

@@ -230,6 +230,21 @@ class Processor:
         self._cache.update(states)
         self._absent.difference_update(states)
 
+    def refresh(self, user_ids: Iterable[str]) -> None:
+        """Drop what is cached of ``user_ids`` that is no longer what the store holds (another
+        process committed since): one query for the stored versions; no state is loaded."""
+        ids = [u for u in user_ids if u in self._cache or u in self._absent]
+        if not ids:
+            return
+        stored = self.store.state_versions(ids)
+        for uid in ids:
+            cached = self._cache.get(uid)
+            if cached is None:
+                if uid in stored:
+                    self._absent.discard(uid)
+            elif stored.get(uid) != cached.version:
+                del self._cache[uid]
+
     def forget_all_but(self, user_id: str) -> None:
         """Drop every cached state but ``user_id``'s (a file engine moving on through users)."""
         kept = self._cache.get(user_id)

@@ -482,6 +482,20 @@ def test_known_users_names_users_with_a_state(store: StateStore):
     assert store.known_users([]) == set()
 
 
+def test_state_versions_move_with_every_commit(store: StateStore):
+    """state_versions: the stored version of each user with a state row, among those asked;
+    a commit of the state moves it (what a process sharing the store checks its cache by)."""
+    unit = UnitOfWork()
+    unit.put_state(state("u1"), 0)
+    store.commit(unit)
+    assert store.state_versions(["u1", "u2"]) == {"u1": 1}
+    again = UnitOfWork()
+    again.put_state(state("u1", version=2, weight=81.0), 1)
+    store.commit(again)
+    assert store.state_versions(["u1"]) == {"u1": 2}
+    assert store.state_versions([]) == {}
+
+
 def test_existing_keys_many(store: StateStore):
     """existing_keys works for more keys than one query can bind (chunking)."""
     unit = UnitOfWork()

@@ -142,9 +142,9 @@ class GroupCommitter:
 
     ``on_group(readings, seconds)`` is called on the store thread after each committed group
     (metrics). ``shared``: other processes commit to the same store (``serve --workers``,
-    several machines on PostgreSQL); a group then re-reads the committed states of its users
-    instead of trusting the processor's cache, and one that still meets another's commit is
-    redone (``ConflictError``).
+    several machines on PostgreSQL); a group then asks the store for the versions of its users'
+    states (one query) and reloads those another process moved, instead of trusting the
+    processor's cache, and one that still meets another's commit is redone (``ConflictError``).
     """
 
     def __init__(
@@ -159,7 +159,7 @@ class GroupCommitter:
         shared: bool = False,
     ) -> None:
         self.processor = processor
-        #: Other processes commit to the store too: each group re-reads its users' states.
+        #: Other processes commit to the store too: each group checks its users' versions.
         self.shared = shared
         self.linger_s = linger_s
         self.max_readings = max_readings
@@ -397,7 +397,7 @@ class GroupCommitter:
         readings = [requests[i][k] for i, k in slots]
         if self.shared:
             # Another process may have committed these users since this one cached them.
-            p.forget({m.user_id for m in readings})
+            p.refresh({m.user_id for m in readings})
         batch.prefetch(readings)
         order = sorted(
             range(len(slots)), key=lambda j: (readings[j].user_id, order_key(readings[j]), j)

@@ -52,9 +52,10 @@ class ServiceSettings:
 
     ``shared_store``: other processes commit to the same store (``weightstream serve
     --workers N`` sets it in each worker; set it too when several machines serve one
-    PostgreSQL database). Each group, and each estimate, then re-reads the committed states of
-    its users (one query a group) instead of trusting what this process cached; a group that
-    still meets another process's commit is redone (``commit_retries``).
+    PostgreSQL database). Each group, and each estimate, then asks the store for the versions
+    of its users' states (one query a group) and reloads those another process committed
+    since this one cached them; a group that still meets another process's commit is redone
+    (``commit_retries``).
 
     ``gc_young``: while the app runs, what was alive at its start is frozen out of the garbage
     collector and the youngest generation is collected every ``gc_young`` allocations (Python's

@@ -44,7 +44,7 @@ class Service:
         """The user's estimate (on the store thread); re-read from the store when other
         processes write to it (``settings.shared_store``)."""
         if self.settings.shared_store:
-            self.processor.forget([user_id])
+            self.processor.refresh([user_id])
         return self.processor.estimate(user_id)
 
     def recover(self, user_id: str, *, apply: bool) -> dict[str, Any] | None:

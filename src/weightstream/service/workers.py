@@ -12,8 +12,9 @@ Each worker builds its own app (:func:`worker_app`, given to uvicorn as an impor
 workers are spawned, not forked, so numba, polars and SQLite start clean in each) with its own
 store connection, key table and group committer, from the :class:`WorkerSpec` the parent leaves
 in the environment. The workers share nothing but the store, as several machines on one
-PostgreSQL database do (``ServiceSettings.shared_store``): a group re-reads its users' committed
-states before deciding, and the state versions (plus SQLite's one writer at a time) turn two
+PostgreSQL database do (``ServiceSettings.shared_store``): before deciding, a group asks the
+store for its users' state versions and reloads the states another worker moved, and the
+versions (plus SQLite's one writer at a time) turn two
 workers' overlapping commits for one user into a conflict that the second redoes from the
 first's state. A user's readings are still decided one after the other.
 

@@ -131,6 +131,13 @@ class StateStore(Protocol):
         """Which of ``user_ids`` have a stored state row (whether or not it decodes)."""
         ...
 
+    def state_versions(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """The stored state version of each of ``user_ids`` that has a state row (whether or
+        not it decodes). Every commit of a state moves its version, so a process that shares
+        the store learns from this whether a state it cached is still the stored one, without
+        loading or decoding any state."""
+        ...
+
     def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of ``keys``, (user id, reading id or content key), are already stored.
 

@@ -121,7 +121,10 @@ class MemoryStore:
         return {u: self._states[u] for u in user_ids if u in self._states}
 
     def known_users(self, user_ids: Iterable[str]) -> set[str]:
-        return {u for u in user_ids if u in self._states}
+        return set(self.state_versions(user_ids))
+
+    def state_versions(self, user_ids: Iterable[str]) -> dict[str, int]:
+        return {u: self._states[u].version for u in user_ids if u in self._states}
 
     def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         return {k for k in keys if k in self._readings or k in self._content}

@@ -415,11 +415,16 @@ class PostgresStore:
         return out
 
     def known_users(self, user_ids: Iterable[str]) -> set[str]:
+        return set(self.state_versions(user_ids))
+
+    def state_versions(self, user_ids: Iterable[str]) -> dict[str, int]:
         wanted = [_enc(u) for u in user_ids]
         if not wanted:
-            return set()
-        rows = self._query("SELECT user_id FROM user_states WHERE user_id = ANY(%s)", (wanted,))
-        return {_dec(u) for (u,) in rows}
+            return {}
+        rows = self._query(
+            "SELECT user_id, version FROM user_states WHERE user_id = ANY(%s)", (wanted,)
+        )
+        return {_dec(u): int(v) for u, v in rows}
 
     def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         pairs = [(_enc(u), _enc(k)) for u, k in keys]

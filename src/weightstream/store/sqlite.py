@@ -501,11 +501,14 @@ class SQLiteStore:
         return out
 
     def known_users(self, user_ids: Iterable[str]) -> set[str]:
-        found: set[str] = set()
+        return set(self.state_versions(user_ids))
+
+    def state_versions(self, user_ids: Iterable[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
         for chunk in _chunks(list(user_ids)):
             marks = ", ".join("?" * len(chunk))
-            rows = self._query(f"SELECT user_id FROM user_states WHERE user_id IN ({marks})", chunk)
-            found.update(u for (u,) in rows)
+            sql = f"SELECT user_id, version FROM user_states WHERE user_id IN ({marks})"
+            found.update(self._query(sql, chunk))
         return found
 
     def existing_keys(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
