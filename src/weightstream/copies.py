@@ -153,13 +153,19 @@ def copy_of(
     buffer: tuple[BufferedReading, ...], rejected: tuple[BufferedReading, ...], m: Measurement
 ) -> Copy | None:
     """The reading ``m`` repeats, among those a state remembers; None if it is a new one."""
-    micros = to_micros(m.timestamp)
+    when, source, kg = m.timestamp, m.source, m.weight_kg
+    micros: int | None = None
     for original in (*buffer, *rejected):
-        if original.timestamp == m.timestamp:
+        if original.timestamp == when:
             if _same_instant(original, m):
                 return Copy(Reason.SAME_READING_OTHER_UNIT, original)
-        elif _clock_shifted(original, m, micros):
-            return Copy(Reason.CLOCK_SHIFTED_COPY, original)
+        # _clock_shifted's first test, inline: it fails for nearly every remembered reading,
+        # and this runs for every reading decided one by one.
+        elif original.source == source and original.weight_kg + original.offset_kg == kg:
+            if micros is None:
+                micros = to_micros(when)
+            if _clock_shifted(original, m, micros):
+                return Copy(Reason.CLOCK_SHIFTED_COPY, original)
     return None
 
 
