@@ -148,3 +148,29 @@ def test_serve_names_uvicorns_fast_parts(tmp_path: Path, monkeypatch) -> None:
     assert config.http is CoalescingHttpTools and config.proxy_headers is False
     assert issubclass(CoalescingHttpTools, HttpToolsProtocol)
     assert config.loop == ("asyncio" if sys.platform == "win32" else "uvloop")
+
+
+def test_serve_exits_70_when_its_workers_cannot_start(tmp_path: Path, monkeypatch) -> None:
+    """When uvicorn's supervisor stops by itself (a worker failed to start, see
+    test_workers.py), serve says so in one line and exits 70, after handing the workers the
+    same options a single process would use."""
+    from typer.testing import CliRunner
+
+    from weightstream.cli import app
+    from weightstream.service import workers
+
+    seen: list[tuple[workers.WorkerSpec, int, dict[str, object]]] = []
+
+    def supervisor_stopped_by_itself(spec, n, **options):  # type: ignore[no-untyped-def]
+        seen.append((spec, n, options))
+        return None
+
+    monkeypatch.setattr(workers, "run_workers", supervisor_stopped_by_itself)
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(app, ["serve", "--db", str(db), "--workers", "3"])
+    assert result.exit_code == 70, result.output
+    assert "the workers could not start" in result.output
+    ((spec, n, options),) = seen
+    assert n == 3 and spec.db == str(db) and spec.dsn is None
+    assert options["host"] == "127.0.0.1" and options["port"] == 8000
+    assert db.exists()  # created and migrated by the parent before any worker
