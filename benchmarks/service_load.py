@@ -371,12 +371,10 @@ def _start(db: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()}")
         try:
-            if probe.request("GET", "/healthz")[0] == 200 and len(_workers(proc, workers)) == (
-                workers if workers > 1 else 0
-            ):
+            # Every worker's app has started (the probe alone may reach one of them).
+            started = log.read_text(errors="replace").count("Application startup complete.")
+            if started >= workers and probe.request("GET", "/healthz")[0] == 200:
                 probe.close()
-                # Every worker answers (the probe reached one; the others started with it).
-                time.sleep(1.0 if workers > 1 else 0.0)
                 return proc
         except (OSError, ProtocolError):
             pass
@@ -406,9 +404,10 @@ def _cmdline(pid: int) -> str:
 
 
 class CpuSampler:
-    """The server process's CPU seconds (user + system, from ``/proc``), sampled in a thread:
-    the whole process's, and its main thread's (the event loop: HTTP, the routes, the writer
-    task), so that the rest is the store thread's (deciding and committing)."""
+    """The server's CPU seconds (user + system, from ``/proc``; with ``--workers``, summed over
+    the supervisor and its workers), sampled in a thread: the whole processes', and their main
+    threads' (the event loop: HTTP, the routes, the writer task), so that the rest is the store
+    threads' (deciding and committing)."""
 
     def __init__(self, pids: list[int], every_s: float = 0.05) -> None:
         self.paths = [f"/proc/{pid}/stat" for pid in pids]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -505,9 +507,6 @@ print(total, state[0].split()[-1])
 
 
 def _record(env: dict[str, str], readings: int, breaker: str) -> tuple[float, float]:
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-c", _RECORD, str(readings), breaker],
         env=env, capture_output=True, text=True, check=True, timeout=120,

@@ -56,7 +56,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+    values,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -177,8 +184,9 @@ class MetricsObserver(Observer):
         known_sources: Iterable[str] | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        #: The values live in prometheus_client's multiprocess files (read at its import).
-        self.merged = bool(os.environ.get(MULTIPROCESS_ENV))
+        #: The values live in prometheus_client's multiprocess files: it chose so when it was
+        #: imported with ``MULTIPROCESS_ENV`` set, and that choice is what is read here.
+        self.merged = values.ValueClass is not values.MutexValue
         if known_sources is None:
             from weightstream.config import SourceConfig
 

@@ -152,6 +152,16 @@ class Live:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def terminate(self) -> None:
+        """SIGTERM if still running, and wait; SIGKILL one that has not ended in 30 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
@@ -190,16 +200,6 @@ def start_server(tmp_path: Path, *extra: str) -> Live:
     return Live(proc, url, db, write_key, read_key, log)
 
 
-def _stopped(live: Live) -> None:
-    if live.proc.poll() is None:
-        live.proc.send_signal(signal.SIGTERM)
-        try:
-            live.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            live.proc.kill()
-            live.proc.wait()
-
-
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[Live]:
     """``weightstream serve`` on a free loopback port; stopped (SIGTERM) afterwards."""
@@ -207,7 +207,7 @@ def live_server(tmp_path: Path) -> Iterator[Live]:
     try:
         yield live
     finally:
-        _stopped(live)
+        live.terminate()
 
 
 #: What uvicorn logs once a worker's app has started.
@@ -227,4 +227,4 @@ def live_workers(tmp_path: Path) -> Iterator[Live]:
             time.sleep(0.1)
         yield live
     finally:
-        _stopped(live)
+        live.terminate()

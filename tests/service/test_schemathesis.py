@@ -8,8 +8,6 @@ derandomized, so a failure reproduces.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -43,12 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     live = start_server(tmp_path_factory.mktemp("schemathesis"))
     yield live
-    live.proc.send_signal(signal.SIGTERM)
-    try:
-        live.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        live.proc.kill()
-        live.proc.wait()
+    live.terminate()
 
 
 def _operations(url: str) -> list[object]:

@@ -15,9 +15,6 @@ import httpx
 
 from weightstream.service.workers import SPEC_ENV, WorkerSpec
 
-#: What uvicorn logs once a worker's app has started.
-STARTED = "Application startup complete."
-
 _RUN = """
 import sys
 from weightstream.service.workers import WorkerSpec, run_workers
@@ -64,6 +61,8 @@ def _workers_of(pid: int) -> list[int]:
 def test_a_killed_worker_is_replaced_and_the_service_goes_on(live_workers) -> None:
     """SIGKILL one of two workers: the supervisor starts another (and says so), readings are
     still answered and stored, and SIGTERM still stops everything cleanly."""
+    from .conftest import STARTED  # type: ignore[import-not-found]
+
     before = _workers_of(live_workers.proc.pid)
     assert len(before) == 2
     os.kill(before[0], signal.SIGKILL)

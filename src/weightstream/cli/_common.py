@@ -132,22 +132,19 @@ def open_store(
     PostgreSQL when ``--db`` is a ``postgresql://`` URL, or when it was not given and the
     configuration's ``store.dsn`` is set; otherwise the SQLite file (the default).
     """
-    from weightstream.store.sqlite import SQLiteStore
+    from weightstream.store import open_store as open_backend
 
     wired = wiring(ctx)
     dsn = database_url(ctx, db, config)
-    if dsn is not None:
-        from weightstream.store.postgres import PostgresStore
-
-        return guard(
-            lambda: PostgresStore.from_config(
-                config.store, dsn, observer=observer, faults=wired.faults
-            )
-        )
-    store_class = wired.store_class or SQLiteStore
     return guard(
-        lambda: store_class.from_config(
-            config.store, db, create=create, observer=observer, faults=wired.faults
+        lambda: open_backend(
+            config.store,
+            db,
+            dsn=dsn,
+            create=create,
+            observer=observer,
+            faults=wired.faults,
+            sqlite_class=wired.store_class,
         )
     )
 

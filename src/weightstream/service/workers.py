@@ -48,9 +48,6 @@ from weightstream.metrics import MULTIPROCESS_ENV
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from weightstream.config import Config
-    from weightstream.metrics import MetricsObserver
-    from weightstream.store.base import StateStore
 
 __all__ = ["WorkerSpec", "worker_app", "run_workers", "SPEC_ENV"]
 
@@ -110,11 +107,15 @@ def _build(spec: WorkerSpec) -> FastAPI:
     from weightstream.service.app import create_app
     from weightstream.service.keys import KeyStore
     from weightstream.service.settings import ServiceSettings
+    from weightstream.store import open_store
 
     cfg = load_config(spec.config)
     faults = FaultPoints.from_environ(os.environ)  # as the serve command reads them
     metrics = MetricsObserver(known_sources=cfg.sources.multipliers)
-    store = _open_store(spec, cfg, metrics, faults)
+    # The parent created and migrated the database before the workers started.
+    store = open_store(
+        cfg.store, spec.db, dsn=spec.dsn, create=False, observer=metrics, faults=faults
+    )
     try:
         keys = KeyStore(Path(spec.db), busy_timeout_ms=cfg.store.busy_timeout_ms)
     except BaseException:
@@ -134,21 +135,6 @@ def _build(spec: WorkerSpec) -> FastAPI:
         metrics=metrics,
         faults=faults,
         on_close=close_all,
-    )
-
-
-def _open_store(
-    spec: WorkerSpec, cfg: Config, metrics: MetricsObserver, faults: FaultPoints
-) -> StateStore:
-    if spec.dsn is not None:
-        from weightstream.store.postgres import PostgresStore
-
-        return PostgresStore.from_config(cfg.store, spec.dsn, observer=metrics, faults=faults)
-    from weightstream.store.sqlite import SQLiteStore
-
-    # The parent created and migrated the database before the workers started.
-    return SQLiteStore.from_config(
-        cfg.store, Path(spec.db), create=False, observer=metrics, faults=faults
     )
 
 
