@@ -42,6 +42,9 @@ __all__ = [
     "content_key",
     "content_key_at",
     "content_keys",
+    "key_digest",
+    "KEY_SEPARATOR",
+    "normal_unit",
     "times_at",
     "to_micros",
     "from_micros",
@@ -50,8 +53,10 @@ __all__ = [
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_blake2b = hashlib.blake2b
-_digest16 = partial(_blake2b, digest_size=16)
+#: A content key is ``"h:"`` and the hex of this 16-byte hash of its fields' text, joined
+#: by :data:`KEY_SEPARATOR`, the unit as :func:`normal_unit` gives it (:func:`content_keys`).
+key_digest = partial(hashlib.blake2b, digest_size=16)
+KEY_SEPARATOR = "\x1f"
 _T = TypeVar("_T")
 
 
@@ -192,12 +197,17 @@ def content_keys(
     True
     """
     units = list(units)
-    norm = {unit: unit.strip().lower() for unit in set(units)}
-    digest = _digest16  # the keyword bound once: about 15% of a key's CPU
-    return [
+    norm = {unit: normal_unit(unit) for unit in set(units)}
+    digest = key_digest  # the keyword bound once: about 15% of a key's CPU
+    return [  # KEY_SEPARATOR, written into the text
         "h:" + digest(f"{u}\x1f{t}\x1f{v!r}\x1f{norm[un]}\x1f{s}".encode()).hexdigest()
         for u, t, v, un, s in zip(users, micros, values, units, sources, strict=True)
     ]
+
+
+def normal_unit(unit: str) -> str:
+    """A unit as a content key holds it: ``" KG"`` and ``"kg"`` are one unit."""
+    return unit.strip().lower()
 
 
 def times_at(micros: Iterable[int]) -> Iterator[datetime]:

@@ -41,6 +41,7 @@ from weightstream.engine.results import (
     RESULT_FIELDS,
     ResultsSpill,
     ResultsTable,
+    frame_content_keys,
     invalid_message,
     result_counts,
     results_lines,
@@ -263,7 +264,7 @@ def process_file(
                 _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
                 summary.processed_now += group.end - group.start
                 if not position:
-                    results.add(table.frame())
+                    results.add(table.frame(in_row_order=False))  # the spill sorts
                 faults.crash_point("pipeline.group_committed")
                 if progress is not None:
                     progress(group.end, total)
@@ -437,6 +438,7 @@ def _readings(valid: pl.DataFrame, first: int, last: int) -> GroupReadings:
         unit=part.get_column("unit").to_list(),
         weight_kg=part.get_column("weight_kg").to_list(),
         source=part.get_column("source").to_list(),
+        contents=frame_content_keys(part),
     )
 
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from weightstream.cli import app
 from weightstream.config import Config
-from weightstream.engine.results import _float_text
+from weightstream.engine.results import _float_text, frame_content_keys
+from weightstream.model import content_keys
 from weightstream.pipeline import process_file, write_results
 from weightstream.store.sqlite import SQLiteStore
 
@@ -33,6 +37,7 @@ HOSTILE = [
     ["y", "u2", "not a time", "patient-device", "70.0", "kg"],
     ["z", "", "2025-01-02 08:00:00", "patient-device", "70.0", "kg"],
     ["w", "u3", "2025-01-02 08:00:00", "patient-device", "70.0", "kg/m2"],
+    ["v", "u4", "2025-01-02 08:00:00", 'clinic, "front" desk', "70.0", "kg"],
 ]
 
 
@@ -60,14 +65,26 @@ def test_hostile_cells_are_written_alike(tmp_path: Path, raw: bool) -> None:
     assert table.count(b"\r\n") == len(HOSTILE)
     if not raw:
         assert b"'=HYPERLINK(1)" in table and b"'+source" in table
+    assert b'"clinic, ""front"" desk"' in table
 
 
 @pytest.mark.parametrize("scenario", ["mixed", "sparse_clinical"])
 def test_synthetic_exports_are_written_alike(tmp_path: Path, scenario: str) -> None:
     """Synthetic exports with every kind of trouble: the same bytes both ways."""
     src = tmp_path / "export.csv"
-    args = ["synth", "--users", "30", "--per-user", "30", "--seed", "9", "--scenario", scenario,
-            "--out", str(src)]
+    args = [
+        "synth",
+        "--users",
+        "30",
+        "--per-user",
+        "30",
+        "--seed",
+        "9",
+        "--scenario",
+        scenario,
+        "--out",
+        str(src),
+    ]
     assert CliRunner().invoke(app, args).exit_code == 0
     table, store = _both(tmp_path, src, raw=False)
     assert table == store
@@ -75,9 +92,54 @@ def test_synthetic_exports_are_written_alike(tmp_path: Path, scenario: str) -> N
 
 def test_floats_are_written_as_repr_writes_them() -> None:
     """Every magnitude, and the exponent forms repr uses, come out as repr writes them."""
-    values = [80.0, 0.1, 1e-4, 9.99e-5, 1.5e-7, -2.5e-9, 123456789.0, 1e15, 1e16, 1.7e300,
-              -0.0, 0.0, 5e-324, 2.2250738585072014e-308, 0.30000000000000004]
+    values = [
+        80.0,
+        0.1,
+        1e-4,
+        9.99e-5,
+        1.5e-7,
+        -2.5e-9,
+        123456789.0,
+        1e15,
+        1e16,
+        1.7e300,
+        -0.0,
+        0.0,
+        5e-324,
+        2.2250738585072014e-308,
+        0.30000000000000004,
+    ]
     values += [math.ldexp(1.0, e) * 1.37 for e in range(-60, 60)]
     series = pl.Series(values, dtype=pl.Float64)
     text = pl.select(_float_text(series)).to_series().to_list()
     assert text == [repr(v) for v in values]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.integers(min_value=-(2**62), max_value=2**62),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.sampled_from(["kg", " KG", "[lb_ap]", "[LB_AV]\t", "g", "Kg "]),
+            st.text(max_size=12),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_content_keys_made_by_polars_are_the_model_s(rows: list[tuple[Any, ...]]) -> None:
+    """The file engine's content keys (text joined by polars) are ``content_keys``' keys."""
+    users, ts, values, units, sources = (list(c) for c in zip(*rows, strict=True))
+    frame = pl.DataFrame(
+        {"user": users, "ts": ts, "value": values, "unit": units, "source": sources},
+        schema={
+            "user": pl.String,
+            "ts": pl.Int64,
+            "value": pl.Float64,
+            "unit": pl.String,
+            "source": pl.String,
+        },
+    )
+    assert frame_content_keys(frame) == content_keys(users, ts, values, units, sources)

@@ -98,6 +98,9 @@ class GroupReadings:
     unit: list[str]
     weight_kg: list[float]
     source: list[str]
+    #: Each reading's content key, when its maker computed them column-wise
+    #: (:func:`weightstream.engine.results.frame_content_keys`); else computed here.
+    contents: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.line)
@@ -228,7 +231,7 @@ class _Group:
         self.table, self.offset = table, offset
         n = len(g)
         # A reading's content key, computed once; its id is its own, else that key.
-        self.contents = content_keys(g.user, g.ts, g.value, g.unit, g.source)
+        self.contents = g.contents or content_keys(g.user, g.ts, g.value, g.unit, g.source)
         self.ids = [c if i is None else i for i, c in zip(g.ident, self.contents, strict=True)]
         # Each source's (variance, manual?, quality), once; the readings take theirs by code.
         codes = {s: k for k, s in enumerate(dict.fromkeys(g.source))}
