@@ -44,6 +44,7 @@ from weightstream.engine.results import (
     frame_content_keys,
     invalid_message,
     result_counts,
+    results_frame,
     results_lines,
 )
 from weightstream.errors import ConflictError, StorageError, StoreBusyError
@@ -264,7 +265,7 @@ def process_file(
                 _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
                 summary.processed_now += group.end - group.start
                 if not position:
-                    results.add(table.frame(in_row_order=False))  # the spill sorts
+                    results.add(table)
                 faults.crash_point("pipeline.group_committed")
                 if progress is not None:
                     progress(group.end, total)
@@ -306,20 +307,22 @@ def _refuse_bucket_run(store: StateStore, input_id: str) -> None:
 class _Results:
     """A first run's results: counted into the summary and, with a results file, spilled.
 
-    Groups' results are gathered into slices of :data:`_SLICE_ROWS` rows: counting and
-    formatting a slice is one pass of polars, where a group of a few thousand rows would
-    spend more time on the calls than on the rows.
+    Groups' tables are gathered until they hold :data:`_SLICE_ROWS` rows, then made into one
+    frame (:func:`~weightstream.engine.results.results_frame`), counted and formatted in one
+    pass of polars: a group of a few thousand rows would spend more time on the calls than
+    on the rows.
     """
 
     def __init__(self, summary: RunSummary, spill: ResultsSpill | None) -> None:
         self.summary = summary
         self.spill = spill
-        self.pending: list[pl.DataFrame] = []
+        self.pending: list[ResultsTable] = []
         self.rows = 0
 
-    def add(self, frame: pl.DataFrame) -> None:
-        self.pending.append(frame)
-        self.rows += frame.height
+    def add(self, table: ResultsTable) -> None:
+        """A committed group's results (its table, filled)."""
+        self.pending.append(table)
+        self.rows += len(table.filled)
         if self.rows >= _SLICE_ROWS:
             self._flush()
 
@@ -337,7 +340,7 @@ class _Results:
     def _flush(self) -> None:
         if not self.pending:
             return
-        frame = pl.concat(self.pending, how="vertical")
+        frame = results_frame(self.pending)
         self.pending, self.rows = [], 0
         self.summary.count_results(frame)
         if self.spill is not None:

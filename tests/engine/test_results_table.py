@@ -41,9 +41,10 @@ HOSTILE = [
 ]
 
 
-def _both(tmp: Path, src: Path, raw: bool) -> tuple[bytes, bytes]:
-    with SQLiteStore(tmp / "w.db") as store:
-        process_file(src, store, Config(), out=tmp / "table.csv", raw=raw)
+def _both(tmp: Path, src: Path, raw: bool, group: int = 2000) -> tuple[bytes, bytes]:
+    config = Config.model_validate({"processing": {"commit_group_size": group}})
+    with SQLiteStore(tmp / f"w{group}.db") as store:
+        process_file(src, store, config, out=tmp / "table.csv", raw=raw)
         write_results(store, _digest(src), tmp / "store.csv", raw=raw)
     return (tmp / "table.csv").read_bytes(), (tmp / "store.csv").read_bytes()
 
@@ -88,6 +89,28 @@ def test_synthetic_exports_are_written_alike(tmp_path: Path, scenario: str) -> N
     assert CliRunner().invoke(app, args).exit_code == 0
     table, store = _both(tmp_path, src, raw=False)
     assert table == store
+
+
+def test_many_groups_tables_make_one_file(tmp_path: Path) -> None:
+    """Groups of 13 rows (invalid rows and readings without an id in many of them): their
+    tables, gathered into frames of many groups, give the file the store gives, and the
+    file of one group."""
+    src = tmp_path / "export.csv"
+    args = ["synth", "--users", "25", "--per-user", "20", "--seed", "4", "--out", str(src)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    with src.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    at = rows[0].index("id")
+    for k, row in enumerate(rows[1:]):
+        if k % 7 == 3:
+            row[at] = ""  # its id is then its content key
+    with src.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    table, store = _both(tmp_path, src, raw=False, group=13)
+    assert table == store
+    assert b"h:" in table and b",invalid," in table
+    whole, _ = _both(tmp_path, src, raw=False, group=10_000)
+    assert table == whole
 
 
 def test_floats_are_written_as_repr_writes_them() -> None:
