@@ -115,11 +115,9 @@ class ResultsTable:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def frame(self, *, in_row_order: bool = True) -> pl.DataFrame:
-        """Every row's result, typed: in input (row) order, else in processing order (for a
-        reader that puts them in order itself, as :class:`ResultsSpill` does)."""
-        f = results_frame([self])
-        return f.sort("row") if in_row_order else f
+    def frame(self) -> pl.DataFrame:
+        """Every row's result, typed, in input (row) order."""
+        return results_frame([self]).sort("row")
 
     def counts(self, f: pl.DataFrame) -> dict[str, Counter[str]]:
         """Verdicts, reasons of rejected and invalid rows, resets by type and by outcome."""

@@ -727,7 +727,7 @@ class SQLiteStore:
         return self._conn
 
 
-#: Rows an insert statement takes at a time (:func:`_insert_rows`).
+#: Rows an insert statement takes at a time (:func:`_insert_flat`).
 _ROWS_PER_INSERT = 50
 _MARK = re.compile(r"\?(\d+)")
 
