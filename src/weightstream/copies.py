@@ -132,8 +132,8 @@ def _same_instant(original: BufferedReading, m: Measurement) -> bool:
 
 
 def _clock_shifted(original: BufferedReading, m: Measurement, micros: int) -> bool:
-    if original.source != m.source or given_kg(original) != m.weight_kg:
-        return False
+    """Whether ``m`` (at ``micros``) is ``original`` exported with its clock shifted; the two
+    are known to share their source and their weight as given (:func:`copy_of`)."""
     if original.value is not None and original.value != m.value:
         return False
     shift = micros - to_micros(original.timestamp)
@@ -159,9 +159,9 @@ def copy_of(
         if original.timestamp == when:
             if _same_instant(original, m):
                 return Copy(Reason.SAME_READING_OTHER_UNIT, original)
-        # _clock_shifted's first test, inline: it fails for nearly every remembered reading,
-        # and this runs for every reading decided one by one.
-        elif original.source == source and original.weight_kg + original.offset_kg == kg:
+        # The clock-shift rule's first test, here: it fails for nearly every remembered
+        # reading, and this runs for every reading decided one by one.
+        elif original.source == source and given_kg(original) == kg:
             if micros is None:
                 micros = to_micros(when)
             if _clock_shifted(original, m, micros):

@@ -414,16 +414,14 @@ def _chunks(bucket: Bucket, rows: int) -> Iterator[tuple[int, Loaded]]:
 
 def _open_store(partition: Partition, faults: FaultPoints) -> StateStore:
     """The worker's own connection to the run's store."""
+    from weightstream.store import open_store
+    from weightstream.store.gate import WriteGate
+
     config, target = partition.config.store, partition.target
-    if target.backend == "sqlite":
-        from weightstream.store.gate import WriteGate
-        from weightstream.store.sqlite import SQLiteStore
-
-        gate = None if target.gate is None else WriteGate(target.gate)
-        return SQLiteStore.from_config(config, target.dsn, faults=faults, gate=gate)
-    from weightstream.store.postgres import PostgresStore
-
-    return PostgresStore.from_config(config, target.dsn, faults=faults)
+    if target.backend != "sqlite":
+        return open_store(config, "", dsn=target.dsn, faults=faults)
+    gate = None if target.gate is None else WriteGate(target.gate)
+    return open_store(config, target.dsn, faults=faults, gate=gate)
 
 
 @contextmanager

@@ -166,3 +166,16 @@ def test_content_keys_made_by_polars_are_the_model_s(rows: list[tuple[Any, ...]]
         },
     )
     assert frame_content_keys(frame) == content_keys(users, ts, values, units, sources)
+
+
+def test_content_keys_with_a_missing_field_are_python_s() -> None:
+    """A row with a field missing (which no valid reading has) still gets the model's key."""
+    frame = pl.DataFrame(
+        {"user": ["u1", "u2"], "ts": [0, 5], "value": [80.0, 81.5], "unit": ["kg", "kg"],
+         "source": ["patient-device", None]},
+        schema={"user": pl.String, "ts": pl.Int64, "value": pl.Float64, "unit": pl.String,
+                "source": pl.String},
+    )
+    expected = content_keys(["u1", "u2"], [0, 5], [80.0, 81.5], ["kg", "kg"],
+                            ["patient-device", None])  # type: ignore[list-item]
+    assert frame_content_keys(frame) == expected

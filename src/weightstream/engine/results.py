@@ -33,7 +33,7 @@ import polars as pl
 from weightstream.ingest import RowProblem
 from weightstream.ingest.spill import Spill
 from weightstream.model import KEY_SEPARATOR, Result, content_keys, key_digest, normal_unit
-from weightstream.results_file import NUMERIC_FIELDS
+from weightstream.results_file import FORMULA_PREFIXES, NUMERIC_FIELDS
 from weightstream.store.columns import RESULTS
 
 __all__ = [
@@ -55,7 +55,8 @@ _SLICE = 100_000  # rows formatted at a time
 _WRITE_ROWS = 20_000  # lines of a range gathered and written at a time
 #: Text columns of few distinct values, tested a value at a time (see :func:`_cells`).
 _FEW_VALUES: Final = frozenset({"source", *_DECIDED})
-_FORMULA: Final = r"^[=+\-@\t\r]"  # results_file.FORMULA_PREFIXES, as a pattern
+#: A cell that starts with one of results_file.FORMULA_PREFIXES, as a pattern.
+_FORMULA: Final = "^[" + "".join(f"\\x{ord(c):02x}" for c in FORMULA_PREFIXES) + "]"
 _SPECIAL: Final = r'[,"\r\n]'  # what makes csv.writer quote a cell
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from weightstream.faults import FaultPoints
     from weightstream.observe import Observer
     from weightstream.store.base import StateStore
+    from weightstream.store.gate import WriteGate
     from weightstream.store.sqlite import SQLiteStore
 
 __all__ = ["open_store"]
@@ -29,9 +30,11 @@ def open_store(
     observer: Observer | None = None,
     faults: FaultPoints | None = None,
     sqlite_class: type[SQLiteStore] | None = None,
+    gate: WriteGate | None = None,
 ) -> StateStore:
     """The PostgreSQL database at ``dsn`` when one is given, else the SQLite file ``path``
-    (created when ``create``), as ``sqlite_class`` (a test's subclass) if given."""
+    (created when ``create``), as ``sqlite_class`` (a test's subclass) if given, taking
+    turns with the run's other processes through ``gate`` if given."""
     from weightstream.faults import NO_FAULTS
 
     faults = NO_FAULTS if faults is None else faults
@@ -42,4 +45,6 @@ def open_store(
     from weightstream.store.sqlite import SQLiteStore
 
     chosen = SQLiteStore if sqlite_class is None else sqlite_class
-    return chosen.from_config(config, path, create=create, observer=observer, faults=faults)
+    return chosen.from_config(
+        config, path, create=create, observer=observer, faults=faults, gate=gate
+    )
