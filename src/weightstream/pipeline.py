@@ -36,12 +36,12 @@ import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config, ProcessingConfig
+from weightstream.engine.content_keys import frame_content_keys
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
 from weightstream.engine.results import (
     RESULT_FIELDS,
     ResultsSpill,
     ResultsTable,
-    frame_content_keys,
     invalid_message,
     result_counts,
     results_frame,

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from weightstream.cli import app
 from weightstream.config import Config
-from weightstream.engine.results import _float_text, frame_content_keys
+from weightstream.engine.content_keys import frame_content_keys
+from weightstream.engine.results import float_text
 from weightstream.model import content_keys
 from weightstream.pipeline import process_file, write_results
 from weightstream.store.sqlite import SQLiteStore
@@ -134,8 +135,18 @@ def test_floats_are_written_as_repr_writes_them() -> None:
     ]
     values += [math.ldexp(1.0, e) * 1.37 for e in range(-60, 60)]
     series = pl.Series(values, dtype=pl.Float64)
-    text = pl.select(_float_text(series)).to_series().to_list()
+    text = pl.select(float_text(series)).to_series().to_list()
     assert text == [repr(v) for v in values]
+
+
+#: The columns content keys are made of, as the sorted readings type them.
+_KEY_SCHEMA = {
+    "user": pl.String,
+    "ts": pl.Int64,
+    "value": pl.Float64,
+    "unit": pl.String,
+    "source": pl.String,
+}
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
@@ -157,13 +168,7 @@ def test_content_keys_made_by_polars_are_the_model_s(rows: list[tuple[Any, ...]]
     users, ts, values, units, sources = (list(c) for c in zip(*rows, strict=True))
     frame = pl.DataFrame(
         {"user": users, "ts": ts, "value": values, "unit": units, "source": sources},
-        schema={
-            "user": pl.String,
-            "ts": pl.Int64,
-            "value": pl.Float64,
-            "unit": pl.String,
-            "source": pl.String,
-        },
+        schema=_KEY_SCHEMA,
     )
     assert frame_content_keys(frame) == content_keys(users, ts, values, units, sources)
 
@@ -171,11 +176,16 @@ def test_content_keys_made_by_polars_are_the_model_s(rows: list[tuple[Any, ...]]
 def test_content_keys_with_a_missing_field_are_python_s() -> None:
     """A row with a field missing (which no valid reading has) still gets the model's key."""
     frame = pl.DataFrame(
-        {"user": ["u1", "u2"], "ts": [0, 5], "value": [80.0, 81.5], "unit": ["kg", "kg"],
-         "source": ["patient-device", None]},
-        schema={"user": pl.String, "ts": pl.Int64, "value": pl.Float64, "unit": pl.String,
-                "source": pl.String},
+        {
+            "user": ["u1", "u2"],
+            "ts": [0, 5],
+            "value": [80.0, 81.5],
+            "unit": ["kg", "kg"],
+            "source": ["patient-device", None],
+        },
+        schema=_KEY_SCHEMA,
     )
-    expected = content_keys(["u1", "u2"], [0, 5], [80.0, 81.5], ["kg", "kg"],
-                            ["patient-device", None])  # type: ignore[list-item]
+    expected = content_keys(
+        ["u1", "u2"], [0, 5], [80.0, 81.5], ["kg", "kg"], ["patient-device", None]
+    )  # type: ignore[list-item]
     assert frame_content_keys(frame) == expected

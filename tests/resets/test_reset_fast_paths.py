@@ -239,14 +239,81 @@ def test_persist_checkpoints_get_the_same_verdict_both_ways(
     assert short_loaded == named_loaded
 
 
-def test_the_shortcuts_take_the_usual_reset() -> None:
-    """A reset as the sequence builds it passes every shortcut (else they would save nothing)."""
+def _usual_reset() -> tuple[ResetManager, Any, UserState]:
+    """A hard reset's manager, reading and new state, as the sequence builds them."""
     manager = ResetManager(Config())
     m = measurement(80.0, 0)
     k = manager.apply_reset(None, ResetType.HARD, m)
     a = manager.create_adaptation_state(ResetType.HARD, m.timestamp)
     buffer = manager.buffer_after_reset((), ResetType.HARD, m)
-    new = UserState(user_id="u1", kalman=k, adaptation=a, buffer=buffer, version=1)
+    return manager, m, UserState(user_id="u1", kalman=k, adaptation=a, buffer=buffer, version=1)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.one_of(st.none(), _user()), _user(), _AWARE, st.integers(0, 40), st.booleans())
+def test_a_persist_checkpoint_after_passed_checks_gets_the_full_verdict(
+    old: UserState | None, new: UserState, reading: datetime, size: int, copied: bool
+) -> None:
+    """Components that passed a reset's earlier checkpoints are not checked again at persist:
+    the verdict is the full check's. A component that is not the checked value itself (a
+    copy) is checked in full."""
+    k = new.kalman
+    passed = (
+        k is not None
+        and not V.problems(kalman_snapshot(k, _GOOD_Q, 0.5), ResetOperation.KALMAN_RESET)
+        and not V.problems(
+            adaptation_snapshot(new.adaptation, reading), ResetOperation.ADAPTATION_CREATE
+        )
+        and not V.problems(buffer_snapshot(new.buffer, size), ResetOperation.BUFFER_UPDATE)
+    )
+    buffer = list(new.buffer) if copied else new.buffer
+    checked = (k, new.adaptation, buffer)
+    full = V.problems(persist_snapshot(old, new), ResetOperation.STATE_PERSIST)
+    skipping = V.problems(persist_snapshot(old, new, checked), ResetOperation.STATE_PERSIST)  # type: ignore[arg-type]
+    if passed or copied:
+        assert skipping == full
+
+
+def test_a_persist_checkpoint_skips_only_the_checked_components() -> None:
+    """The usual reset's persist check takes the skip; a state holding another buffer or
+    adaptation than the checked ones is checked in full, and its fault named."""
+    _, _, new = _usual_reset()
+    k, a, buffer = new.kalman, new.adaptation, new.buffer
+    assert k is not None
+    with mock.patch.object(
+        validator_module, "_buffer_ok", side_effect=AssertionError("buffer checked again")
+    ):
+        assert V.problems(persist_snapshot(None, new, (k, a, buffer)), "state_persist") == []
+    bad_buffer = (*buffer, _reading(T0 - timedelta(days=1), 80.0))  # times not ascending
+    bad = dataclasses.replace(new, buffer=bad_buffer)
+    assert "buffer times are not ascending" in V.problems(
+        persist_snapshot(None, bad, (k, a, buffer)), ResetOperation.STATE_PERSIST
+    )
+    bad = dataclasses.replace(new, adaptation=dataclasses.replace(a, adaptation_factor=1e3))
+    assert any(
+        "adaptation factor" in p
+        for p in V.problems(persist_snapshot(None, bad, (k, a, buffer)), "state_persist")
+    )
+    three = KalmanState((80.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), T0)
+    bad = dataclasses.replace(new, kalman=three)  # a checked filter of another size: refused
+    assert V.problems(persist_snapshot(None, bad, (three, a, buffer)), "state_persist")
+
+
+def test_an_operation_is_found_by_its_text() -> None:
+    """``problems`` takes an operation or its text, and names an unknown one."""
+    snap = buffer_snapshot((), 20)
+    assert V.problems(snap, "buffer_update") == V.problems(snap, ResetOperation.BUFFER_UPDATE)
+    assert V.problems(snap, "no_such_step") == ["no validator for operation 'no_such_step'"]
+    assert V.problems(snap, ["buffer_update"]) == [  # type: ignore[arg-type]
+        "no validator for operation ['buffer_update']"
+    ]
+
+
+def test_the_shortcuts_take_the_usual_reset() -> None:
+    """A reset as the sequence builds it passes every shortcut (else they would save nothing)."""
+    manager, m, new = _usual_reset()
+    k, a, buffer = new.kalman, new.adaptation, new.buffer
+    assert k is not None
     q, r = manager.reset_noise(ResetType.HARD), manager.measurement_var(m.source)
     assert V._fast_kalman_ok(kalman_snapshot(k, q, r))
     assert validator_module._adaptation_snapshot_ok(adaptation_snapshot(a, m.timestamp))

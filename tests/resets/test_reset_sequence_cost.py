@@ -74,7 +74,11 @@ def test_a_checked_sequence_validates_the_same_snapshots(which: int) -> None:
         ),
         (
             ResetOperation.STATE_PERSIST,
-            persist_snapshot(plan.base if plan.base.version else None, new),
+            persist_snapshot(
+                plan.base if plan.base.version else None,
+                new,
+                (new.kalman, new.adaptation, new.buffer),
+            ),
         ),
     ]
     assert (new, result) == run_reset(plan, m, policy, unchecked)

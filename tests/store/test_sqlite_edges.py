@@ -105,3 +105,23 @@ def test_unit_length_counts_its_results() -> None:
     unit = UnitOfWork()
     unit.results.append(("in.csv", Result(None, None, Verdict.INVALID, row=2)))
     assert len(unit) == 1 and not unit.empty
+
+
+def test_the_merged_rows_pieces_are_tuples() -> None:
+    """A staged row is cut into pieces by itemgetters: each must pick two or more columns,
+    or it gives a bare value and the flattened row loses its shape."""
+    pieces = (
+        sqlite._READING_HEAD,
+        sqlite._RESULT_HEAD,
+        sqlite._OFTEN_NULL_READING,
+        sqlite._OFTEN_NULL_RESULT,
+    )
+    assert min(map(len, pieces)) > 1
+    row = tuple(range(100))
+    for get in (
+        sqlite._reading_head,
+        sqlite._result_head,
+        sqlite._reading_tail,
+        sqlite._result_tail,
+    ):
+        assert isinstance(get(row), tuple)

@@ -99,7 +99,7 @@ class GroupReadings:
     weight_kg: list[float]
     source: list[str]
     #: Each reading's content key, when its maker computed them column-wise
-    #: (:func:`weightstream.engine.results.frame_content_keys`); else computed here.
+    #: (:func:`weightstream.engine.content_keys.frame_content_keys`); else computed here.
     contents: list[str] | None = None
 
     def __len__(self) -> int:

@@ -10,7 +10,8 @@ reset, a late reading, an invalid row) fills its own slot. Slots are filled once
 is committed, so the table says what the store says. A resumed run takes the rows an earlier
 run committed from the store (:meth:`ResultsTable.fill_result` on each stored result).
 
-:meth:`ResultsTable.write_csv` writes the results file in input order. Its text is the text
+:func:`results_lines` formats the results file, which :class:`ResultsSpill` writes in input
+order. Its text is the text
 ``csv.writer`` gives for the same rows (``tests/engine/test_results_table.py`` holds the two
 writers together): minimal quoting, CRLF line ends, floats as ``repr`` writes them (polars
 formats them, and Python only the few whose ``repr`` is in exponent form), times as
@@ -32,14 +33,14 @@ import polars as pl
 
 from weightstream.ingest import RowProblem
 from weightstream.ingest.spill import Spill
-from weightstream.model import KEY_SEPARATOR, Result, content_keys, key_digest, normal_unit
+from weightstream.model import Result
 from weightstream.results_file import FORMULA_PREFIXES, NUMERIC_FIELDS
 from weightstream.store.columns import RESULTS
 
 __all__ = [
     "ResultsSpill",
     "ResultsTable",
-    "frame_content_keys",
+    "float_text",
     "RESULT_FIELDS",
     "invalid_message",
     "result_counts",
@@ -119,20 +120,6 @@ class ResultsTable:
     def frame(self) -> pl.DataFrame:
         """Every row's result, typed, in input (row) order."""
         return results_frame([self]).sort("row")
-
-    def counts(self, f: pl.DataFrame) -> dict[str, Counter[str]]:
-        """Verdicts, reasons of rejected and invalid rows, resets by type and by outcome."""
-        return result_counts(f)
-
-    def write_csv(self, handle: BinaryIO, f: pl.DataFrame, *, raw: bool = False) -> int:
-        """Write the results file to ``handle``: header and one line per row, in row order.
-
-        In slices, so that the text of a whole file is never held at once. Returns the rows.
-        """
-        handle.write(_HEADER)
-        for start in range(0, f.height, _SLICE):
-            _write_lines(handle, results_lines(f.slice(start, _SLICE), raw))
-        return f.height
 
 
 def results_frame(tables: Sequence[ResultsTable]) -> pl.DataFrame:
@@ -293,7 +280,7 @@ def _cells(f: pl.DataFrame, raw: bool) -> list[pl.Expr]:
             cells.append(_iso(pl.col("ts")).alias(name))
             continue
         if name in _NUMBERS or name == "weight_kg":
-            cells.append(_float_text(f.get_column(name)).alias(name))
+            cells.append(float_text(f.get_column(name)).alias(name))
             continue
         expr = pl.col(name).fill_null("")
         neutralise, quote = name not in NUMERIC_FIELDS and not raw, True
@@ -325,33 +312,7 @@ def _iso(ts: pl.Expr) -> pl.Expr:
     return pl.when(ts.is_null()).then(pl.lit("")).otherwise(text)
 
 
-def frame_content_keys(f: pl.DataFrame) -> list[str]:
-    """:func:`weightstream.model.content_keys` of rows with columns ``user``, ``ts``,
-    ``value``, ``unit`` and ``source``: the same keys, their text joined by polars.
-
-    Floats are written as ``repr`` writes them and units normalised by
-    :func:`~weightstream.model.normal_unit`, once per unit; only the hash is left to Python:
-    40% less time than the keys made in Python (``tests/engine/test_results_table.py``
-    holds the two together).
-    """
-    units = f.get_column("unit")
-    norm = {u: normal_unit(u) for u in units.unique().to_list()}
-    parts = [
-        pl.col("user"),
-        pl.col("ts").cast(pl.String),
-        _float_text(f.get_column("value")),
-        pl.col("unit").replace_strict(norm, return_dtype=pl.String),
-        pl.col("source"),
-    ]
-    text = f.select(pl.concat_str(parts, separator=KEY_SEPARATOR).cast(pl.Binary)).to_series()
-    if text.null_count():  # a missing field (no valid reading has one): Python's text of it
-        columns = (f.get_column(c).to_list() for c in ("user", "ts", "value", "unit", "source"))
-        return content_keys(*columns)
-    digest = key_digest
-    return ["h:" + digest(raw).hexdigest() for raw in text.to_list()]
-
-
-def _float_text(values: pl.Series) -> pl.Expr:
+def float_text(values: pl.Series) -> pl.Expr:
     """``repr`` of each float ('' for none): polars' shortest text, Python's for exponents."""
     text = values.cast(pl.String)
     magnitude = values.abs()

@@ -138,7 +138,13 @@ def run_reset(
         )
     new = reset_state(base, m, k, adaptation, buffer, reset_type)
     if checked:
-        check(ResetOperation.STATE_PERSIST, persist_snapshot, base if base.version else None, new)
+        check(
+            ResetOperation.STATE_PERSIST,
+            persist_snapshot,
+            base if base.version else None,
+            new,
+            (k, adaptation, buffer),  # passed by the checks above (each raises on a failure)
+        )
     faults.crash_point("reset.persist")
     faults.chaos("persist")
     result = make_result(

@@ -65,6 +65,11 @@ _PAIRS = {(op, ok): (op.value, ok) for op in ResetOperation for ok in (True, Fal
 _utc_now: Callable[[], datetime] = functools.partial(datetime.now, UTC)
 
 
+def _given(state: Any) -> Any:
+    """A snapshot that is the state itself (:meth:`ResetTransaction.require_valid`)."""
+    return state
+
+
 def _pair(operation: ResetOperation, passed: bool) -> tuple[str, bool]:
     pair = _PAIRS.get((operation, passed))
     return pair if pair is not None else (operation.value, passed)
@@ -248,8 +253,14 @@ class ResetTransaction:
         """Checkpoint, validate, and raise at once on failure (the usual step epilogue).
 
         :meth:`save_checkpoint`, :meth:`validate_checkpoint` and :meth:`mark_completed` in
-        one call: it runs four times per reset.
+        one call.
         """
+        self.check(operation, _given, state)
+
+    def check(self, operation: ResetOperation, snapshot: Callable[..., Any], /, *args: Any) -> None:
+        """:meth:`require_valid` of ``snapshot(*args)``: the reset sequence's check
+        (:class:`weightstream.resets.sequence.Check`), written out (four times a reset)."""
+        state = snapshot(*args)
         checkpoint = TransactionCheckpoint(operation, self._monotonic(), state)
         self.checkpoints.append(checkpoint)
         problems = self.validator.problems(state, operation)
@@ -259,11 +270,6 @@ class ResetTransaction:
             raise self._error(ResetValidationError)
         checkpoint.validation_passed = True
         self.completed_operations.append(operation)
-
-    def check(self, operation: ResetOperation, snapshot: Callable[..., Any], /, *args: Any) -> None:
-        """:meth:`require_valid` of ``snapshot(*args)``: the reset sequence's check
-        (:class:`weightstream.resets.sequence.Check`)."""
-        self.require_valid(operation, snapshot(*args))
 
     def mark_completed(self, operation: ResetOperation) -> None:
         self.completed_operations.append(operation)

@@ -9,6 +9,7 @@ quality components are JSON text, written by a hand-made encoder in the common c
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import datetime
@@ -499,8 +500,15 @@ def audit_to_row(a: ResetAudit) -> tuple[Any, ...]:
         a.duration_s,
         to_micros(a.at),
         _s(a.fallback),
-        json.dumps([[op, ok] for op, ok in a.checkpoints]),
+        _checkpoints_text(a.checkpoints),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _checkpoints_text(checkpoints: tuple[tuple[str, bool], ...]) -> str:
+    """An audit's checkpoints as stored (JSON pairs). Nearly every audit has one of a few
+    (the four operations passed; none, unchecked), so each text is made once."""
+    return json.dumps([[op, ok] for op, ok in checkpoints])
 
 
 def row_to_audit(row: tuple[Any, ...] | Any) -> ResetAudit:
