@@ -7,6 +7,7 @@ resets --outcome`` match), and a stored code the enum does not know is corruptio
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,3 +70,33 @@ def test_an_unknown_stored_audit_outcome_is_state_corruption(stored: Any) -> Non
     row[OUTCOME] = stored
     with pytest.raises(StateCorruptionError, match="outcome"):
         codec.row_to_audit(tuple(row))
+
+
+@pytest.mark.parametrize(
+    "checkpoints",
+    [
+        (),
+        (("kalman_reset", True), ("adaptation_create", True)),
+        (("kalman_reset", True), ("adaptation_create", False)),
+        [["kalman_reset", True]],  # given by hand as lists: not hashable, still stored
+    ],
+)
+def test_an_audit_s_checkpoints_are_stored_as_json_pairs(checkpoints: Any) -> None:
+    """The checkpoints' text (made once per distinct list) is the JSON of the pairs, and reads
+    back as the same pairs, twice in a row (the second from the remembered text)."""
+    audit = ResetAudit(
+        "u1",
+        "r1",
+        ResetType.HARD,
+        "gap",
+        AuditOutcome.COMMITTED,
+        None,
+        None,
+        0.1,
+        T,
+        checkpoints=checkpoints,
+    )
+    for _ in range(2):
+        row = codec.audit_to_row(audit)
+        assert json.loads(row[-1]) == [[op, ok] for op, ok in checkpoints]
+        assert codec.row_to_audit(row).checkpoints == tuple((op, ok) for op, ok in checkpoints)

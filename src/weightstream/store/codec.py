@@ -500,15 +500,25 @@ def audit_to_row(a: ResetAudit) -> tuple[Any, ...]:
         a.duration_s,
         to_micros(a.at),
         _s(a.fallback),
-        _checkpoints_text(a.checkpoints),
+        _checkpoints_json(a.checkpoints),
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _checkpoints_text(checkpoints: tuple[tuple[str, bool], ...]) -> str:
-    """An audit's checkpoints as stored (JSON pairs). Nearly every audit has one of a few
-    (the four operations passed; none, unchecked), so each text is made once."""
+def _checkpoints_json(checkpoints: Any) -> str:
+    """An audit's checkpoints as stored: JSON pairs (operation, passed). Nearly every audit
+    has one of a few lists (the four operations passed; none, unchecked), so each text is
+    made once; a list given by hand (not hashable) is made on the spot."""
+    try:
+        return _known_checkpoints(checkpoints)
+    except TypeError:
+        return _pairs_json(checkpoints)
+
+
+def _pairs_json(checkpoints: Any) -> str:
     return json.dumps([[op, ok] for op, ok in checkpoints])
+
+
+_known_checkpoints = functools.lru_cache(maxsize=256)(_pairs_json)
 
 
 def row_to_audit(row: tuple[Any, ...] | Any) -> ResetAudit:
