@@ -176,3 +176,20 @@ def test_cli_refuses_a_malformed_fault_spec_with_the_configuration_code(
     code, _, err = _main(monkeypatch, capsys, "config")
     assert code == 78
     assert "WEIGHTSTREAM_FAULT must be" in err and "Traceback" not in err
+
+
+def test_only_a_plain_unarmed_fault_points_is_inert() -> None:
+    """``inert`` (what the reset sequence skips its points by) holds only for the class
+    itself with nothing armed, counted or drawn: a subclass may act at any point."""
+
+    class Watching(FaultPoints):
+        def crash_point(self, name: str) -> None:  # pragma: no cover - never called here
+            pass
+
+    assert NO_FAULTS.inert and FaultPoints().inert
+    assert not FaultPoints(crash_at=("reset.kalman", 1)).inert
+    assert not FaultPoints(listing=True).inert
+    assert not FaultPoints(chaos={"reset": 0.5}).inert
+    assert FaultPoints(chaos={"reset": 0.0}).inert  # a rate of 0 draws nothing
+    assert not Watching().inert
+    assert FaultPoints(chaos={"reset": 0.5}).without_chaos().inert

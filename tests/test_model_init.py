@@ -1,7 +1,9 @@
 """The frozen values' direct-slot constructors (issue 11) build exactly what ``@dataclass`` would.
 
-``weightstream.model`` gives its frozen slots dataclasses an ``__init__`` that stores each field
-through the slot's own setter instead of ``object.__setattr__``. For every such class: the same
+``weightstream.frozen.fast_init`` gives a frozen slots dataclass an ``__init__`` that stores each
+field through the slot's own setter instead of ``object.__setattr__``: the model's values, and
+the values a step and a reset build (rule context and rejection, copy, reset plan and step,
+the breaker's record, a recovered state). For every such class: the same
 parameters in the same order with the same defaults as its fields, every stored value the very
 object passed (positionally or by name), the same errors for a missing or unknown argument,
 still frozen; and :meth:`Result.with_row` is ``dataclasses.replace(result, row=...)``.
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from weightstream import model
+from weightstream.copies import Copy
 from weightstream.model import (
     AdaptationState,
     AuditOutcome,
@@ -33,6 +36,10 @@ from weightstream.model import (
     UserState,
     Verdict,
 )
+from weightstream.resets.breaker import BreakerRecord
+from weightstream.resets.recovery import RecoveredState
+from weightstream.rules import Rejection, RuleContext
+from weightstream.step import ResetPlan, Step
 from weightstream.testing import T0, measurement
 
 CLASSES = [
@@ -44,6 +51,13 @@ CLASSES = [
     Result,
     ResetAudit,
     RecoveryAttempt,
+    RuleContext,
+    Rejection,
+    Copy,
+    ResetPlan,
+    Step,
+    BreakerRecord,
+    RecoveredState,
 ]
 SEED = 20261202
 
@@ -184,3 +198,33 @@ def test_audit_fields_keep_their_order() -> None:
     assert by_name == ResetAudit(
         "u", "r", ResetType.SOFT, "t", AuditOutcome.COMMITTED, None, None, 0.5, T0
     )
+
+
+def _is_fast(cls: type) -> bool:
+    """Whether ``cls.__init__`` is :func:`weightstream.frozen.fast_init`'s (it stores through
+    the slots' setters, which its namespace holds)."""
+    return any(name.startswith("_set_") for name in cls.__init__.__globals__)
+
+
+def test_every_fast_built_class_is_tested() -> None:
+    """Every class of the package given the fast ``__init__`` is one these tests compare with
+    ``@dataclass``'s, and each of those has it."""
+    import importlib
+    import inspect
+    import pathlib
+
+    import weightstream
+
+    root = pathlib.Path(weightstream.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        if "fast_init" not in path.read_text(encoding="utf-8") or path.name == "frozen.py":
+            continue
+        name = ".".join(("weightstream", *path.relative_to(root).with_suffix("").parts))
+        module = importlib.import_module(name)
+        found |= {
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if c.__module__ == name and dataclasses.is_dataclass(c) and _is_fast(c)
+        }
+    assert found == set(CLASSES)

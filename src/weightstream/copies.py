@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from weightstream.frozen import fast_init
 from weightstream.model import BufferedReading, Measurement, Reason, to_micros
 
 __all__ = [
@@ -78,6 +79,7 @@ _DAY_US: Final = 86_400_000_000
 _LEGACY_ROUNDING: Final = 10.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Copy:
     """Why a reading is a copy of ``original`` (a reading the state remembers)."""

@@ -91,6 +91,9 @@ class FaultPoints:
         self._rng = random.Random(seed)
         self._kill = kill
         self._hits = _Hits()
+        #: Nothing armed, nothing counted and no chaos, in this very class (a subclass may do
+        #: anything at a point): a caller on a hot path may skip its points altogether.
+        self.inert = type(self) is FaultPoints and not self._counting and not self._chaos_rates
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> FaultPoints:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from itertools import repeat
-from typing import Any, TypeVar
 
 from weightstream.clock import SECONDS_PER_DAY
+from weightstream.frozen import fast_init
 
 __all__ = [
     "Verdict",
@@ -57,7 +57,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: by :data:`KEY_SEPARATOR`, the unit as :func:`normal_unit` gives it (:func:`content_keys`).
 key_digest = partial(hashlib.blake2b, digest_size=16)
 KEY_SEPARATOR = "\x1f"
-_T = TypeVar("_T")
 
 
 class Verdict(StrEnum):
@@ -454,43 +453,8 @@ def order_key(m: Measurement) -> tuple[int, str, str, float, str]:
 
 # -- construction ---------------------------------------------------------------------------------
 
-
-def _slot_init(cls: type[_T]) -> Callable[..., None]:
-    """An ``__init__`` for the frozen slots dataclass ``cls`` that sets each slot directly.
-
-    The one ``@dataclass`` writes sets every field through ``object.__setattr__`` (the class's
-    own ``__setattr__`` refuses): about 1,400 machine instructions a field on CPython 3.11, so
-    a 17-field :class:`Result` costs some 4 us and a reset builds a dozen such values. The
-    slot's own setter (its member descriptor's ``__set__``) does the same store in about
-    half. Same signature, defaults and ``__post_init__``; the stored values are the very
-    objects passed (``tests/test_model_init.py`` compares every class's instances
-    built both ways).
-    """
-    names: dict[str, Any] = {}
-    params: list[str] = []
-    body: list[str] = []
-    for f in fields(cls):  # type: ignore[arg-type]
-        if not f.init or f.kw_only or f.default_factory is not MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: only plain init fields are supported")
-        name = f.name
-        names[f"_set_{name}"] = cls.__dict__[name].__set__
-        if f.default is not MISSING:
-            names[f"_default_{name}"] = f.default
-            params.append(f"{name}=_default_{name}")
-        else:
-            params.append(name)
-        body.append(f"    _set_{name}(self, {name})")
-    if hasattr(cls, "__post_init__"):
-        body.append("    self.__post_init__()")
-    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n"
-    exec(source, names)  # noqa: S102 - generated from the class's own fields, as dataclasses does
-    init: Callable[..., None] = names["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__annotations__ = dict(cls.__init__.__annotations__)
-    init.__doc__ = cls.__init__.__doc__
-    return init
-
-
+# Each frozen value is built by its slots' own setters (weightstream.frozen), not through
+# object.__setattr__ as @dataclass writes it.
 for _cls in (
     Measurement,
     KalmanState,
@@ -501,5 +465,5 @@ for _cls in (
     ResetAudit,
     RecoveryAttempt,
 ):
-    _cls.__init__ = _slot_init(_cls)  # type: ignore[method-assign]
+    fast_init(_cls)
 del _cls

@@ -95,8 +95,9 @@ class RunSummary:
     #: each user's readings together, so it counts users without holding them); None: the
     #: users are counted here from the rows' user ids.
     user_count: int | None = None
-    #: Seconds spent on each part of the run: parse, sort, filter (deciding), store
-    #: (committing), results (the results file).
+    #: Seconds spent on each part of the run: parse, sort (the partitions read back and
+    #: sorted), filter (deciding, each group's columns and content keys included), store
+    #: (committing), results (the results table, its lines, the results file).
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -257,15 +258,22 @@ def process_file(
         # Numba's kernel is loaded: what is alive now lives as long as the run.
         with long_lived_heap(config.processing.gc_young):
             for group in order.groups(position, config.processing.commit_group_size):
+                # The split covers the whole run: a group's columns and content keys are the
+                # filter's input, its results table and their formatting the results file's.
+                began = time.perf_counter()
                 table = ResultsTable(group.invalid, group.valid)
+                read = time.perf_counter()
                 valid = (
                     _readings(group.valid, 0, group.valid.height) if group.valid.height else None
                 )
+                _add_time(timings, "filter", time.perf_counter() - read)
                 unit = _Unit(group.invalid, valid, table, 0, (input_id, group.end))
                 _commit_unit(processor, engine, input_id, unit, summary, faults, clock)
                 summary.processed_now += group.end - group.start
+                gathered = time.perf_counter()
                 if not position:
                     results.add(table)
+                _add_time(timings, "results", time.perf_counter() - gathered + read - began)
                 faults.crash_point("pipeline.group_committed")
                 if progress is not None:
                     progress(group.end, total)
@@ -286,9 +294,13 @@ def process_file(
         results.close()
     if out is not None:
         faults.crash_point("pipeline.results_written")
-    timings["results"] = time.perf_counter() - written
+    _add_time(timings, "results", time.perf_counter() - written)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _add_time(timings: dict[str, float], part: str, seconds: float) -> None:
+    timings[part] = timings.get(part, 0.0) + seconds
 
 
 def _refuse_bucket_run(store: StateStore, input_id: str) -> None:
@@ -413,9 +425,9 @@ def _commit_unit(
             batch.after_commit(table.fill_results, decided_one_by_one)
             faults.crash_point("pipeline.before_commit")
             committed = time.perf_counter()
-            timings["filter"] = timings.get("filter", 0.0) + committed - decided
+            _add_time(timings, "filter", committed - decided)
             batch.commit(position=unit.position)
-            timings["store"] = timings.get("store", 0.0) + time.perf_counter() - committed
+            _add_time(timings, "store", time.perf_counter() - committed)
             # Readings come user by user: a user of this group comes back only if it is the
             # last one. Keeping no other state bounds memory by the group, not the file.
             if valid is not None:

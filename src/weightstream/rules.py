@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from weightstream.config import RuleConfig
+from weightstream.frozen import fast_init
 from weightstream.model import Reason
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
 LB_PER_KG = 1.0 / 0.45359237  # 2.2046226...
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RuleContext:
     """What a rule may look at: the reading, the prediction and the last accepted weight.
@@ -76,6 +78,7 @@ class RuleContext:
     gate_floor_sigma: float = 0.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: Reason

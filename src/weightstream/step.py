@@ -27,6 +27,7 @@ from weightstream import copies, kalman
 from weightstream.clock import SECONDS_PER_DAY
 from weightstream.config import Config
 from weightstream.faults import NO_FAULTS, FaultPoints
+from weightstream.frozen import fast_init
 from weightstream.lifecycle import Phase, phase_of
 from weightstream.model import (
     BufferedReading,
@@ -149,6 +150,7 @@ class Policy:
         return known
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResetPlan:
     """A reset the step decided on; the shell runs it (transaction, breaker, fallback)."""
@@ -158,6 +160,7 @@ class ResetPlan:
     decision: ResetDecision
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Step:
     """What one reading does: the state to store (None: store none) and its result.

@@ -98,6 +98,7 @@ from typing import Final, ParamSpec, Protocol, TypeVar
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.errors import CircuitOpenError, ConfigError
+from weightstream.frozen import fast_init
 
 __all__ = [
     "BreakerRecord",
@@ -126,6 +127,7 @@ class CircuitState(StrEnum):
 Listener = Callable[[CircuitState, CircuitState], None]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
     """Everything a breaker knows, as one value; what :class:`BreakerStorage` stores.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from weightstream.clock import SECONDS_PER_DAY, SYSTEM_CLOCK, Clock
+from weightstream.frozen import fast_init
 from weightstream.model import (
     AdaptationState,
     KalmanState,
@@ -47,6 +48,7 @@ CONSERVATIVE_WEIGHT_VAR = 25.0
 CONSERVATIVE_TREND_VAR = 0.01
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RecoveredState:
     """A filter state and adaptation to continue from, and which path produced it."""

@@ -109,8 +109,10 @@ def run_reset(
     base = plan.base
     reset_type = plan.decision.reset_type
     checked = check is not unchecked  # the plain sequence skips the snapshots altogether
-    faults.crash_point("reset.kalman")
-    faults.chaos("reset")
+    armed = not faults.inert  # an inert FaultPoints: six calls a reset saved
+    if armed:
+        faults.crash_point("reset.kalman")
+        faults.chaos("reset")
     k = manager.apply_reset(base.kalman, reset_type, m)
     if checked:
         check(
@@ -120,11 +122,13 @@ def run_reset(
             manager.reset_noise(reset_type),
             manager.measurement_var(m.source),
         )
-    faults.crash_point("reset.adaptation")
+    if armed:
+        faults.crash_point("reset.adaptation")
     adaptation = manager.create_adaptation_state(reset_type, m.timestamp)
     if checked:
         check(ResetOperation.ADAPTATION_CREATE, adaptation_snapshot, adaptation, m.timestamp)
-    faults.crash_point("reset.buffer")
+    if armed:
+        faults.crash_point("reset.buffer")
     buffer = manager.buffer_after_reset(base.buffer, reset_type, m)
     if plan.decision.trigger == triggers.STREAK_TRIGGER:
         # A takeover's baseline is provisional: it remembers the level it displaced.
@@ -145,8 +149,9 @@ def run_reset(
             new,
             (k, adaptation, buffer),  # passed by the checks above (each raises on a failure)
         )
-    faults.crash_point("reset.persist")
-    faults.chaos("persist")
+    if armed:
+        faults.crash_point("reset.persist")
+        faults.chaos("persist")
     result = make_result(
         policy,
         m,
