@@ -249,29 +249,50 @@ def _usual_reset() -> tuple[ResetManager, Any, UserState]:
     return manager, m, UserState(user_id="u1", kalman=k, adaptation=a, buffer=buffer, version=1)
 
 
+_WEIGHT = st.floats(20.0, 500.0)
+
+
+@st.composite
+def _passing(draw: st.DrawFn) -> tuple[Any, ...]:
+    """A reset's Kalman state, adaptation and buffer that pass their checkpoints, with the
+    reading's time and the buffer's bound they were checked with."""
+    p00, p11 = draw(st.floats(1e-3, 100.0)), draw(st.floats(1e-4, 1.0))
+    bound = 0.99 * math.sqrt(p00 * p11)
+    p01 = draw(st.floats(-bound, bound))
+    k = KalmanState((draw(_WEIGHT), draw(st.floats(-5.0, 5.0))), ((p00, p01), (p01, p11)), T0)
+    adapting = draw(st.booleans())
+    types = st.sampled_from(list(ResetType))
+    start = draw(_AWARE if adapting else st.one_of(st.none(), _AWARE))
+    a = AdaptationState(
+        is_adapting=adapting,
+        adaptation_start=start,
+        adaptation_factor=draw(st.floats(1.0, 100.0)),
+        measurements_since_reset=draw(st.integers(0, 5)),
+        reset_type=draw(types if adapting else st.one_of(st.none(), types)),
+    )
+    reading = draw(_AWARE) if start is None else start + timedelta(days=draw(st.integers(0, 3)))
+    buffer = tuple(_reading(t, draw(_WEIGHT)) for t in sorted(draw(st.lists(_AWARE, max_size=6))))
+    return k, a, buffer, reading, draw(st.integers(len(buffer), 40))
+
+
 @settings(max_examples=400, deadline=None, derandomize=True)
-@given(st.one_of(st.none(), _user()), _user(), _AWARE, st.integers(0, 40), st.booleans())
+@given(st.one_of(st.none(), _user()), _user(), _passing(), st.booleans())
 def test_a_persist_checkpoint_after_passed_checks_gets_the_full_verdict(
-    old: UserState | None, new: UserState, reading: datetime, size: int, copied: bool
+    old: UserState | None, drawn: UserState, parts: tuple[Any, ...], copied: bool
 ) -> None:
     """Components that passed a reset's earlier checkpoints are not checked again at persist:
-    the verdict is the full check's. A component that is not the checked value itself (a
-    copy) is checked in full."""
-    k = new.kalman
-    passed = (
-        k is not None
-        and not V.problems(kalman_snapshot(k, _GOOD_Q, 0.5), ResetOperation.KALMAN_RESET)
-        and not V.problems(
-            adaptation_snapshot(new.adaptation, reading), ResetOperation.ADAPTATION_CREATE
-        )
-        and not V.problems(buffer_snapshot(new.buffer, size), ResetOperation.BUFFER_UPDATE)
-    )
-    buffer = list(new.buffer) if copied else new.buffer
-    checked = (k, new.adaptation, buffer)
+    the verdict is the full check's, whatever the rest of the state (its version and times)
+    and the state before. A component that is not the checked value itself (a copy) is
+    checked in full."""
+    k, a, buffer, reading, size = parts
+    assert not V.problems(kalman_snapshot(k, _GOOD_Q, 0.5), ResetOperation.KALMAN_RESET)
+    assert not V.problems(adaptation_snapshot(a, reading), ResetOperation.ADAPTATION_CREATE)
+    assert not V.problems(buffer_snapshot(buffer, size), ResetOperation.BUFFER_UPDATE)
+    new = dataclasses.replace(drawn, kalman=k, adaptation=a, buffer=buffer)
+    checked = (k, a, list(buffer) if copied else buffer)
     full = V.problems(persist_snapshot(old, new), ResetOperation.STATE_PERSIST)
     skipping = V.problems(persist_snapshot(old, new, checked), ResetOperation.STATE_PERSIST)  # type: ignore[arg-type]
-    if passed or copied:
-        assert skipping == full
+    assert skipping == full
 
 
 def test_a_persist_checkpoint_skips_only_the_checked_components() -> None:

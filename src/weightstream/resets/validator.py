@@ -84,6 +84,10 @@ def buffer_snapshot(buffer: Sequence[BufferedReading], max_size: int) -> dict[st
     return {"buffer": buffer, "max_size": max_size}
 
 
+#: A reset's checked components: its Kalman state, adaptation and buffer.
+Components = tuple[KalmanState, AdaptationState, tuple[BufferedReading, ...]]
+
+
 def persist_snapshot(
     old: UserState | None, new: UserState, checked: Components | None = None
 ) -> dict[str, Any]:
@@ -92,10 +96,6 @@ def persist_snapshot(
     checkpoints (:func:`weightstream.resets.sequence.run_reset`); ``new``'s components that
     are those very values are not checked again (they are frozen, so the verdict stands)."""
     return {"old": old, "new": new, "checked": checked}
-
-
-#: A reset's checked components: its Kalman state, adaptation and buffer.
-Components = tuple[KalmanState, AdaptationState, tuple[BufferedReading, ...]]
 
 
 class StateValidator:

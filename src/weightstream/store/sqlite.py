@@ -140,6 +140,7 @@ _reading_head = itemgetter(*(READINGS.index(n) for n in _READING_HEAD))
 _result_head = itemgetter(*(RESULTS.index(n) for n in _RESULT_HEAD))
 _reading_tail = itemgetter(*(READINGS.index(n) for n in _OFTEN_NULL_READING))
 _result_tail = itemgetter(*(RESULTS.index(n) for n in _OFTEN_NULL_RESULT))
+# Each itemgetter picks two or more columns, so it gives a tuple (tests/store pins it).
 #: The often-NULL columns (reset type and outcome of a staged reading row, quality
 #: components and offset of its result) when they are all NULL.
 _NO_READING_TAIL = (None,) * len(_OFTEN_NULL_READING)
@@ -147,7 +148,6 @@ _NO_RESULT_TAIL = (None,) * len(_OFTEN_NULL_RESULT)
 # Values in a merged row: its seq, the heads, and in the long form both tails.
 _SHORT_WIDTH = 1 + len(_READING_HEAD) + len(_RESULT_HEAD)
 _LONG_WIDTH = _SHORT_WIDTH + len(_OFTEN_NULL_READING) + len(_OFTEN_NULL_RESULT)
-# Each itemgetter picks two or more columns, so it gives a tuple (tests/store pins it).
 
 
 def _merged_insert(tail: bool) -> str:
