@@ -31,8 +31,8 @@ from typing import Any, BinaryIO, Final
 import numpy as np
 import polars as pl
 
+from weightstream.engine.line_runs import LineRuns
 from weightstream.ingest import RowProblem
-from weightstream.ingest.spill import Spill
 from weightstream.model import Result
 from weightstream.results_file import FORMULA_PREFIXES, NUMERIC_FIELDS
 from weightstream.store.columns import RESULTS
@@ -53,7 +53,6 @@ RESULT_FIELDS = RESULTS.file_fields
 _NUMBERS = ("filtered_weight", "trend_kg_week", "std_kg", "quality", "offset_kg")
 _DECIDED = ("verdict", "reason", "message", "reset_type", "reset_outcome")
 _SLICE = 100_000  # rows formatted at a time
-_WRITE_ROWS = 20_000  # lines of a range gathered and written at a time
 #: Text columns of few distinct values, tested a value at a time (see :func:`_cells`).
 _FEW_VALUES: Final = frozenset({"source", *_DECIDED})
 #: A cell that starts with one of results_file.FORMULA_PREFIXES, as a pattern.
@@ -190,10 +189,10 @@ class ResultsSpill:
 
     A run decides its rows partition by partition, so their results come in no useful order.
     Each group's results are formatted as they come (:func:`results_lines`, the table's own
-    cells) and kept by range of :data:`RANGE_ROWS` rows in a
-    :class:`~weightstream.ingest.spill.Spill` (in memory up to ``memory_rows``, else on
-    disk); :meth:`write` sorts one range at a time. A row number is unique, so a range never
-    holds more than :data:`RANGE_ROWS` lines, whatever the file.
+    cells) and kept in :class:`~weightstream.engine.line_runs.LineRuns` (in memory up to
+    ``memory_rows``, else as sorted runs on disk); :meth:`write` merges them one range of
+    :data:`RANGE_ROWS` rows at a time. A row number is unique, so a range never holds more
+    than :data:`RANGE_ROWS` lines, whatever the file.
     """
 
     #: Rows of the file per range: what :meth:`write` holds at once (~5 MB of text). Writing
@@ -204,7 +203,7 @@ class ResultsSpill:
 
     def __init__(self, memory_rows: int, *, raw: bool, directory: Path | None = None) -> None:
         self.raw = raw
-        self.spill = Spill(memory_rows, directory)
+        self.lines = LineRuns(memory_rows, self.RANGE_ROWS, directory)
         self.rows = 0
 
     def add_results(self, f: pl.DataFrame) -> None:
@@ -215,26 +214,16 @@ class ResultsSpill:
     def add_lines(self, lines: pl.DataFrame) -> None:
         """Ready lines: columns ``row`` and ``line`` (without its line end)."""
         self.rows += lines.height
-        keyed = lines.with_columns((pl.col("row") // self.RANGE_ROWS).alias("_range"))
-        for key, part in keyed.partition_by("_range", as_dict=True).items():
-            self.spill.add(int(key[0]), part.drop("_range"))
+        self.lines.add(lines)
 
     def write(self, handle: BinaryIO) -> int:
         """Write the header and every line, by row, to ``handle``; the lines are dropped."""
         handle.write(_HEADER)
-        for key in self.spill.used_keys():
-            part = self.spill.take(key)
-            if part is None:  # pragma: no cover - a used key has lines
-                continue
-            # The range's lines are gathered in row order a slice at a time: a sorted copy of
-            # the whole range would double what is held.
-            order = part.get_column("row").arg_sort()
-            for start in range(0, part.height, _WRITE_ROWS):
-                _write_lines(handle, part[order.slice(start, _WRITE_ROWS)])
+        self.lines.write(handle)
         return self.rows
 
     def close(self) -> None:
-        self.spill.close()
+        self.lines.close()
 
     def __enter__(self) -> ResultsSpill:
         return self
@@ -244,12 +233,6 @@ class ResultsSpill:
 
 
 _HEADER: Final = (",".join(RESULT_FIELDS) + "\r\n").encode("utf-8")
-
-
-def _write_lines(handle: BinaryIO, lines: pl.DataFrame) -> None:
-    lines.select("line").write_csv(
-        handle, include_header=False, quote_style="never", line_terminator="\r\n"
-    )
 
 
 def result_counts(f: pl.DataFrame) -> dict[str, Counter[str]]:

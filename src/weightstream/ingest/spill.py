@@ -1,9 +1,10 @@
 """Frames kept by key, in memory while they are few and on disk once they are many.
 
 A file run sorts more rows than it can hold: the readings by partition of the processing
-order (:mod:`weightstream.ingest.partitions`), the results-file lines by range of rows
-(:class:`weightstream.engine.results.ResultsSpill`). Both add frames under an integer key in
-any order and read each key's frames back later, in the order they were added. A
+order (:mod:`weightstream.ingest.partitions`). It adds frames under an integer key in any
+order and reads each key's frames back later, in the order they were added. (The results
+file's lines are put back in row order by :mod:`weightstream.engine.line_runs`, which shares
+:func:`spill_directory`.) A
 :class:`Spill` holds them in memory until it holds more than ``memory_rows`` rows; then it
 writes them all to disk and writes every later frame there at once.
 
@@ -36,7 +37,7 @@ import polars as pl
 from weightstream.errors import StorageError
 from weightstream.results_file import output_error
 
-__all__ = ["Spill", "read_key_file", "remove_stale"]
+__all__ = ["Spill", "read_key_file", "remove_stale", "spill_directory"]
 
 _PREFIX = "weightstream-spill-"
 #: The length of a frame's stream, before the stream in its key's file.
@@ -78,14 +79,7 @@ class Spill:
         self._held.setdefault(key, []).append(frame)
         self._held_rows += frame.height
         if self._held_rows > self.memory_rows:
-            try:
-                parent = Path(self._parent or tempfile.gettempdir())
-                remove_stale(parent)
-                made = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
-            except OSError as exc:
-                where = Path(self._parent or tempfile.gettempdir())
-                raise output_error(where, exc, "spill directory in") from None
-            self._dir = Path(made)
+            self._dir = spill_directory(self._parent)
             held, self._held = self._held, {}
             for k, frames in held.items():
                 for f in frames:
@@ -157,6 +151,17 @@ class Spill:
                 fh.write(written)
         except OSError as exc:  # a full disk is exit 73, as for any file we write
             raise output_error(path, exc, "spill file") from None
+
+
+def spill_directory(parent: Path | None = None) -> Path:
+    """A new private directory for temporary files in ``parent`` (``$TMPDIR`` by default),
+    named with this process's id; stale ones of dead processes there are removed first."""
+    where = Path(parent or tempfile.gettempdir())
+    try:
+        remove_stale(where)
+        return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=where))
+    except OSError as exc:
+        raise output_error(where, exc, "spill directory in") from None
 
 
 def read_key_file(path: str | Path) -> Iterator[pl.DataFrame]:

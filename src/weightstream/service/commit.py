@@ -469,7 +469,8 @@ def _warm_reading(when: datetime) -> Measurement:
 
 def _group(readings: list[Measurement], picked: list[int]) -> GroupReadings:
     """Readings ``picked`` (in processing order) as the engine's columns; each reading's line
-    is its place ``j`` in the group, to find its result again."""
+    is its place ``j`` in the group, to find its result again. Their content keys are the
+    ones the readings carry (made when the request was read), not made again."""
     ms = [readings[j] for j in picked]
     return GroupReadings(
         line=list(picked),
@@ -480,6 +481,7 @@ def _group(readings: list[Measurement], picked: list[int]) -> GroupReadings:
         unit=[m.unit for m in ms],
         weight_kg=[m.weight_kg for m in ms],
         source=[m.source for m in ms],
+        contents=[m.content_key for m in ms],
     )
 
 
