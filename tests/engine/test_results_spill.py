@@ -135,3 +135,10 @@ def test_a_spill_file_cut_short_is_a_storage_error(tmp_path: Path) -> None:
             fh.truncate(100)
         with pytest.raises(StorageError, match="spill file"):
             runs.write(io.BytesIO())
+
+
+def test_a_negative_row_number_is_refused_not_lost(tmp_path: Path) -> None:
+    """Ranges start at row 0; a line numbered below it is refused when its run is written
+    (it would otherwise never reach the file)."""
+    with LineRuns(0, 25_000, tmp_path) as runs, pytest.raises(ValueError, match="negative"):
+        runs.add(_lines([5, -1, 7]))

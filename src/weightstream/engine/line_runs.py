@@ -167,6 +167,8 @@ class LineRuns:
         frame = pl.concat(self._held, how="vertical").sort("row")
         self._held, self._held_rows = [], 0
         rows = frame.get_column("row").to_numpy().astype(np.int64, copy=False)
+        if rows[0] < 0:  # ranges start at row 0: a line before it would never be written
+            raise ValueError("a results line's row number is negative")
         lens = frame.get_column("line").str.len_bytes().to_numpy().astype(np.int64) + len(_END)
         ends = np.cumsum(lens)
         last = int(rows[-1]) // self.range_rows
