@@ -137,12 +137,18 @@ def test_partitions_are_user_ranges_of_about_equal_rows(synth_export, monkeypatc
         order.close()
 
 
-def test_bounds_from_a_bounded_sketch_stay_close(monkeypatch):
+@pytest.mark.parametrize("seed", range(20))
+def test_bounds_from_a_bounded_sketch_stay_close(monkeypatch, seed):
     """Past its size the user counts merge neighbours: the bounds still cut the rows into
-    nearly equal ranges (here 10,000 users, 1 to 5 rows each, kept as at most 64 entries)."""
+    nearly equal ranges (here 10,000 users, 1 to 5 rows each, kept as at most 64 entries).
+
+    The sketch guarantees that each bound is an entry's last user, so it falls at most one
+    entry's rows from the exact cut: a part is within two of the largest entries of its
+    share. How near that is depends on the draw: over seeds 0-1,999 the largest part was
+    1.42 times its share, and a random seed once broke the 1.25 this test asserted (751974:
+    4,773 rows against a share of 3,741). So the seeds are fixed, and "nearly equal" is 1.5.
+    """
     monkeypatch.setattr(partitions, "_SKETCH_USERS", 64)
-    seed = random.randrange(10**6)
-    print(f"seed {seed}")
     rng = random.Random(seed)
     users = [f"user-{k:05d}" for k in range(10_000) for _ in range(rng.randint(1, 5))]
     rng.shuffle(users)
@@ -155,7 +161,11 @@ def test_bounds_from_a_bounded_sketch_stay_close(monkeypatch):
     sizes = pl.Series(bounds).search_sorted(column, side="left").value_counts()
     assert sizes.height == 8
     share = len(users) / 8
-    assert sizes.get_column("count").max() <= 1.25 * share, sizes
+    assert counts._counts is not None
+    largest = counts._counts.get_column("n").max()
+    parts = sizes.get_column("count")
+    assert max(parts.max() - share, share - parts.min()) <= 2 * largest, (sizes, largest)
+    assert parts.max() <= 1.5 * share and parts.min() >= 0.5 * share, sizes
 
 
 def _rows(groups: Iterator[Any], position: int) -> list[tuple[bool, int]]:
