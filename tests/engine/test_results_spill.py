@@ -64,9 +64,9 @@ def test_writing_holds_at_most_25000_lines_and_puts_every_row_in_order(
     assert not list(tmp_path.iterdir())  # the runs' file and its directory are gone
 
 
-def test_a_batch_of_lines_is_one_run_read_once(tmp_path: Path) -> None:
+def test_each_batch_of_lines_is_one_run(tmp_path: Path) -> None:
     """Each batch of lines past the memory bound is one sorted run (not one piece per range
-    of rows, which grew with the square of the file), and merging reads each line once."""
+    of rows, which grew with the square of the file); merged, they give every line by row."""
     rows = list(range(100_000))
     random.Random(5).shuffle(rows)
     with LineRuns(10, 25_000, tmp_path) as runs:

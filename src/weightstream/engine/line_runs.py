@@ -32,10 +32,10 @@ from weightstream.errors import StorageError
 from weightstream.ingest.spill import spill_directory
 from weightstream.results_file import output_error
 
-__all__ = ["LineRuns", "RUN_ROWS"]
+__all__ = ["LineRuns"]
 
 #: Lines gathered before they are written as one run, once the runs are on disk (~4 MB).
-RUN_ROWS: Final = 20_000
+_RUN_ROWS: Final = 20_000
 #: Lines written to the output at a time (what a range's output holds at once).
 _OUT_LINES: Final = 5_000
 _END: Final = b"\r\n"
@@ -43,15 +43,22 @@ _END: Final = b"\r\n"
 
 @dataclass(frozen=True)
 class _Run:
-    """One run in the runs' file: where its parts are, and where each range begins in it."""
+    """One run in the runs' file: where it starts, and where each range begins in it. Its
+    text comes first, then its rows, then its lengths (8 bytes each)."""
 
     text_at: int
-    rows_at: int
-    lens_at: int
     #: First line of range k (k = 0 .. len-2), and the run's line count last.
     line_cuts: np.ndarray
     #: First byte of range k, from ``text_at``; the run's byte count last.
     byte_cuts: np.ndarray
+
+    @property
+    def rows_at(self) -> int:
+        return self.text_at + int(self.byte_cuts[-1])
+
+    @property
+    def lens_at(self) -> int:
+        return self.rows_at + 8 * int(self.line_cuts[-1])
 
 
 class LineRuns:
@@ -66,7 +73,6 @@ class LineRuns:
         self._runs: list[_Run] = []
         self._dir: Path | None = None
         self._file: BinaryIO | None = None
-        self._size = 0
 
     @property
     def on_disk(self) -> bool:
@@ -82,7 +88,7 @@ class LineRuns:
             return
         self._held.append(lines.select("row", "line"))
         self._held_rows += lines.height
-        if self._held_rows > (self.memory_rows if self._file is None else RUN_ROWS - 1):
+        if self._held_rows > (self.memory_rows if self._file is None else _RUN_ROWS - 1):
             self._write_run()
 
     def write(self, handle: BinaryIO) -> None:
@@ -129,13 +135,13 @@ class LineRuns:
                     continue
                 start, end = int(run.byte_cuts[k]), int(run.byte_cuts[k + 1])
                 pieces.append((run.text_at + start, end - start))
-                rows.append(np.frombuffer(_read(fd, 8 * (b - a), run.rows_at + 8 * a), np.int64))
-                lens.append(np.frombuffer(_read(fd, 8 * (b - a), run.lens_at + 8 * a), np.int64))
+                for column, where in ((rows, run.rows_at), (lens, run.lens_at)):
+                    column.append(np.empty(b - a, np.int64))
+                    _read_into(fd, column[-1].data, where + 8 * a)
             text = bytearray(sum(size for _, size in pieces))
             view, at = memoryview(text), 0
             for offset, size in pieces:
-                if os.preadv(fd, [view[at : at + size]], offset) != size:
-                    raise OSError(0, "the spill file is shorter than what was written to it")
+                _read_into(fd, view[at : at + size], offset)
                 at += size
         except OSError as exc:
             raise StorageError(f"cannot read spill file {self._path}: {exc.strerror}") from None
@@ -181,8 +187,9 @@ class LineRuns:
                 self._file = self._path.open("w+b")
             except OSError as exc:
                 raise output_error(self._path, exc, "spill file") from None
-        at, size = self._size, int(ends[-1])
+        size = int(ends[-1])
         try:
+            at = self._file.tell()  # the end of the file: runs are only appended
             _write_lines(self._file, frame)
             if self._file.tell() != at + size:  # pragma: no cover - polars wrote other bytes
                 raise StorageError("the results lines changed when written to the spill file")
@@ -191,8 +198,7 @@ class LineRuns:
             self._file.flush()  # read back by pread, past the file object's buffer
         except OSError as exc:  # a full disk is exit 73, as for any file we write
             raise output_error(self._path, exc, "spill file") from None
-        self._size = at + size + 16 * len(rows)
-        self._runs.append(_Run(at, at + size, at + size + 8 * len(rows), line_cuts, byte_cuts))
+        self._runs.append(_Run(at, line_cuts, byte_cuts))
 
     def __enter__(self) -> LineRuns:
         return self
@@ -201,11 +207,10 @@ class LineRuns:
         self.close()
 
 
-def _read(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) != size:
+def _read_into(fd: int, buffer: memoryview, offset: int) -> None:
+    """Fill ``buffer`` from ``fd`` at ``offset``, whole (a short read raises OSError)."""
+    if os.preadv(fd, [buffer], offset) != buffer.nbytes:
         raise OSError(0, "the spill file is shorter than what was written to it")
-    return data
 
 
 def _write_lines(handle: BinaryIO, frame: pl.DataFrame) -> None:

@@ -2,11 +2,11 @@
 
 A file run sorts more rows than it can hold: the readings by partition of the processing
 order (:mod:`weightstream.ingest.partitions`). It adds frames under an integer key in any
-order and reads each key's frames back later, in the order they were added. (The results
-file's lines are put back in row order by :mod:`weightstream.engine.line_runs`, which shares
-:func:`spill_directory`.) A
+order and reads each key's frames back later, in the order they were added. A
 :class:`Spill` holds them in memory until it holds more than ``memory_rows`` rows; then it
-writes them all to disk and writes every later frame there at once.
+writes them all to disk and writes every later frame there at once. (The results file's
+lines are put back in row order by :mod:`weightstream.engine.line_runs`, which takes its
+temporary directory from :func:`spill_directory` too.)
 
 On disk a key is one file in a private temporary directory (``$TMPDIR`` or the given
 directory, removed by :meth:`Spill.close`): the frames are appended to it as Arrow IPC
