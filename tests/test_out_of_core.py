@@ -23,6 +23,7 @@ import pytest
 from weightstream import pipeline
 from weightstream.clock import SYSTEM_CLOCK
 from weightstream.config import Config
+from weightstream.engine.content_keys import CONTENT, frame_content_keys
 from weightstream.ingest import file_digest, partitions
 from weightstream.ingest.partitions import ORDER_KEY, read_order
 from weightstream.ingest.spill import Spill
@@ -204,6 +205,8 @@ def test_groups_from_any_position_are_the_rest_of_the_order(
     assert len(whole) == synth_export.rows
     # Partition by partition is the whole sorted order: users together, each in key order.
     assert valid.equals(valid.sort(list(ORDER_KEY)))
+    # Each reading carries its content key, made for its whole partition.
+    assert valid.get_column(CONTENT).to_list() == frame_content_keys(valid)
     seed = random.randrange(10**6)
     print(f"seed {seed}")
     rng = random.Random(seed)

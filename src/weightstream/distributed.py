@@ -58,6 +58,7 @@ import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config
+from weightstream.engine.content_keys import with_content_keys
 from weightstream.engine.results import ResultsSpill, results_lines
 from weightstream.errors import ConflictError, StorageError, WeightstreamError
 from weightstream.faults import FaultPoints
@@ -163,7 +164,7 @@ class BucketFiles:
         )
         frames = [] if self.valid_file is None else list(read_key_file(self.valid_file))
         valid = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=VALID_SCHEMA)
-        return Bucket(self.number, invalid, sort_readings(valid))
+        return Bucket(self.number, invalid, with_content_keys(sort_readings(valid)))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import polars as pl
 
 from weightstream.clock import SYSTEM_CLOCK, Clock
 from weightstream.config import Config, ProcessingConfig
-from weightstream.engine.content_keys import frame_content_keys
+from weightstream.engine.content_keys import CONTENT, frame_content_keys
 from weightstream.engine.group import EngineConfig, GroupReadings, run_group
 from weightstream.engine.results import (
     RESULT_FIELDS,
@@ -452,7 +452,11 @@ def _readings(valid: pl.DataFrame, first: int, last: int) -> GroupReadings:
         unit=part.get_column("unit").to_list(),
         weight_kg=part.get_column("weight_kg").to_list(),
         source=part.get_column("source").to_list(),
-        contents=frame_content_keys(part),
+        contents=(
+            part.get_column(CONTENT).to_list()
+            if CONTENT in part.columns  # made for the whole partition (with_content_keys)
+            else frame_content_keys(part)
+        ),
     )
 
 

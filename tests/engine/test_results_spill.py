@@ -142,3 +142,27 @@ def test_a_negative_row_number_is_refused_not_lost(tmp_path: Path) -> None:
     (it would otherwise never reach the file)."""
     with LineRuns(0, 25_000, tmp_path) as runs, pytest.raises(ValueError, match="negative"):
         runs.add(_lines([5, -1, 7]))
+
+
+def test_runs_are_merged_with_the_collector_tuned_and_left_as_found(tmp_path: Path) -> None:
+    """The merge makes an object per line: it runs with the young generation collected every
+    20,000 allocations and what was alive frozen (:mod:`weightstream.heap`), and leaves the
+    collector as it found it."""
+    import gc
+
+    seen: list[tuple[int, int]] = []
+
+    class Recording(io.BytesIO):
+        def write(self, data: Any) -> int:
+            seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+            return super().write(data)
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    runs = LineRuns(100, 1_000, directory=tmp_path)
+    for k in range(6):  # each batch spans every range: a range's lines come from 6 runs
+        runs.add(_lines(list(range(k, 3_000, 6))))
+    assert runs.on_disk
+    runs.write(Recording())
+    runs.close()
+    assert seen and all(young == 20_000 and frozen > 0 for young, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

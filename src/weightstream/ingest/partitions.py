@@ -24,7 +24,9 @@ the columnar reader's own rules and reasons): each block's readings wait in a
 :class:`~weightstream.ingest.spill.Spill` while the rows of each user are counted, then are
 split by the bounds into another spill; invalid rows are kept in line order. Each spill holds
 rows in memory up to ``memory_rows``, else on disk. :meth:`ProcessingOrder.groups` then reads
-one partition at a time, sorts it and cuts the order into commit groups, from any position.
+one partition at a time, sorts it, adds its readings' content keys (column ``content``,
+:func:`~weightstream.engine.content_keys.with_content_keys`) and cuts the order into commit
+groups, from any position.
 Memory is bounded by a block, a partition, a group and the counts' sketch, not by the file.
 """
 
@@ -40,6 +42,7 @@ from typing import Final
 import polars as pl
 
 from weightstream.config import Config
+from weightstream.engine.content_keys import CONTENT, with_content_keys
 from weightstream.ingest._problem import RowProblem
 from weightstream.ingest.columnar import VALID_SCHEMA, read_blocks
 from weightstream.ingest.spill import Spill
@@ -121,7 +124,8 @@ class ProcessingOrder:
     #: The partitions' bounds: partition ``k`` holds the users above ``bounds[k-1]`` up to
     #: ``bounds[k]`` (none for one partition).
     bounds: list[str] = field(default_factory=list)
-    #: Seconds spent sorting partitions (added to as :meth:`groups` reads them).
+    #: Seconds spent sorting partitions and making their content keys (added to as
+    #: :meth:`groups` reads them).
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,7 +185,7 @@ class ProcessingOrder:
             if skip >= rows:
                 skip -= rows
                 continue
-            frame = sort_readings(held)
+            frame = with_content_keys(sort_readings(held))
             self.timings["sort"] = self.timings.get("sort", 0.0) + time.perf_counter() - started
             yield False, frame.slice(skip)
             skip = 0
@@ -349,4 +353,4 @@ class _Splitter:
             yield int(key[0]), frame
 
 
-_EMPTY_VALID: Final = pl.DataFrame(schema=VALID_SCHEMA)
+_EMPTY_VALID: Final = pl.DataFrame(schema={**VALID_SCHEMA, CONTENT: pl.String})
